@@ -1,0 +1,17 @@
+//! lrf-flow's data on disk: COLMAP sparse models (binary and text), scenes in the 3DGS folder
+//! layout, images, and memory-mapped safetensors shards.
+//!
+//! Every reader returns a [`FormatError`] that names the file and the record at fault; nothing
+//! here panics on bad input.
+
+pub mod atomic;
+pub mod camera;
+pub mod colmap;
+pub mod distortion;
+mod error;
+pub mod image;
+pub mod scene;
+pub mod shard;
+
+pub use camera::Camera;
+pub use error::{FormatError, Result};

@@ -1,0 +1,1 @@
+//! procedural scenes
