@@ -200,6 +200,13 @@ pub struct ColmapModel {
     pub points: BTreeMap<u64, Point3D>,
 }
 
+/// The path of one of a model folder's files (`stem` is `cameras`, `images` or `points3D`): the
+/// binary file if present, else the text one. Used to name files in error messages.
+pub fn model_file(dir: &Path, stem: &str) -> std::path::PathBuf {
+    let binary = dir.join(format!("{stem}.bin"));
+    if binary.exists() { binary } else { dir.join(format!("{stem}.txt")) }
+}
+
 /// On-disk flavour of a model folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelFormat {
@@ -279,7 +286,7 @@ impl ColmapModel {
             let record = || format!("image {} {:?}", image.id, image.name);
             if !self.cameras.contains_key(&image.camera_id) {
                 return Err(FormatError::invalid(
-                    dir.join("images"),
+                    model_file(dir, "images"),
                     record(),
                     format!("camera {} is not in the cameras file", image.camera_id),
                 ));
@@ -289,7 +296,7 @@ impl ColmapModel {
                     && !self.points.contains_key(&id)
                 {
                     return Err(FormatError::invalid(
-                        dir.join("images"),
+                        model_file(dir, "images"),
                         record(),
                         format!("keypoint {index} observes 3D point {id}, which is not in the points3D file"),
                     ));
@@ -304,7 +311,7 @@ impl ColmapModel {
                     .is_some_and(|image| (element.point2d_index as usize) < image.points2d.len());
                 if !ok {
                     return Err(FormatError::invalid(
-                        dir.join("points3D"),
+                        model_file(dir, "points3D"),
                         format!("point {}", point.id),
                         format!(
                             "track names image {} keypoint {}, which does not exist",
