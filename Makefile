@@ -33,9 +33,10 @@ fmt:
 # Coverage-guided fuzzing of the COLMAP binary readers (cargo install cargo-fuzz first).
 # Stable toolchain: RUSTC_BOOTSTRAP lets cargo-fuzz use the sanitizer flags.
 FUZZ_SECONDS ?= 600
-fuzz: setup
-	cd formats/fuzz && for t in colmap_cameras colmap_images colmap_points3d; do \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$$(( $(FUZZ_SECONDS) / 3 )) || exit 1; done
+FUZZ_TARGETS := colmap_cameras colmap_images colmap_points3d colmap_roundtrip colmap_text
+fuzz:
+	cd formats/fuzz && python3 seed_corpus.py && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$$(( $(FUZZ_SECONDS) / 5 )) || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,7 +23,16 @@ pub struct Camera {
 impl Camera {
     /// A camera from a COLMAP pose: quaternion (w, x, y, z), which need not be normalised, and
     /// translation.
-    pub fn from_colmap(qvec: [f64; 4], tvec: [f64; 3], fx: f64, fy: f64, cx: f64, cy: f64, width: u32, height: u32) -> Self {
+    pub fn from_colmap(
+        qvec: [f64; 4],
+        tvec: [f64; 3],
+        fx: f64,
+        fy: f64,
+        cx: f64,
+        cy: f64,
+        width: u32,
+        height: u32,
+    ) -> Self {
         Camera {
             rotation: rotation_from_qvec(qvec),
             translation: DVec3::from_array(tvec),
@@ -94,7 +103,10 @@ impl Camera {
         if p.z <= 0.0 {
             return None;
         }
-        Some((DVec2::new(self.fx * p.x / p.z + self.cx, self.fy * p.y / p.z + self.cy), p.z))
+        Some((
+            DVec2::new(self.fx * p.x / p.z + self.cx, self.fy * p.y / p.z + self.cy),
+            p.z,
+        ))
     }
 
     /// Whether a continuous pixel position lies on the image.
@@ -154,9 +166,21 @@ mod tests {
         let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
         let [w, x, y, z] = q.map(|v| v / n);
         let expected = [
-            [1.0 - 2.0 * y * y - 2.0 * z * z, 2.0 * x * y - 2.0 * w * z, 2.0 * z * x + 2.0 * w * y],
-            [2.0 * x * y + 2.0 * w * z, 1.0 - 2.0 * x * x - 2.0 * z * z, 2.0 * y * z - 2.0 * w * x],
-            [2.0 * z * x - 2.0 * w * y, 2.0 * y * z + 2.0 * w * x, 1.0 - 2.0 * x * x - 2.0 * y * y],
+            [
+                1.0 - 2.0 * y * y - 2.0 * z * z,
+                2.0 * x * y - 2.0 * w * z,
+                2.0 * z * x + 2.0 * w * y,
+            ],
+            [
+                2.0 * x * y + 2.0 * w * z,
+                1.0 - 2.0 * x * x - 2.0 * z * z,
+                2.0 * y * z - 2.0 * w * x,
+            ],
+            [
+                2.0 * z * x - 2.0 * w * y,
+                2.0 * y * z + 2.0 * w * x,
+                1.0 - 2.0 * x * x - 2.0 * y * y,
+            ],
         ];
         let r = rotation_from_qvec(q);
         for (row, expected_row) in expected.iter().enumerate() {

@@ -18,11 +18,23 @@ use crate::image::ImageF32;
 pub enum Distortion {
     None,
     /// SIMPLE_RADIAL (k2 = 0) and RADIAL.
-    Radial { k1: f64, k2: f64 },
+    Radial {
+        k1: f64,
+        k2: f64,
+    },
     /// OPENCV: two radial and two tangential terms.
-    OpenCv { k1: f64, k2: f64, p1: f64, p2: f64 },
+    OpenCv {
+        k1: f64,
+        k2: f64,
+        p1: f64,
+        p2: f64,
+    },
     /// FULL_OPENCV: rational radial term and tangential terms.
-    FullOpenCv { k: [f64; 6], p1: f64, p2: f64 },
+    FullOpenCv {
+        k: [f64; 6],
+        p1: f64,
+        p2: f64,
+    },
 }
 
 impl Distortion {
@@ -33,10 +45,17 @@ impl Distortion {
             CameraModel::SimplePinhole | CameraModel::Pinhole => Distortion::None,
             CameraModel::SimpleRadial => Distortion::Radial { k1: d[0], k2: 0.0 },
             CameraModel::Radial => Distortion::Radial { k1: d[0], k2: d[1] },
-            CameraModel::OpenCv => Distortion::OpenCv { k1: d[0], k2: d[1], p1: d[2], p2: d[3] },
-            CameraModel::FullOpenCv => {
-                Distortion::FullOpenCv { k: [d[0], d[1], d[4], d[5], d[6], d[7]], p1: d[2], p2: d[3] }
-            }
+            CameraModel::OpenCv => Distortion::OpenCv {
+                k1: d[0],
+                k2: d[1],
+                p1: d[2],
+                p2: d[3],
+            },
+            CameraModel::FullOpenCv => Distortion::FullOpenCv {
+                k: [d[0], d[1], d[4], d[5], d[6], d[7]],
+                p1: d[2],
+                p2: d[3],
+            },
             other => {
                 return Err(format!(
                     "camera model {} is not a perspective model lrf-flow can undistort (supported: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV); run `colmap image_undistorter` on the scene first",
@@ -44,7 +63,11 @@ impl Distortion {
                 ));
             }
         };
-        Ok(if distortion.is_identity() { Distortion::None } else { distortion })
+        Ok(if distortion.is_identity() {
+            Distortion::None
+        } else {
+            distortion
+        })
     }
 
     pub fn is_identity(&self) -> bool {
@@ -60,7 +83,12 @@ impl Distortion {
     pub fn distort(&self, ideal: DVec2) -> DVec2 {
         let (u, v) = (ideal.x, ideal.y);
         let r2 = u * u + v * v;
-        let tangential = |p1: f64, p2: f64| DVec2::new(2.0 * p1 * u * v + p2 * (r2 + 2.0 * u * u), 2.0 * p2 * u * v + p1 * (r2 + 2.0 * v * v));
+        let tangential = |p1: f64, p2: f64| {
+            DVec2::new(
+                2.0 * p1 * u * v + p2 * (r2 + 2.0 * u * u),
+                2.0 * p2 * u * v + p1 * (r2 + 2.0 * v * v),
+            )
+        };
         match *self {
             Distortion::None => ideal,
             Distortion::Radial { k1, k2 } => ideal * (1.0 + k1 * r2 + k2 * r2 * r2),
@@ -93,7 +121,10 @@ impl Distortion {
                 break;
             }
             // Solve [dx dy] · step = residual.
-            let step = DVec2::new(dy.y * residual.x - dy.x * residual.y, -dx.y * residual.x + dx.x * residual.y) / det;
+            let step = DVec2::new(
+                dy.y * residual.x - dy.x * residual.y,
+                -dx.y * residual.x + dx.x * residual.y,
+            ) / det;
             ideal -= step;
         }
         ideal
@@ -149,11 +180,20 @@ pub fn undistorted_intrinsics(distorted: Intrinsics, distortion: &Distortion, wi
     ]
     .into_iter()
     .fold(f64::NEG_INFINITY, f64::max);
-    Intrinsics { fx: distorted.fx * scale, fy: distorted.fy * scale, ..distorted }
+    Intrinsics {
+        fx: distorted.fx * scale,
+        fy: distorted.fy * scale,
+        ..distorted
+    }
 }
 
 /// Resamples a distorted image to the pinhole camera `ideal` (bilinear, same size).
-pub fn undistort_image(image: &ImageF32, distorted: Intrinsics, distortion: &Distortion, ideal: Intrinsics) -> ImageF32 {
+pub fn undistort_image(
+    image: &ImageF32,
+    distorted: Intrinsics,
+    distortion: &Distortion,
+    ideal: Intrinsics,
+) -> ImageF32 {
     let mut out = ImageF32::new(image.channels, image.width, image.height);
     for y in 0..image.height {
         for x in 0..image.width {
@@ -178,8 +218,17 @@ mod tests {
 
     const MODELS: [Distortion; 3] = [
         Distortion::Radial { k1: 0.0198, k2: -0.01 },
-        Distortion::OpenCv { k1: 0.024, k2: -0.070, p1: 0.003, p2: -0.004 },
-        Distortion::FullOpenCv { k: [0.1, -0.05, 0.01, 0.02, -0.01, 0.003], p1: 0.001, p2: 0.002 },
+        Distortion::OpenCv {
+            k1: 0.024,
+            k2: -0.070,
+            p1: 0.003,
+            p2: -0.004,
+        },
+        Distortion::FullOpenCv {
+            k: [0.1, -0.05, 0.01, 0.02, -0.01, 0.003],
+            p1: 0.001,
+            p2: 0.002,
+        },
     ];
 
     #[test]
@@ -197,16 +246,30 @@ mod tests {
 
     #[test]
     fn undistorted_camera_has_no_blank_pixels_and_is_tight() {
-        let distorted = Intrinsics { fx: 815.0, fy: 815.0, cx: 504.0, cy: 378.0 };
+        let distorted = Intrinsics {
+            fx: 815.0,
+            fy: 815.0,
+            cx: 504.0,
+            cy: 378.0,
+        };
         for model in MODELS {
             let ideal = undistorted_intrinsics(distorted, &model, 1008, 756);
             let source = |x: f64, y: f64| distorted.to_pixel(model.distort(ideal.normalise(DVec2::new(x, y))));
             let mut touches = false;
             for i in 0..=100 {
                 let t = i as f64 / 100.0;
-                for p in [source(0.0, t * 756.0), source(1008.0, t * 756.0), source(t * 1008.0, 0.0), source(t * 1008.0, 756.0)] {
-                    assert!(p.x > -1e-6 && p.x < 1008.0 + 1e-6 && p.y > -1e-6 && p.y < 756.0 + 1e-6, "{model:?}: {p}");
-                    touches |= p.x.abs() < 0.5 || (p.x - 1008.0).abs() < 0.5 || p.y.abs() < 0.5 || (p.y - 756.0).abs() < 0.5;
+                for p in [
+                    source(0.0, t * 756.0),
+                    source(1008.0, t * 756.0),
+                    source(t * 1008.0, 0.0),
+                    source(t * 1008.0, 756.0),
+                ] {
+                    assert!(
+                        p.x > -1e-6 && p.x < 1008.0 + 1e-6 && p.y > -1e-6 && p.y < 756.0 + 1e-6,
+                        "{model:?}: {p}"
+                    );
+                    touches |=
+                        p.x.abs() < 0.5 || (p.x - 1008.0).abs() < 0.5 || p.y.abs() < 0.5 || (p.y - 756.0).abs() < 0.5;
                 }
             }
             assert!(touches, "{model:?}: the undistorted view should reach the image border");

@@ -22,7 +22,10 @@ pub enum FormatError {
 
 impl FormatError {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        FormatError::Io { path: path.as_ref().to_path_buf(), source }
+        FormatError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     pub fn invalid(path: impl AsRef<Path>, record: impl Into<String>, message: impl Into<String>) -> Self {

@@ -18,7 +18,12 @@ pub struct ImageF32 {
 
 impl ImageF32 {
     pub fn new(channels: usize, width: u32, height: u32) -> Self {
-        ImageF32 { channels, width, height, data: vec![0.0; channels * width as usize * height as usize] }
+        ImageF32 {
+            channels,
+            width,
+            height,
+            data: vec![0.0; channels * width as usize * height as usize],
+        }
     }
 
     fn plane_len(&self) -> usize {
@@ -56,7 +61,10 @@ impl ImageF32 {
 
     /// The `width × height` window whose top-left pixel is (`left`, `top`).
     pub fn crop(&self, left: u32, top: u32, width: u32, height: u32) -> ImageF32 {
-        assert!(left + width <= self.width && top + height <= self.height, "crop window outside the image");
+        assert!(
+            left + width <= self.width && top + height <= self.height,
+            "crop window outside the image"
+        );
         let mut out = ImageF32::new(self.channels, width, height);
         for c in 0..self.channels {
             for y in 0..height {
@@ -81,8 +89,15 @@ pub fn read_rgb(path: &Path) -> Result<ImageF32> {
     let format = image::guess_format(&bytes).map_err(|e| image_error(path, e))?;
     // The JPEG decoder fills a truncated file's missing rows with grey instead of failing; a
     // complete JPEG ends with the end-of-image marker (possibly followed by padding).
-    if format == image::ImageFormat::Jpeg && !bytes.trim_ascii_end().ends_with(&[0xFF, 0xD9]) && !bytes.ends_with(&[0xFF, 0xD9, 0]) {
-        return Err(FormatError::invalid(path, "image", "JPEG is truncated: no end-of-image marker"));
+    if format == image::ImageFormat::Jpeg
+        && !bytes.trim_ascii_end().ends_with(&[0xFF, 0xD9])
+        && !bytes.ends_with(&[0xFF, 0xD9, 0])
+    {
+        return Err(FormatError::invalid(
+            path,
+            "image",
+            "JPEG is truncated: no end-of-image marker",
+        ));
     }
     let decoded = image::load_from_memory_with_format(&bytes, format).map_err(|e| image_error(path, e))?;
     let rgb = decoded.into_rgb32f();
@@ -102,15 +117,34 @@ pub fn write_png(path: &Path, image: &ImageF32) -> Result<()> {
     let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let n = image.plane_len();
     let (color, bytes): (image::ExtendedColorType, Vec<u8>) = match image.channels {
-        1 => (image::ExtendedColorType::L8, image.data.iter().map(|&v| to_u8(v)).collect()),
-        3 => (image::ExtendedColorType::Rgb8, (0..n).flat_map(|i| (0..3).map(move |c| (c, i))).map(|(c, i)| to_u8(image.data[c * n + i])).collect()),
+        1 => (
+            image::ExtendedColorType::L8,
+            image.data.iter().map(|&v| to_u8(v)).collect(),
+        ),
+        3 => (
+            image::ExtendedColorType::Rgb8,
+            (0..n)
+                .flat_map(|i| (0..3).map(move |c| (c, i)))
+                .map(|(c, i)| to_u8(image.data[c * n + i]))
+                .collect(),
+        ),
         other => {
-            return Err(FormatError::invalid(path, "image", format!("PNG needs 1 or 3 channels, this image has {other}")));
+            return Err(FormatError::invalid(
+                path,
+                "image",
+                format!("PNG needs 1 or 3 channels, this image has {other}"),
+            ));
         }
     };
     let mut encoded = Vec::new();
-    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut encoded), &bytes, image.width, image.height, color)
-        .map_err(|e| image_error(path, e))?;
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut encoded),
+        &bytes,
+        image.width,
+        image.height,
+        color,
+    )
+    .map_err(|e| image_error(path, e))?;
     write_atomic(path, &encoded)
 }
 
@@ -144,11 +178,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.jpg");
         std::fs::write(&path, b"\xff\xd8\xff not really a jpeg").unwrap();
-        let message = read_rgb(&path).err().expect("a broken JPEG must not decode").to_string();
+        let message = read_rgb(&path)
+            .err()
+            .expect("a broken JPEG must not decode")
+            .to_string();
         assert!(message.contains("broken.jpg"), "{message}");
         // Truncated after a valid start: the decoder alone would fill the rest with grey.
         let mut image = ImageF32::new(3, 64, 64);
-        image.data.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 7) as f32 / 7.0);
+        image
+            .data
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i % 7) as f32 / 7.0);
         let png = dir.path().join("whole.png");
         write_png(&png, &image).unwrap();
         let jpeg = dir.path().join("cut.jpg");
@@ -156,14 +197,21 @@ mod tests {
         let encoded = {
             let rgb = ::image::open(&png).unwrap().to_rgb8();
             let mut out = Vec::new();
-            rgb.write_to(&mut std::io::Cursor::new(&mut out), ::image::ImageFormat::Jpeg).unwrap();
+            rgb.write_to(&mut std::io::Cursor::new(&mut out), ::image::ImageFormat::Jpeg)
+                .unwrap();
             out
         };
         std::fs::write(&jpeg, &encoded).unwrap();
         read_rgb(&jpeg).expect("the whole JPEG decodes");
         std::fs::write(&jpeg, &encoded[..encoded.len() / 2]).unwrap();
-        let message = read_rgb(&jpeg).err().expect("a truncated JPEG must not decode").to_string();
-        assert!(message.contains("cut.jpg") && message.contains("truncated"), "{message}");
+        let message = read_rgb(&jpeg)
+            .err()
+            .expect("a truncated JPEG must not decode")
+            .to_string();
+        assert!(
+            message.contains("cut.jpg") && message.contains("truncated"),
+            "{message}"
+        );
     }
 
     #[test]

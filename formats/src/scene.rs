@@ -41,7 +41,11 @@ pub struct SceneOptions {
 
 impl Default for SceneOptions {
     fn default() -> Self {
-        SceneOptions { images: "images".into(), distortion: DistortionPolicy::Undistort, test_every: 8 }
+        SceneOptions {
+            images: "images".into(),
+            distortion: DistortionPolicy::Undistort,
+            test_every: 8,
+        }
     }
 }
 
@@ -83,19 +87,41 @@ impl Scene {
     /// Loads the model and checks every view's image file (its header only) without decoding
     /// pixels.
     pub fn load(root: &Path, options: &SceneOptions) -> Result<Scene> {
-        let sparse = ["sparse/0", "sparse"].iter().map(|s| root.join(s)).find(|p| p.join("cameras.bin").exists() || p.join("cameras.txt").exists()).ok_or_else(|| {
-            FormatError::invalid(root, "scene", "no COLMAP model: expected sparse/0/cameras.bin (or .txt) inside the scene folder")
-        })?;
+        let sparse = ["sparse/0", "sparse"]
+            .iter()
+            .map(|s| root.join(s))
+            .find(|p| p.join("cameras.bin").exists() || p.join("cameras.txt").exists())
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    root,
+                    "scene",
+                    "no COLMAP model: expected sparse/0/cameras.bin (or .txt) inside the scene folder",
+                )
+            })?;
         let image_dir = root.join(&options.images);
         if !image_dir.is_dir() {
             let mut available: Vec<String> = std::fs::read_dir(root)
-                .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("images")).collect())
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with("images"))
+                        .collect()
+                })
                 .unwrap_or_default();
             available.sort();
             return Err(FormatError::invalid(
                 &image_dir,
                 "scene",
-                format!("image folder {:?} does not exist; this scene has: {}", options.images, if available.is_empty() { "none".into() } else { available.join(", ") }),
+                format!(
+                    "image folder {:?} does not exist; this scene has: {}",
+                    options.images,
+                    if available.is_empty() {
+                        "none".into()
+                    } else {
+                        available.join(", ")
+                    }
+                ),
             ));
         }
         let model = ColmapModel::read(&sparse)?;
@@ -109,7 +135,11 @@ impl Scene {
             let colmap_camera = &model.cameras[&image.camera_id];
             let image_path = image_dir.join(&image.name);
             if !image_path.is_file() {
-                return Err(FormatError::invalid(&images_file, record, format!("no image file {}", image_path.display())));
+                return Err(FormatError::invalid(
+                    &images_file,
+                    record,
+                    format!("no image file {}", image_path.display()),
+                ));
             }
             let (width, height) = image_size(&image_path)?;
             let sx = width as f64 / colmap_camera.width as f64;
@@ -127,10 +157,24 @@ impl Scene {
                 ));
             }
             let Some((fx, fy, cx, cy)) = colmap_camera.intrinsics() else {
-                return Err(FormatError::invalid(&images_file, record, format!("camera model {} has no focal length; lrf-flow needs perspective cameras", colmap_camera.model.name())));
+                return Err(FormatError::invalid(
+                    &images_file,
+                    record,
+                    format!(
+                        "camera model {} has no focal length; lrf-flow needs perspective cameras",
+                        colmap_camera.model.name()
+                    ),
+                ));
             };
-            let file_intrinsics = Intrinsics { fx: fx * sx, fy: fy * sy, cx: cx * sx, cy: cy * sy };
-            let lens = Distortion::of_camera(colmap_camera).map_err(|message| FormatError::invalid(&cameras_file, format!("camera {}", colmap_camera.id), message))?;
+            let file_intrinsics = Intrinsics {
+                fx: fx * sx,
+                fy: fy * sy,
+                cx: cx * sx,
+                cy: cy * sy,
+            };
+            let lens = Distortion::of_camera(colmap_camera).map_err(|message| {
+                FormatError::invalid(&cameras_file, format!("camera {}", colmap_camera.id), message)
+            })?;
             let distortion = match (options.distortion, lens) {
                 (_, Distortion::None) | (DistortionPolicy::Ignore, _) => Distortion::None,
                 (DistortionPolicy::Undistort, lens) => lens,
@@ -147,15 +191,42 @@ impl Scene {
                 }
             };
             let ideal = undistorted_intrinsics(file_intrinsics, &distortion, width, height);
-            let camera = Camera::from_colmap(image.qvec, image.tvec, ideal.fx, ideal.fy, ideal.cx, ideal.cy, width, height);
-            let split = if options.test_every > 0 && index % options.test_every == 0 { Split::Test } else { Split::Train };
-            views.push(SceneView { image_id: image.id, name: image.name.clone(), image_path, camera, split, file_intrinsics, distortion, scale: DVec2::new(sx, sy) });
+            let camera = Camera::from_colmap(
+                image.qvec, image.tvec, ideal.fx, ideal.fy, ideal.cx, ideal.cy, width, height,
+            );
+            let split = if options.test_every > 0 && index % options.test_every == 0 {
+                Split::Test
+            } else {
+                Split::Train
+            };
+            views.push(SceneView {
+                image_id: image.id,
+                name: image.name.clone(),
+                image_path,
+                camera,
+                split,
+                file_intrinsics,
+                distortion,
+                scale: DVec2::new(sx, sy),
+            });
         }
         if views.is_empty() {
-            return Err(FormatError::invalid(images_file, "scene", "the model has no registered images"));
+            return Err(FormatError::invalid(
+                images_file,
+                "scene",
+                "the model has no registered images",
+            ));
         }
-        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| root.display().to_string());
-        Ok(Scene { name, root: root.to_path_buf(), views, model })
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| root.display().to_string());
+        Ok(Scene {
+            name,
+            root: root.to_path_buf(),
+            views,
+            model,
+        })
     }
 
     pub fn views_in(&self, split: Split) -> impl Iterator<Item = &SceneView> {
@@ -166,23 +237,42 @@ impl Scene {
     pub fn load_image(&self, view: &SceneView) -> Result<ImageF32> {
         let image = read_rgb(&view.image_path)?;
         if (image.width, image.height) != (view.camera.width, view.camera.height) {
-            return Err(FormatError::invalid(&view.image_path, format!("image {} {:?}", view.image_id, view.name), "image size changed since the scene was loaded"));
+            return Err(FormatError::invalid(
+                &view.image_path,
+                format!("image {} {:?}", view.image_id, view.name),
+                "image size changed since the scene was loaded",
+            ));
         }
         if matches!(view.distortion, Distortion::None) {
             return Ok(image);
         }
-        Ok(undistort_image(&image, view.file_intrinsics, &view.distortion, self.pinhole_intrinsics(view)))
+        Ok(undistort_image(
+            &image,
+            view.file_intrinsics,
+            &view.distortion,
+            self.pinhole_intrinsics(view),
+        ))
     }
 
     /// Where a COLMAP keypoint (in the camera's own pixel coordinates, as stored in images.bin)
     /// lies in the view's loaded, undistorted image.
     pub fn keypoint_pixel(&self, view: &SceneView, keypoint: DVec2) -> DVec2 {
         let in_file = keypoint * view.scale;
-        undistort_pixel(in_file, view.file_intrinsics, &view.distortion, self.pinhole_intrinsics(view))
+        undistort_pixel(
+            in_file,
+            view.file_intrinsics,
+            &view.distortion,
+            self.pinhole_intrinsics(view),
+        )
     }
 
     fn pinhole_intrinsics(&self, view: &SceneView) -> Intrinsics {
         let c = &view.camera;
-        Intrinsics { fx: c.fx, fy: c.fy, cx: c.cx, cy: c.cy }
+        Intrinsics {
+            fx: c.fx,
+            fy: c.fy,
+            cx: c.cx,
+            cy: c.cy,
+        }
     }
 }

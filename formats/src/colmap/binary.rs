@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{CameraModel, ColmapCamera, ColmapImage, Point2D, Point3D, TrackElement, check_camera, check_image, check_point, duplicate_id};
+use super::{
+    CameraModel, ColmapCamera, ColmapImage, Point2D, Point3D, TrackElement, check_camera, check_image, check_point,
+    duplicate_id,
+};
 use crate::atomic::write_atomic;
 use crate::{FormatError, Result};
 
@@ -18,7 +21,12 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(path: &'a Path, bytes: &'a [u8]) -> Self {
-        Reader { path, bytes, position: 0, record: "header".into() }
+        Reader {
+            path,
+            bytes,
+            position: 0,
+            record: "header".into(),
+        }
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
@@ -82,7 +90,9 @@ impl<'a> Reader<'a> {
         let Some(end) = rest.iter().position(|&b| b == 0) else {
             return Err(self.invalid("image name has no terminating NUL byte (truncated file)".to_string()));
         };
-        let name = std::str::from_utf8(&rest[..end]).map_err(|_| self.invalid("image name is not UTF-8".to_string()))?.to_string();
+        let name = std::str::from_utf8(&rest[..end])
+            .map_err(|_| self.invalid("image name is not UTF-8".to_string()))?
+            .to_string();
         self.position += end + 1;
         Ok(name)
     }
@@ -131,12 +141,23 @@ pub fn parse_cameras(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, ColmapCa
         r.record = format!("camera {id}");
         let model_id = r.i32("model id")?;
         let model = CameraModel::from_id(model_id).ok_or_else(|| {
-            r.invalid(format!("unknown camera model id {model_id}; COLMAP defines 0..={}", CameraModel::ALL.len() - 1))
+            r.invalid(format!(
+                "unknown camera model id {model_id}; COLMAP defines 0..={}",
+                CameraModel::ALL.len() - 1
+            ))
         })?;
         let width = r.u64("width")?;
         let height = r.u64("height")?;
-        let params = (0..model.num_params()).map(|_| r.f64("parameter")).collect::<Result<Vec<_>>>()?;
-        let camera = ColmapCamera { id, model, width, height, params };
+        let params = (0..model.num_params())
+            .map(|_| r.f64("parameter"))
+            .collect::<Result<Vec<_>>>()?;
+        let camera = ColmapCamera {
+            id,
+            model,
+            width,
+            height,
+            params,
+        };
         check_camera(path, &camera)?;
         if cameras.insert(id, camera).is_some() {
             return Err(duplicate_id(path, "camera", id));
@@ -179,7 +200,14 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, ColmapIma
             };
             points2d.push(Point2D { xy: [x, y], point3d_id });
         }
-        let image = ColmapImage { id, qvec, tvec, camera_id, name, points2d };
+        let image = ColmapImage {
+            id,
+            qvec,
+            tvec,
+            camera_id,
+            name,
+            points2d,
+        };
         check_image(path, &image)?;
         if images.insert(id, image).is_some() {
             return Err(duplicate_id(path, "image", id));
@@ -209,9 +237,18 @@ pub fn parse_points3d(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u64, Point3D
         for _ in 0..track_length {
             let image_id = r.id32("track image id")?;
             let point2d_index = r.id32("track keypoint index")?;
-            track.push(TrackElement { image_id, point2d_index });
+            track.push(TrackElement {
+                image_id,
+                point2d_index,
+            });
         }
-        let point = Point3D { id, xyz, rgb, error, track };
+        let point = Point3D {
+            id,
+            xyz,
+            rgb,
+            error,
+            track,
+        };
         check_point(path, &point)?;
         if points.insert(id, point).is_some() {
             return Err(duplicate_id(path, "point", id));
@@ -228,6 +265,7 @@ pub fn write_cameras_bin(path: &Path, cameras: &BTreeMap<u32, ColmapCamera>) -> 
         if camera.params.len() != camera.model.num_params() {
             return Err(wrong_param_count(path, camera));
         }
+        check_camera(path, camera)?;
         out.extend((camera.id as i32).to_le_bytes());
         out.extend(camera.model.id().to_le_bytes());
         out.extend(camera.width.to_le_bytes());
@@ -241,7 +279,12 @@ pub(super) fn wrong_param_count(path: &Path, camera: &ColmapCamera) -> FormatErr
     FormatError::invalid(
         path,
         format!("camera {}", camera.id),
-        format!("{} needs {} parameters, got {}", camera.model.name(), camera.model.num_params(), camera.params.len()),
+        format!(
+            "{} needs {} parameters, got {}",
+            camera.model.name(),
+            camera.model.num_params(),
+            camera.params.len()
+        ),
     )
 }
 
@@ -249,8 +292,13 @@ pub fn write_images_bin(path: &Path, images: &BTreeMap<u32, ColmapImage>) -> Res
     let mut out = Vec::new();
     out.extend((images.len() as u64).to_le_bytes());
     for image in images.values() {
+        check_image(path, image)?;
         out.extend((image.id as i32).to_le_bytes());
-        image.qvec.iter().chain(&image.tvec).for_each(|v| out.extend(v.to_le_bytes()));
+        image
+            .qvec
+            .iter()
+            .chain(&image.tvec)
+            .for_each(|v| out.extend(v.to_le_bytes()));
         out.extend((image.camera_id as i32).to_le_bytes());
         out.extend(image.name.as_bytes());
         out.push(0);
@@ -268,6 +316,7 @@ pub fn write_points3d_bin(path: &Path, points: &BTreeMap<u64, Point3D>) -> Resul
     let mut out = Vec::new();
     out.extend((points.len() as u64).to_le_bytes());
     for point in points.values() {
+        check_point(path, point)?;
         out.extend(point.id.to_le_bytes());
         point.xyz.iter().for_each(|v| out.extend(v.to_le_bytes()));
         out.extend(point.rgb);

@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FormatError, Result};
 
-pub use binary::{parse_cameras, parse_images, parse_points3d, read_cameras_bin, read_images_bin, read_points3d_bin, write_cameras_bin, write_images_bin, write_points3d_bin};
-pub use text::{read_cameras_txt, read_images_txt, read_points3d_txt, write_cameras_txt, write_images_txt, write_points3d_txt};
+pub use binary::{
+    parse_cameras, parse_images, parse_points3d, read_cameras_bin, read_images_bin, read_points3d_bin,
+    write_cameras_bin, write_images_bin, write_points3d_bin,
+};
+pub use text::{
+    read_cameras_txt, read_images_txt, read_points3d_txt, write_cameras_txt, write_images_txt, write_points3d_txt,
+};
 
 /// COLMAP's camera models, with their numeric ids and parameter counts (COLMAP
 /// `src/colmap/sensor/models.h`, checked against pycolmap 4.2). Ids are positions in [`CameraModel::ALL`].
@@ -100,7 +105,10 @@ impl CameraModel {
     }
 
     pub fn id(self) -> i32 {
-        CameraModel::ALL.iter().position(|&m| m == self).expect("every model is in ALL") as i32
+        CameraModel::ALL
+            .iter()
+            .position(|&m| m == self)
+            .expect("every model is in ALL") as i32
     }
 
     pub fn from_id(id: i32) -> Option<Self> {
@@ -204,7 +212,11 @@ pub struct ColmapModel {
 /// binary file if present, else the text one. Used to name files in error messages.
 pub fn model_file(dir: &Path, stem: &str) -> std::path::PathBuf {
     let binary = dir.join(format!("{stem}.bin"));
-    if binary.exists() { binary } else { dir.join(format!("{stem}.txt")) }
+    if binary.exists() {
+        binary
+    } else {
+        dir.join(format!("{stem}.txt"))
+    }
 }
 
 /// On-disk flavour of a model folder.
@@ -325,19 +337,48 @@ impl ColmapModel {
     }
 }
 
-/// Shared record checks of both readers, so binary and text reject the same things.
+/// Largest id either format carries: `read_write_model.py` reads ids as signed 32-bit integers, so
+/// larger ones would not survive a trip through other tools.
+const MAX_ID: u32 = i32::MAX as u32;
+
+fn check_id(path: &Path, record: &dyn Fn() -> String, what: &str, id: u32) -> Result<()> {
+    if id > MAX_ID {
+        return Err(FormatError::invalid(
+            path,
+            record(),
+            format!("{what} {id} is above {MAX_ID}, the largest id COLMAP model files carry"),
+        ));
+    }
+    Ok(())
+}
+
+// Shared record checks of both readers and both writers, so every format accepts the same models.
+
 fn check_camera(path: &Path, camera: &ColmapCamera) -> Result<()> {
     let record = format!("camera {}", camera.id);
+    check_id(path, &|| record.clone(), "camera id", camera.id)?;
     if camera.params.iter().any(|v| !v.is_finite()) {
-        return Err(FormatError::invalid(path, record, format!("non-finite parameter in {:?}", camera.params)));
+        return Err(FormatError::invalid(
+            path,
+            record,
+            format!("non-finite parameter in {:?}", camera.params),
+        ));
     }
     if camera.width == 0 || camera.height == 0 || camera.width > u32::MAX as u64 || camera.height > u32::MAX as u64 {
-        return Err(FormatError::invalid(path, record, format!("image size {}x{} is not usable", camera.width, camera.height)));
+        return Err(FormatError::invalid(
+            path,
+            record,
+            format!("image size {}x{} is not usable", camera.width, camera.height),
+        ));
     }
     if let Some((fx, fy, _, _)) = camera.intrinsics()
         && (fx <= 0.0 || fy <= 0.0)
     {
-        return Err(FormatError::invalid(path, record, format!("focal length must be positive, got fx={fx} fy={fy}")));
+        return Err(FormatError::invalid(
+            path,
+            record,
+            format!("focal length must be positive, got fx={fx} fy={fy}"),
+        ));
     }
     Ok(())
 }
@@ -355,17 +396,38 @@ fn check_image(path: &Path, image: &ColmapImage) -> Result<()> {
     if norm < 1e-12 {
         return Err(FormatError::invalid(path, record(), "rotation quaternion is zero"));
     }
+    check_id(path, &record, "image id", image.id)?;
+    check_id(path, &record, "camera id", image.camera_id)?;
     if image.name.is_empty() {
         return Err(FormatError::invalid(path, record(), "image name is empty"));
+    }
+    // The binary format ends names at NUL; the text format splits fields at whitespace.
+    if image.name.contains('\0') {
+        return Err(FormatError::invalid(path, record(), "image name contains a NUL byte"));
     }
     Ok(())
 }
 
 fn check_point(path: &Path, point: &Point3D) -> Result<()> {
+    let record = || format!("point {}", point.id);
     if point.xyz.iter().any(|v| !v.is_finite()) {
-        return Err(FormatError::invalid(path, format!("point {}", point.id), format!("position is not finite: {:?}", point.xyz)));
+        return Err(FormatError::invalid(
+            path,
+            record(),
+            format!("position is not finite: {:?}", point.xyz),
+        ));
+    }
+    for element in &point.track {
+        check_id(path, &record, "track image id", element.image_id)?;
+        check_id(path, &record, "track keypoint index", element.point2d_index)?;
     }
     Ok(())
+}
+
+/// Whether the text format can hold an image name: it reads a name as the rest of the line's
+/// fields joined by single spaces.
+fn is_text_safe_name(name: &str) -> bool {
+    name.split_whitespace().collect::<Vec<_>>().join(" ") == name
 }
 
 fn duplicate_id(path: &Path, kind: &str, id: impl std::fmt::Display) -> FormatError {

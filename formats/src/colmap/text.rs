@@ -6,7 +6,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::binary::wrong_param_count;
-use super::{CameraModel, ColmapCamera, ColmapImage, Point2D, Point3D, TrackElement, check_camera, check_image, check_point, duplicate_id};
+use super::{
+    CameraModel, ColmapCamera, ColmapImage, Point2D, Point3D, TrackElement, check_camera, check_image, check_point,
+    duplicate_id, is_text_safe_name,
+};
 use crate::atomic::write_atomic;
 use crate::{FormatError, Result};
 
@@ -24,7 +27,11 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(path: &'a Path, line_number: usize, line: &'a str) -> Self {
-        Fields { path, line_number, fields: line.split_whitespace() }
+        Fields {
+            path,
+            line_number,
+            fields: line.split_whitespace(),
+        }
     }
 
     fn invalid(&self, message: String) -> FormatError {
@@ -32,12 +39,19 @@ impl<'a> Fields<'a> {
     }
 
     fn next_str(&mut self, what: &str) -> Result<&'a str> {
-        self.fields.next().ok_or_else(|| self.invalid(format!("missing {what}")))
+        self.fields
+            .next()
+            .ok_or_else(|| self.invalid(format!("missing {what}")))
     }
 
     fn next<T: FromStr>(&mut self, what: &str) -> Result<T> {
         let field = self.next_str(what)?;
-        field.parse().map_err(|_| self.invalid(format!("{what} {field:?} is not a valid {}", std::any::type_name::<T>())))
+        field.parse().map_err(|_| {
+            self.invalid(format!(
+                "{what} {field:?} is not a valid {}",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 
     fn rest(&mut self) -> Vec<&'a str> {
@@ -54,7 +68,10 @@ impl<'a> Fields<'a> {
 
 /// Non-empty, non-comment lines with their 1-based numbers.
 fn records(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().map(|(i, line)| (i + 1, line.trim())).filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
 }
 
 pub fn read_cameras_txt(path: &Path) -> Result<BTreeMap<u32, ColmapCamera>> {
@@ -66,15 +83,36 @@ pub fn read_cameras_txt(path: &Path) -> Result<BTreeMap<u32, ColmapCamera>> {
         let model_name = f.next_str("camera model")?;
         let model = CameraModel::from_name(model_name).ok_or_else(|| {
             let known: Vec<_> = CameraModel::ALL.iter().map(|m| m.name()).collect();
-            f.invalid(format!("unknown camera model {model_name:?}; known models: {}", known.join(", ")))
+            f.invalid(format!(
+                "unknown camera model {model_name:?}; known models: {}",
+                known.join(", ")
+            ))
         })?;
         let width = f.next("width")?;
         let height = f.next("height")?;
-        let params = f.rest().into_iter().map(|p| p.parse::<f64>().map_err(|_| f.invalid(format!("parameter {p:?} is not a number")))).collect::<Result<Vec<_>>>()?;
+        let params = f
+            .rest()
+            .into_iter()
+            .map(|p| {
+                p.parse::<f64>()
+                    .map_err(|_| f.invalid(format!("parameter {p:?} is not a number")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         if params.len() != model.num_params() {
-            return Err(f.invalid(format!("{} needs {} parameters, got {}", model.name(), model.num_params(), params.len())));
+            return Err(f.invalid(format!(
+                "{} needs {} parameters, got {}",
+                model.name(),
+                model.num_params(),
+                params.len()
+            )));
         }
-        let camera = ColmapCamera { id, model, width, height, params };
+        let camera = ColmapCamera {
+            id,
+            model,
+            width,
+            height,
+            params,
+        };
         check_camera(path, &camera)?;
         if cameras.insert(id, camera).is_some() {
             return Err(duplicate_id(path, "camera", id));
@@ -88,7 +126,11 @@ pub fn read_images_txt(path: &Path) -> Result<BTreeMap<u32, ColmapImage>> {
     let mut images = BTreeMap::new();
     // Each image has two lines: the pose line and the keypoint line, which may be empty, so
     // lines are taken in pairs after skipping comments (not after skipping empty lines).
-    let mut lines = text.lines().enumerate().map(|(i, line)| (i + 1, line.trim())).filter(|(_, line)| !line.starts_with('#'));
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.starts_with('#'));
     while let Some((line_number, line)) = lines.next() {
         if line.is_empty() {
             continue;
@@ -110,20 +152,38 @@ pub fn read_images_txt(path: &Path) -> Result<BTreeMap<u32, ColmapImage>> {
         let mut p = Fields::new(path, points_line_number, points_line);
         let values = p.rest();
         if values.len() % 3 != 0 {
-            return Err(p.invalid(format!("keypoint line of image {id} has {} fields, not a multiple of 3 (X Y POINT3D_ID)", values.len())));
+            return Err(p.invalid(format!(
+                "keypoint line of image {id} has {} fields, not a multiple of 3 (X Y POINT3D_ID)",
+                values.len()
+            )));
         }
         let mut points2d = Vec::with_capacity(values.len() / 3);
         for chunk in values.chunks(3) {
-            let number = |s: &str| s.parse::<f64>().map_err(|_| p.invalid(format!("keypoint coordinate {s:?} is not a number")));
-            let point3d: i64 = chunk[2].parse().map_err(|_| p.invalid(format!("3D point id {:?} is not an integer", chunk[2])))?;
+            let number = |s: &str| {
+                s.parse::<f64>()
+                    .map_err(|_| p.invalid(format!("keypoint coordinate {s:?} is not a number")))
+            };
+            let point3d: i64 = chunk[2]
+                .parse()
+                .map_err(|_| p.invalid(format!("3D point id {:?} is not an integer", chunk[2])))?;
             let point3d_id = match point3d {
                 -1 => None,
                 id if id >= 0 => Some(id as u64),
                 other => return Err(p.invalid(format!("3D point id {other} is negative but not -1"))),
             };
-            points2d.push(Point2D { xy: [number(chunk[0])?, number(chunk[1])?], point3d_id });
+            points2d.push(Point2D {
+                xy: [number(chunk[0])?, number(chunk[1])?],
+                point3d_id,
+            });
         }
-        let image = ColmapImage { id, qvec, tvec, camera_id, name, points2d };
+        let image = ColmapImage {
+            id,
+            qvec,
+            tvec,
+            camera_id,
+            name,
+            points2d,
+        };
         check_image(path, &image)?;
         if images.insert(id, image).is_some() {
             return Err(duplicate_id(path, "image", id));
@@ -143,18 +203,34 @@ pub fn read_points3d_txt(path: &Path) -> Result<BTreeMap<u64, Point3D>> {
         let error = f.next("error")?;
         let values = f.rest();
         if values.len() % 2 != 0 {
-            return Err(f.invalid(format!("track of point {id} has {} fields, not pairs of IMAGE_ID POINT2D_IDX", values.len())));
+            return Err(f.invalid(format!(
+                "track of point {id} has {} fields, not pairs of IMAGE_ID POINT2D_IDX",
+                values.len()
+            )));
         }
         let track = values
             .chunks(2)
             .map(|pair| {
-                let image_id = pair[0].parse().map_err(|_| f.invalid(format!("track image id {:?} is not a valid id", pair[0])))?;
-                let point2d_index = pair[1].parse().map_err(|_| f.invalid(format!("track keypoint index {:?} is not a valid index", pair[1])))?;
-                Ok(TrackElement { image_id, point2d_index })
+                let image_id = pair[0]
+                    .parse()
+                    .map_err(|_| f.invalid(format!("track image id {:?} is not a valid id", pair[0])))?;
+                let point2d_index = pair[1]
+                    .parse()
+                    .map_err(|_| f.invalid(format!("track keypoint index {:?} is not a valid index", pair[1])))?;
+                Ok(TrackElement {
+                    image_id,
+                    point2d_index,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         f.finish()?;
-        let point = Point3D { id, xyz, rgb, error, track };
+        let point = Point3D {
+            id,
+            xyz,
+            rgb,
+            error,
+            track,
+        };
         check_point(path, &point)?;
         if points.insert(id, point).is_some() {
             return Err(duplicate_id(path, "point", id));
@@ -166,13 +242,23 @@ pub fn read_points3d_txt(path: &Path) -> Result<BTreeMap<u64, Point3D>> {
 // Floats are written with Rust's shortest round-trip formatting, so text models are lossless.
 
 pub fn write_cameras_txt(path: &Path, cameras: &BTreeMap<u32, ColmapCamera>) -> Result<()> {
-    let mut out = String::from("# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n");
+    let mut out = String::from(
+        "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n",
+    );
     let _ = writeln!(out, "# Number of cameras: {}", cameras.len());
     for camera in cameras.values() {
         if camera.params.len() != camera.model.num_params() {
             return Err(wrong_param_count(path, camera));
         }
-        let _ = write!(out, "{} {} {} {}", camera.id, camera.model.name(), camera.width, camera.height);
+        check_camera(path, camera)?;
+        let _ = write!(
+            out,
+            "{} {} {} {}",
+            camera.id,
+            camera.model.name(),
+            camera.width,
+            camera.height
+        );
         camera.params.iter().for_each(|p| {
             let _ = write!(out, " {p:?}");
         });
@@ -186,15 +272,38 @@ pub fn write_images_txt(path: &Path, images: &BTreeMap<u32, ColmapImage>) -> Res
         "# Image list with two lines of data per image:\n#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n#   POINTS2D[] as (X, Y, POINT3D_ID)\n",
     );
     let observations: usize = images.values().map(|i| i.points2d.len()).sum();
-    let _ = writeln!(out, "# Number of images: {}, observations: {observations}", images.len());
+    let _ = writeln!(
+        out,
+        "# Number of images: {}, observations: {observations}",
+        images.len()
+    );
     for image in images.values() {
+        check_image(path, image)?;
+        if !is_text_safe_name(&image.name) {
+            return Err(FormatError::invalid(
+                path,
+                format!("image {} {:?}", image.id, image.name),
+                "the text format cannot hold this name (it has leading, trailing, repeated or non-space whitespace); write the model as binary",
+            ));
+        }
         let [qw, qx, qy, qz] = image.qvec;
         let [tx, ty, tz] = image.tvec;
-        let _ = writeln!(out, "{} {qw:?} {qx:?} {qy:?} {qz:?} {tx:?} {ty:?} {tz:?} {} {}", image.id, image.camera_id, image.name);
+        let _ = writeln!(
+            out,
+            "{} {qw:?} {qx:?} {qy:?} {qz:?} {tx:?} {ty:?} {tz:?} {} {}",
+            image.id, image.camera_id, image.name
+        );
         let keypoints: Vec<String> = image
             .points2d
             .iter()
-            .map(|p| format!("{:?} {:?} {}", p.xy[0], p.xy[1], p.point3d_id.map_or(-1, |id| id as i64)))
+            .map(|p| {
+                format!(
+                    "{:?} {:?} {}",
+                    p.xy[0],
+                    p.xy[1],
+                    p.point3d_id.map_or(-1, |id| id as i64)
+                )
+            })
             .collect();
         out.push_str(&keypoints.join(" "));
         out.push('\n');
@@ -203,9 +312,12 @@ pub fn write_images_txt(path: &Path, images: &BTreeMap<u32, ColmapImage>) -> Res
 }
 
 pub fn write_points3d_txt(path: &Path, points: &BTreeMap<u64, Point3D>) -> Result<()> {
-    let mut out = String::from("# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n");
+    let mut out = String::from(
+        "# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n",
+    );
     let _ = writeln!(out, "# Number of points: {}", points.len());
     for point in points.values() {
+        check_point(path, point)?;
         let [x, y, z] = point.xyz;
         let [r, g, b] = point.rgb;
         let _ = write!(out, "{} {x:?} {y:?} {z:?} {r} {g} {b} {:?}", point.id, point.error);

@@ -1,0 +1,17 @@
+//! `parse_images` on arbitrary bytes: never panics; errors name the file and record; what it accepts
+//! satisfies the reader's promises.
+#![no_main]
+
+mod common;
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use lrf_formats::colmap::parse_images;
+
+fuzz_target!(|data: &[u8]| {
+    match parse_images(Path::new("fuzz/sparse/0/images.bin"), data) {
+        Ok(parsed) => common::check_images(&parsed),
+        Err(err) => common::check_error(&err, "images.bin"),
+    }
+});
