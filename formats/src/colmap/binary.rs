@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     CameraModel, ColmapCamera, ColmapImage, Point2D, Point3D, TrackElement, check_camera, check_image, check_point,
-    duplicate_id,
+    insert_unique, point3d_reference,
 };
 use crate::atomic::write_atomic;
 use crate::{FormatError, Result};
@@ -159,9 +159,7 @@ pub fn parse_cameras(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, ColmapCa
             params,
         };
         check_camera(path, &camera)?;
-        if cameras.insert(id, camera).is_some() {
-            return Err(duplicate_id(path, "camera", id));
-        }
+        insert_unique(&mut cameras, path, "camera", id, camera)?;
     }
     r.finish()?;
     Ok(cameras)
@@ -193,11 +191,7 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, ColmapIma
             let x = r.f64("keypoint x")?;
             let y = r.f64("keypoint y")?;
             let point3d = r.i64("keypoint 3D point id")?;
-            let point3d_id = match point3d {
-                -1 => None,
-                id if id >= 0 => Some(id as u64),
-                other => return Err(r.invalid(format!("keypoint 3D point id {other} is negative but not -1"))),
-            };
+            let point3d_id = point3d_reference(point3d).map_err(|message| r.invalid(message))?;
             points2d.push(Point2D { xy: [x, y], point3d_id });
         }
         let image = ColmapImage {
@@ -209,9 +203,7 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, ColmapIma
             points2d,
         };
         check_image(path, &image)?;
-        if images.insert(id, image).is_some() {
-            return Err(duplicate_id(path, "image", id));
-        }
+        insert_unique(&mut images, path, "image", id, image)?;
     }
     r.finish()?;
     Ok(images)
@@ -250,9 +242,7 @@ pub fn parse_points3d(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u64, Point3D
             track,
         };
         check_point(path, &point)?;
-        if points.insert(id, point).is_some() {
-            return Err(duplicate_id(path, "point", id));
-        }
+        insert_unique(&mut points, path, "point", id, point)?;
     }
     r.finish()?;
     Ok(points)

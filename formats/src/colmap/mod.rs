@@ -430,6 +430,29 @@ fn is_text_safe_name(name: &str) -> bool {
     name.split_whitespace().collect::<Vec<_>>().join(" ") == name
 }
 
-fn duplicate_id(path: &Path, kind: &str, id: impl std::fmt::Display) -> FormatError {
-    FormatError::invalid(path, format!("{kind} {id}"), format!("{kind} id {id} appears twice"))
+/// Adds a parsed record, refusing a second record with the same id.
+fn insert_unique<K: Ord + Copy + std::fmt::Display, V>(
+    records: &mut BTreeMap<K, V>,
+    path: &Path,
+    kind: &str,
+    id: K,
+    record: V,
+) -> Result<()> {
+    if records.insert(id, record).is_some() {
+        return Err(FormatError::invalid(
+            path,
+            format!("{kind} {id}"),
+            format!("{kind} id {id} appears twice"),
+        ));
+    }
+    Ok(())
+}
+
+/// A keypoint's 3D point id as stored on disk, where -1 means "not triangulated".
+fn point3d_reference(stored: i64) -> std::result::Result<Option<u64>, String> {
+    match stored {
+        -1 => Ok(None),
+        id if id >= 0 => Ok(Some(id as u64)),
+        other => Err(format!("keypoint 3D point id {other} is negative but not -1")),
+    }
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use super::binary::wrong_param_count;
 use super::{
     CameraModel, ColmapCamera, ColmapImage, Point2D, Point3D, TrackElement, check_camera, check_image, check_point,
-    duplicate_id, is_text_safe_name,
+    insert_unique, is_text_safe_name, point3d_reference,
 };
 use crate::atomic::write_atomic;
 use crate::{FormatError, Result};
@@ -114,9 +114,7 @@ pub fn read_cameras_txt(path: &Path) -> Result<BTreeMap<u32, ColmapCamera>> {
             params,
         };
         check_camera(path, &camera)?;
-        if cameras.insert(id, camera).is_some() {
-            return Err(duplicate_id(path, "camera", id));
-        }
+        insert_unique(&mut cameras, path, "camera", id, camera)?;
     }
     Ok(cameras)
 }
@@ -166,11 +164,7 @@ pub fn read_images_txt(path: &Path) -> Result<BTreeMap<u32, ColmapImage>> {
             let point3d: i64 = chunk[2]
                 .parse()
                 .map_err(|_| p.invalid(format!("3D point id {:?} is not an integer", chunk[2])))?;
-            let point3d_id = match point3d {
-                -1 => None,
-                id if id >= 0 => Some(id as u64),
-                other => return Err(p.invalid(format!("3D point id {other} is negative but not -1"))),
-            };
+            let point3d_id = point3d_reference(point3d).map_err(|message| p.invalid(message))?;
             points2d.push(Point2D {
                 xy: [number(chunk[0])?, number(chunk[1])?],
                 point3d_id,
@@ -185,9 +179,7 @@ pub fn read_images_txt(path: &Path) -> Result<BTreeMap<u32, ColmapImage>> {
             points2d,
         };
         check_image(path, &image)?;
-        if images.insert(id, image).is_some() {
-            return Err(duplicate_id(path, "image", id));
-        }
+        insert_unique(&mut images, path, "image", id, image)?;
     }
     Ok(images)
 }
@@ -232,9 +224,7 @@ pub fn read_points3d_txt(path: &Path) -> Result<BTreeMap<u64, Point3D>> {
             track,
         };
         check_point(path, &point)?;
-        if points.insert(id, point).is_some() {
-            return Err(duplicate_id(path, "point", id));
-        }
+        insert_unique(&mut points, path, "point", id, point)?;
     }
     Ok(points)
 }
