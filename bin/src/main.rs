@@ -1,6 +1,7 @@
 //! The `lrf-flow` command line. Each subcommand is a thin wrapper: the work lives in the library
 //! crates (formats/, synth/, ...), so a reader goes from here to the code in one hop.
 
+mod flow;
 mod inspect;
 mod synth;
 
@@ -24,6 +25,11 @@ struct Cli {
 enum Command {
     Synth(synth::SynthArgs),
     Inspect(inspect::InspectArgs),
+    Run(flow::RunArgs),
+    Plan(flow::PlanArgs),
+    Gc(flow::GcArgs),
+    Bench(flow::BenchArgs),
+    Watch(flow::WatchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +41,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Run(args) => flow::run(args),
+        Command::Plan(args) => flow::plan(args),
+        Command::Gc(args) => flow::gc(args),
+        Command::Bench(args) => flow::bench(args),
+        Command::Watch(args) => flow::watch(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

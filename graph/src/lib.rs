@@ -1,4 +1,38 @@
-//! lrf-flow's graph crate: the engine: YAML pipeline spec → validated DAG → timely dataflow; stage trait and registry; content-addressed artifact store.
+//! lrf-flow's engine: a YAML pipeline file becomes a validated graph of stages (`Pipeline`), the
+//! graph and the scene collection become a `Plan` of content-addressed artifacts, and the plan
+//! runs on timely dataflow, computing only the artifacts missing from the `Store`.
 //!
-//! Not built yet: its contents are tracked by issue #3. The crate exists so the workspace has
-//! the layout of DESIGN.md from the start; it exports nothing.
+//! ```text
+//! spec (YAML, positions) ─► pipeline (validated DAG) ─► plan (keys) ─► dataflow (timely) ─► store + report
+//! ```
+
+pub mod bench;
+pub mod dataflow;
+pub mod error;
+pub mod exec;
+mod executor;
+pub mod key;
+pub mod pipeline;
+pub mod plan;
+mod progress;
+pub mod registry;
+pub mod report;
+pub mod scenes;
+pub mod session;
+pub mod spec;
+pub mod stage;
+pub mod store;
+pub mod testing;
+pub mod watch;
+
+pub use dataflow::{Cluster, RunOptions, WorkerInit, run, threads_per_worker};
+pub use error::{SpecError, SpecErrors};
+pub use key::ArtifactKey;
+pub use pipeline::Pipeline;
+pub use plan::Plan;
+pub use registry::Registry;
+pub use report::{Outcome, RunReport, Status};
+pub use scenes::Scene;
+pub use session::Session;
+pub use stage::{Input, Job, Port, Scope, Signature, Stage, StageKind};
+pub use store::{Manifest, Store};

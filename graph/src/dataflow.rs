@@ -1,0 +1,358 @@
+//! The pipeline as a timely dataflow: one operator per stage. Records are small — (scene,
+//! success) — because the plan already holds every key and path; the dataflow decides where and
+//! when each instance runs. Per-scene records are exchanged by scene across workers; a global
+//! stage gathers its inputs on one worker, runs when its input frontier has passed (every scene
+//! of its roles has arrived), and its one record is broadcast to the per-scene stages after it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline as Local;
+use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
+use timely::dataflow::operators::{Capability, Concatenate, Exchange, Operator, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
+
+use crate::executor::Executor;
+use crate::pipeline::{Pipeline, Source};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::report::RunReport;
+use crate::stage::Scope;
+use crate::store::Store;
+
+/// The scene index carried by a global stage's record.
+const GLOBAL: u32 = u32::MAX;
+
+/// (scene, success) — what flows out of every stage.
+type Record = (u32, bool);
+/// (input slot, scene, success) — a record as it enters a stage; slot 0 is the scene trigger.
+type Tagged = (u16, u32, bool);
+
+/// Called on each worker thread before it starts, with (worker index, worker count): the place
+/// to size per-thread pools (libtorch's) so workers × threads does not oversubscribe the cores.
+pub type WorkerInit = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
+/// Several processes sharing one store: timely's cluster mode, configured from our own options.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// `host:port` of every process, in process order.
+    pub addresses: Vec<String>,
+}
+
+pub struct RunOptions {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// Draw progress bars (they are also hidden when stderr is not a terminal).
+    pub progress: bool,
+    pub cluster: Option<Cluster>,
+    /// Cluster mode: how long to wait for every process to connect. timely's connection set-up
+    /// cannot be cancelled, so when it runs out the process prints why and exits with status 2.
+    pub startup_timeout: Duration,
+    pub worker_init: Option<WorkerInit>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: 1,
+            progress: false,
+            cluster: None,
+            startup_timeout: Duration::from_secs(60),
+            worker_init: None,
+        }
+    }
+}
+
+/// Threads each worker may give a thread pool of its own so all workers together fill the cores.
+pub fn threads_per_worker(workers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cores / workers.max(1)).max(1)
+}
+
+/// Runs the plan: every instance whose key is missing is computed, on `options.workers` threads
+/// (times processes in cluster mode). The report covers this process's instances.
+pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunOptions) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    tracing::info!(pipeline = %pipeline.name, scenes = plan.scenes.len(), instances = plan.keys().count(), workers = options.workers, "run starts");
+    let totals: Vec<(String, usize)> = pipeline
+        .stages
+        .iter()
+        .zip(&plan.stages)
+        .map(|(n, p)| (n.id.clone(), p.instances.len()))
+        .collect();
+    let progress = Progress::new(&totals, options.progress);
+    let executor = Arc::new(Executor::new(pipeline.clone(), plan.clone(), store, progress));
+    let workers = options.workers.max(1);
+    let communication = match &options.cluster {
+        None => timely::CommunicationConfig::Process(workers),
+        Some(cluster) => timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process: cluster.process,
+            addresses: cluster.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        },
+    };
+    let config = timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    };
+    let shared = executor.clone();
+    let init = options.worker_init.clone();
+    let connected = options
+        .cluster
+        .as_ref()
+        .map(|c| startup_watchdog(c, options.startup_timeout));
+    let guards = timely::execute(config, move |worker| {
+        if let Some(init) = &init {
+            init(worker.index(), worker.peers());
+        }
+        drive(worker, &shared);
+    })
+    .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
+    drop(connected);
+    for result in guards.join() {
+        result.map_err(|e| anyhow::anyhow!("a worker thread died: {e}"))?;
+    }
+    let outcomes = executor.take_outcomes();
+    Ok(RunReport::new(
+        &pipeline,
+        &plan,
+        outcomes,
+        workers,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Exits the process with a clear message unless the returned sender is dropped (all peers
+/// connected) within `timeout`.
+fn startup_watchdog(cluster: &Cluster, timeout: Duration) -> std::sync::mpsc::Sender<()> {
+    let (sender, receiver) = std::sync::mpsc::channel::<()>();
+    let (process, addresses) = (cluster.process, cluster.addresses.join(", "));
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = receiver.recv_timeout(timeout) {
+            eprintln!(
+                "error: cluster start-up timed out after {} s: process {process} could not connect to every process of \
+                 [{addresses}]. Start each process with the same --processes and --hostfile and its own --process, \
+                 and check that the ports are free and reachable.",
+                timeout.as_secs()
+            );
+            std::process::exit(2);
+        }
+    });
+    sender
+}
+
+/// Builds the dataflow on one worker, feeds the scenes (worker 0) and runs it to completion.
+fn drive(worker: &mut timely::worker::Worker, executor: &Arc<Executor>) {
+    let mut scenes = InputHandle::<u64, CapacityContainerBuilder<Vec<Record>>>::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let trigger = scenes.to_stream(scope);
+        let mut outputs: Vec<StreamVec<'_, u64, Record>> = Vec::new();
+        for stage in 0..executor.pipeline.stages.len() {
+            let inputs = stage_inputs(
+                &executor.pipeline,
+                &executor.plan,
+                stage,
+                &trigger,
+                &outputs,
+                scope.peers(),
+            );
+            let merged = scope.concatenate(inputs);
+            let output = match executor.pipeline.stages[stage].scope() {
+                Scope::PerScene => per_scene(merged, executor.clone(), stage),
+                Scope::Global => global(merged, executor.clone(), stage, scope.index() == stage % scope.peers()),
+            };
+            outputs.push(output);
+        }
+        scope.concatenate(outputs).probe_with(&probe);
+    });
+    if worker.index() == 0 {
+        for scene in 0..executor.plan.scenes.len() {
+            scenes.send((scene as u32, true));
+        }
+    }
+    scenes.advance_to(1);
+    worker.step_while(|| probe.less_than(scenes.time()));
+}
+
+/// A stage's input streams, tagged by slot and routed: per-scene records by scene to a
+/// per-scene stage, broadcast from a global stage, everything to one worker for a global stage.
+fn stage_inputs<'s>(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    stage: usize,
+    trigger: &StreamVec<'s, u64, Record>,
+    outputs: &[StreamVec<'s, u64, Record>],
+    peers: usize,
+) -> Vec<StreamVec<'s, u64, Tagged>> {
+    let node = &pipeline.stages[stage];
+    let member: Arc<Vec<bool>> = Arc::new(plan.scenes.iter().map(|s| node.roles.contains(&s.role)).collect());
+    let keep = move |r: &Record| r.0 == GLOBAL || member[r.0 as usize];
+    let target = (stage % peers) as u64;
+    let route = move |stream: StreamVec<'s, u64, Record>, global_source: bool| match node.scope() {
+        Scope::PerScene if global_source => stream.broadcast(),
+        Scope::PerScene => stream.exchange(|r: &Record| r.0 as u64),
+        Scope::Global => stream.exchange(move |_: &Record| target),
+    };
+    let mut streams = vec![route(trigger.clone().filter(keep.clone()), false).map(|(s, ok)| (0, s, ok))];
+    for (slot, binding) in node.inputs.iter().enumerate() {
+        if let Source::Stage { stage: upstream, .. } = binding.source {
+            let from_global = pipeline.stages[upstream].scope() == Scope::Global;
+            let slot = slot as u16 + 1;
+            streams.push(
+                route(outputs[upstream].clone().filter(keep.clone()), from_global).map(move |(s, ok)| (slot, s, ok)),
+            );
+        }
+    }
+    streams
+}
+
+/// What a stage has received for one timestamp.
+struct Received {
+    capability: Capability<u64>,
+    /// Per scene: how many per-scene slots arrived, and the ids of failed inputs.
+    scenes: HashMap<u32, (usize, Vec<String>)>,
+    /// Global input slots: arrived, and whether it succeeded.
+    globals: BTreeMap<u16, bool>,
+}
+
+/// Input slots of a stage: which are per-scene (counted per scene) and which global.
+struct Slots {
+    per_scene: usize,
+    global: usize,
+    names: Vec<String>,
+}
+
+impl Slots {
+    fn of(pipeline: &Pipeline, stage: usize) -> Slots {
+        let node = &pipeline.stages[stage];
+        let mut slots = Slots {
+            per_scene: 1,
+            global: 0,
+            names: vec!["scenes".into()],
+        };
+        for binding in &node.inputs {
+            let name = match &binding.source {
+                Source::Scenes => "scenes".to_owned(),
+                Source::Stage { stage, .. } => {
+                    let global = pipeline.stages[*stage].scope() == Scope::Global;
+                    if global {
+                        slots.global += 1
+                    } else {
+                        slots.per_scene += 1
+                    }
+                    pipeline.stages[*stage].id.clone()
+                }
+            };
+            slots.names.push(name);
+        }
+        slots
+    }
+}
+
+/// A per-scene stage: runs each scene as soon as all its inputs for that scene (and every global
+/// input) have arrived.
+fn per_scene<'s>(
+    input: StreamVec<'s, u64, Tagged>,
+    executor: Arc<Executor>,
+    stage: usize,
+) -> StreamVec<'s, u64, Record> {
+    let slots = Slots::of(&executor.pipeline, stage);
+    let name = executor.pipeline.stages[stage].id.clone();
+    input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, _| {
+        drop(initial);
+        let mut pending: BTreeMap<u64, Received> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(output.output_index()) else {
+                    return;
+                };
+                let time = *cap.time();
+                let received = pending.entry(time).or_insert_with(|| Received {
+                    capability: cap,
+                    scenes: HashMap::new(),
+                    globals: BTreeMap::new(),
+                });
+                for (slot, scene, ok) in data.flat_map(|d| d.drain(..)) {
+                    if scene == GLOBAL {
+                        received.globals.insert(slot, ok);
+                        continue;
+                    }
+                    let entry = received.scenes.entry(scene).or_default();
+                    entry.0 += 1;
+                    if !ok {
+                        entry.1.push(slots.names[slot as usize].clone());
+                    }
+                }
+            });
+            for received in pending.values_mut() {
+                if received.globals.len() < slots.global {
+                    continue;
+                }
+                let failed_globals: Vec<String> = received
+                    .globals
+                    .iter()
+                    .filter(|(_, ok)| !**ok)
+                    .map(|(slot, _)| slots.names[*slot as usize].clone())
+                    .collect();
+                let ready: Vec<u32> = received
+                    .scenes
+                    .iter()
+                    .filter(|(_, (n, _))| *n == slots.per_scene)
+                    .map(|(s, _)| *s)
+                    .collect();
+                let mut session = output.session(&received.capability);
+                for scene in ready {
+                    let (_, mut blocked) = received.scenes.remove(&scene).unwrap_or_default();
+                    blocked.extend(failed_globals.iter().cloned());
+                    let ok = executor.execute(stage, Some(scene as usize), &blocked);
+                    session.give((scene, ok));
+                }
+            }
+            // Once the frontier has passed a time, every scene of it has arrived and run.
+            pending.retain(|time, _| frontier.less_equal(time));
+        }
+    })
+}
+
+/// A global stage: on the worker its inputs were sent to, runs once the frontier has passed the
+/// timestamp, i.e. when every input record has arrived.
+fn global<'s>(
+    input: StreamVec<'s, u64, Tagged>,
+    executor: Arc<Executor>,
+    stage: usize,
+    is_target: bool,
+) -> StreamVec<'s, u64, Record> {
+    let slots = Slots::of(&executor.pipeline, stage);
+    let name = executor.pipeline.stages[stage].id.clone();
+    input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, _| {
+        let mut capability = is_target.then_some(initial);
+        let mut failed: Vec<String> = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|_, data| {
+                for (slot, scene, ok) in data.flat_map(|d| d.drain(..)) {
+                    if !ok {
+                        let what = if scene == GLOBAL {
+                            String::new()
+                        } else {
+                            format!(" on {}", executor.plan.scenes[scene as usize].name)
+                        };
+                        failed.push(format!("{}{what}", slots.names[slot as usize]));
+                    }
+                }
+            });
+            if !frontier.less_equal(&0)
+                && let Some(cap) = capability.take()
+            {
+                let ok = executor.execute(stage, None, &failed);
+                output.session(&cap).give((GLOBAL, ok));
+            }
+        }
+    })
+}

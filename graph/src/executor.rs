@@ -1,0 +1,149 @@
+//! Runs one stage instance: reuse the stored artifact when its key exists, otherwise run the
+//! stage in a temporary folder, check its declared outputs and commit. Failures (errors and
+//! panics) become outcomes; they never stop the worker.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::pipeline::Pipeline;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::report::{Outcome, Status};
+use crate::stage::{Job, Scope};
+use crate::store::{Manifest, Store};
+
+/// Shared by the workers of one process.
+pub struct Executor {
+    pub pipeline: Arc<Pipeline>,
+    pub plan: Arc<Plan>,
+    pub store: Store,
+    pub progress: Progress,
+    outcomes: Mutex<Vec<Outcome>>,
+}
+
+impl Executor {
+    pub fn new(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, progress: Progress) -> Self {
+        Executor {
+            pipeline,
+            plan,
+            store,
+            progress,
+            outcomes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Brings one instance into the store; `blocked` names failed inputs. Returns success.
+    pub fn execute(&self, stage: usize, scene: Option<usize>, blocked: &[String]) -> bool {
+        let Some(instance) = self.plan.stages[stage].instance(scene) else {
+            return false;
+        };
+        let node = &self.pipeline.stages[stage];
+        let scene_name = scene.map(|s| self.plan.scenes[s].name.clone());
+        let started = Instant::now();
+        let status = if !blocked.is_empty() {
+            Status::Skipped {
+                reason: format!("input from {} failed", blocked.join(", ")),
+            }
+        } else if self.store.contains(&instance.key) {
+            Status::Cached
+        } else {
+            self.progress.started(stage, scene_name.as_deref().unwrap_or("global"));
+            match self.compute(stage, scene, scene_name.as_deref()) {
+                Ok(()) => Status::Computed,
+                Err(error) => {
+                    tracing::warn!(stage = %node.id, scene = ?scene_name, "failed: {error:#}");
+                    Status::Failed {
+                        error: format!("{error:#}"),
+                    }
+                }
+            }
+        };
+        let ok = matches!(status, Status::Cached | Status::Computed);
+        let seconds = if status == Status::Computed {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
+        tracing::debug!(stage = %node.id, scene = ?scene_name, ?status, "instance done");
+        self.progress.finished(stage);
+        let outcome = Outcome {
+            stage: node.id.clone(),
+            scene: scene_name,
+            key: instance.key,
+            status,
+            seconds,
+        };
+        self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+        ok
+    }
+
+    fn compute(&self, stage: usize, scene: Option<usize>, scene_name: Option<&str>) -> anyhow::Result<()> {
+        let node = &self.pipeline.stages[stage];
+        let instance = self.plan.stages[stage].instance(scene).expect("checked by the caller");
+        let inputs = self.plan.job_inputs(instance, node.scope() == Scope::PerScene);
+        let pending = self.store.begin(instance.key)?;
+        let started = (
+            Instant::now(),
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+        );
+        let job = Job {
+            stage_id: &node.id,
+            scene: scene_name,
+            inputs: &inputs,
+            out: &pending.dir,
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| node.stage.run(&job))) {
+            Ok(result) => result,
+            Err(panic) => Err(anyhow::anyhow!("stage panicked: {}", panic_message(&panic))),
+        };
+        let missing: Vec<&str> = node
+            .signature
+            .outputs
+            .iter()
+            .filter(|p| !pending.dir.join(&p.name).exists())
+            .map(|p| p.name.as_str())
+            .collect();
+        let result = result.and_then(|()| match missing.as_slice() {
+            [] => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "the stage did not write its output(s) {}",
+                missing.join(", ")
+            )),
+        });
+        if let Err(error) = result {
+            self.store.abort(pending);
+            return Err(error);
+        }
+        let manifest = Manifest {
+            key: instance.key,
+            stage: node.id.clone(),
+            kind: node.stage.kind().to_owned(),
+            version: node.stage.version(),
+            scene: scene_name.map(str::to_owned),
+            params: node.stage.params(),
+            inputs: instance
+                .inputs
+                .iter()
+                .map(|(port, s)| (port.clone(), s.iter().map(|i| i.key).collect()))
+                .collect(),
+            files: Vec::new(),
+            started: started.1.as_secs_f64(),
+            seconds: started.0.elapsed().as_secs_f64(),
+        };
+        self.store.commit(pending, manifest)?;
+        Ok(())
+    }
+
+    pub fn take_outcomes(&self) -> Vec<Outcome> {
+        std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

@@ -1,0 +1,481 @@
+//! Validation: a parsed pipeline file becomes a `Pipeline`, a DAG of configured stages in
+//! topological order, or a list of every problem found, each with its position.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::error::{SpecError, SpecErrors};
+use crate::registry::Registry;
+use crate::spec::{PipelineSpec, StageSpec, position};
+use crate::stage::{SCENE_TYPE, Scope, Signature, Stage};
+
+/// A validated pipeline: stages in an order where every input comes before its consumer.
+pub struct Pipeline {
+    pub name: String,
+    pub file: PathBuf,
+    pub work_dir: PathBuf,
+    pub workers: Option<usize>,
+    /// Absolute glob patterns with their role.
+    pub sources: Vec<(String, String)>,
+    pub stages: Vec<StageNode>,
+}
+
+/// One configured stage in the graph.
+pub struct StageNode {
+    pub id: String,
+    pub stage: Arc<dyn Stage>,
+    pub signature: Signature,
+    /// Scene roles it runs on (per-scene) or collects (global).
+    pub roles: BTreeSet<String>,
+    /// One binding per input port, in the signature's order.
+    pub inputs: Vec<Binding>,
+    pub pin: Option<String>,
+}
+
+/// Where an input port reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The scene folders themselves.
+    Scenes,
+    /// An output port of an earlier stage (its index in `Pipeline::stages`).
+    Stage { stage: usize, port: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub port: String,
+    pub source: Source,
+}
+
+impl StageNode {
+    pub fn scope(&self) -> Scope {
+        self.signature.scope
+    }
+}
+
+impl Pipeline {
+    /// Reads, parses and validates a pipeline file against the registry's stage kinds.
+    pub fn load(file: &Path, registry: &Registry) -> Result<Self, SpecErrors> {
+        let spec = PipelineSpec::read(file)?;
+        Self::validate(spec, file, registry)
+    }
+
+    /// Validates a parsed pipeline; `file` locates relative paths and names errors.
+    pub fn validate(spec: PipelineSpec, file: &Path, registry: &Registry) -> Result<Self, SpecErrors> {
+        Validator {
+            file,
+            errors: Vec::new(),
+        }
+        .run(spec, registry)
+    }
+
+    /// The stage with this id.
+    pub fn stage_index(&self, id: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.id == id)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    errors: Vec<SpecError>,
+}
+
+/// A stage that built, before its inputs are resolved.
+struct Built {
+    spec: StageSpec,
+    at: Location,
+    stage: Arc<dyn Stage>,
+    signature: Signature,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, at: &Location, stage: Option<&str>, message: String) {
+        let (line, column) = position(at);
+        self.errors.push(SpecError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            stage: stage.map(str::to_owned),
+            message,
+        });
+    }
+
+    fn run(mut self, spec: PipelineSpec, registry: &Registry) -> Result<Pipeline, SpecErrors> {
+        let base_dir = self.file.parent().map(Path::to_owned).unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
+        let all_roles: BTreeSet<String> = spec.scenes.iter().map(|s| s.value.role.clone()).collect();
+        let sources = spec
+            .scenes
+            .iter()
+            .map(|s| {
+                (
+                    tidy(&base_dir.join(&s.value.glob)).to_string_lossy().into_owned(),
+                    s.value.role.clone(),
+                )
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut built = Vec::new();
+        for Spanned {
+            value: stage,
+            referenced: at,
+            ..
+        } in spec.stages
+        {
+            if !seen.insert(stage.id.value.clone()) {
+                self.error(&stage.id.referenced, Some(&stage.id.value), "duplicate stage id".into());
+                continue;
+            }
+            if let Some(b) = self.build(stage, at, registry, &base_dir) {
+                built.push(b);
+            }
+        }
+        let ids: BTreeMap<String, usize> = built
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.spec.id.value.clone(), i))
+            .collect();
+        let mut nodes = Vec::new();
+        for b in &built {
+            nodes.push(self.resolve(b, &built, &ids, &all_roles));
+        }
+        let order = self.order(&built, &nodes);
+        if !self.errors.is_empty() {
+            return Err(SpecErrors(self.errors));
+        }
+        // Renumber stage references from file order to topological order.
+        let rank: BTreeMap<usize, usize> = order.iter().enumerate().map(|(new, &old)| (old, new)).collect();
+        let mut slots: Vec<Option<(Built, StageNode)>> = built.into_iter().zip(nodes).map(Some).collect();
+        let stages = order
+            .iter()
+            .map(|&old| {
+                let (_, mut node) = slots[old].take().expect("each stage once in the order");
+                for binding in &mut node.inputs {
+                    if let Source::Stage { stage, .. } = &mut binding.source {
+                        *stage = rank[stage];
+                    }
+                }
+                node
+            })
+            .collect();
+        let work_dir = tidy(&base_dir.join(spec.work_dir.unwrap_or_else(|| format!("work/{}", spec.pipeline))));
+        Ok(Pipeline {
+            name: spec.pipeline,
+            file: self.file.to_owned(),
+            work_dir,
+            workers: spec.workers,
+            sources,
+            stages,
+        })
+    }
+
+    fn build(&mut self, spec: StageSpec, at: Location, registry: &Registry, base_dir: &Path) -> Option<Built> {
+        let id = spec.id.value.clone();
+        let params = spec
+            .params
+            .as_ref()
+            .map(|p| p.value.clone())
+            .unwrap_or(serde_json::json!({}));
+        let params_at = spec.params.as_ref().map(|p| p.referenced).unwrap_or(at);
+        match registry.build(&spec.kind.value, params, base_dir) {
+            None => {
+                let known = registry.kinds().join(", ");
+                let message = format!("unknown stage kind `{}`; known kinds: {known}", spec.kind.value);
+                self.error(&spec.kind.referenced, Some(&id), message);
+                None
+            }
+            Some(Err(message)) => {
+                self.error(
+                    &params_at,
+                    Some(&id),
+                    format!("invalid params for kind `{}`: {message}", spec.kind.value),
+                );
+                None
+            }
+            Some(Ok(stage)) => {
+                let signature = stage.signature();
+                Some(Built {
+                    spec,
+                    at,
+                    stage,
+                    signature,
+                })
+            }
+        }
+    }
+
+    /// Binds each input port to its source, checking names, types, scopes and roles.
+    fn resolve(
+        &mut self,
+        b: &Built,
+        built: &[Built],
+        ids: &BTreeMap<String, usize>,
+        all_roles: &BTreeSet<String>,
+    ) -> StageNode {
+        let id = b.spec.id.value.as_str();
+        let roles = match &b.spec.roles {
+            None => all_roles.clone(),
+            Some(r) => {
+                for role in r.value.iter().filter(|role| !all_roles.contains(*role)) {
+                    let known = all_roles.iter().cloned().collect::<Vec<_>>().join(", ");
+                    self.error(
+                        &r.referenced,
+                        Some(id),
+                        format!("no scene source has role `{role}`; roles: {known}"),
+                    );
+                }
+                r.value.iter().cloned().collect()
+            }
+        };
+        let ports = &b.signature.inputs;
+        for (name, reference) in &b.spec.inputs {
+            if !ports.iter().any(|p| &p.name == name) {
+                let takes = describe_ports(ports);
+                self.error(
+                    &reference.referenced,
+                    Some(id),
+                    format!("unknown input port `{name}`; kind `{}` takes {takes}", b.stage.kind()),
+                );
+            }
+        }
+        let mut inputs = Vec::new();
+        for port in ports {
+            let Some(reference) = b.spec.inputs.get(&port.name) else {
+                let message = format!(
+                    "missing input `{}` (type `{}`); add `inputs: {{{}: ...}}`",
+                    port.name, port.ty, port.name
+                );
+                self.error(&b.at, Some(id), message);
+                continue;
+            };
+            let at = &reference.referenced;
+            let text = reference.value.as_str();
+            let (source, ty, producer) = if text == "scenes" {
+                (Source::Scenes, SCENE_TYPE.to_owned(), None)
+            } else {
+                let (upstream, out_port) = match text.split_once('.') {
+                    Some((s, p)) => (s, Some(p)),
+                    None => (text, None),
+                };
+                let Some(&index) = ids.get(upstream) else {
+                    let known = ids.keys().cloned().collect::<Vec<_>>().join(", ");
+                    self.error(
+                        at,
+                        Some(id),
+                        format!(
+                            "input `{}` names unknown stage `{upstream}`; stages: scenes, {known}",
+                            port.name
+                        ),
+                    );
+                    continue;
+                };
+                let outputs = &built[index].signature.outputs;
+                let output = match out_port {
+                    Some(p) => outputs.iter().find(|o| o.name == p),
+                    None if outputs.len() == 1 => outputs.first(),
+                    None => {
+                        let message = format!(
+                            "stage `{upstream}` has several outputs; write `{upstream}.PORT` with PORT one of {}",
+                            describe_ports(outputs)
+                        );
+                        self.error(at, Some(id), message);
+                        continue;
+                    }
+                };
+                let Some(output) = output else {
+                    let message = format!(
+                        "stage `{upstream}` has no output `{}`; it makes {}",
+                        out_port.unwrap_or(""),
+                        describe_ports(outputs)
+                    );
+                    self.error(at, Some(id), message);
+                    continue;
+                };
+                (
+                    Source::Stage {
+                        stage: index,
+                        port: output.name.clone(),
+                    },
+                    output.ty.clone(),
+                    Some(index),
+                )
+            };
+            if ty != port.ty {
+                let message = format!(
+                    "input `{}` takes type `{}` but `{text}` is of type `{ty}`",
+                    port.name, port.ty
+                );
+                self.error(at, Some(id), message);
+            }
+            if let Some(index) = producer {
+                self.check_roles(b, &roles, &built[index], all_roles, at);
+            }
+            inputs.push(Binding {
+                port: port.name.clone(),
+                source,
+            });
+        }
+        let pin = b.spec.pin.as_ref().map(|p| p.value.clone());
+        if let (Some(p), Scope::PerScene) = (&b.spec.pin, b.signature.scope) {
+            self.error(&p.referenced, Some(id), "only global stages can be pinned".into());
+        }
+        StageNode {
+            id: id.to_owned(),
+            stage: b.stage.clone(),
+            signature: b.signature.clone(),
+            roles,
+            inputs,
+            pin,
+        }
+    }
+
+    /// A per-scene consumer of a per-scene producer needs every one of its scenes produced.
+    fn check_roles(
+        &mut self,
+        b: &Built,
+        roles: &BTreeSet<String>,
+        producer: &Built,
+        all: &BTreeSet<String>,
+        at: &Location,
+    ) {
+        if b.signature.scope != Scope::PerScene || producer.signature.scope != Scope::PerScene {
+            return;
+        }
+        let produced: BTreeSet<String> = producer
+            .spec
+            .roles
+            .as_ref()
+            .map(|r| r.value.iter().cloned().collect())
+            .unwrap_or_else(|| all.clone());
+        let missing: Vec<_> = roles.difference(&produced).cloned().collect();
+        if !missing.is_empty() {
+            let message = format!(
+                "runs on roles {} but its input `{}` has none for {}; restrict it with `roles:`",
+                join(roles),
+                producer.spec.id.value,
+                missing.join(", ")
+            );
+            self.error(at, Some(&b.spec.id.value), message);
+        }
+    }
+
+    /// Topological order of the built stages; reports each cycle by name.
+    fn order(&mut self, built: &[Built], nodes: &[StageNode]) -> Vec<usize> {
+        let deps: Vec<BTreeSet<usize>> = nodes
+            .iter()
+            .map(|n| {
+                n.inputs
+                    .iter()
+                    .filter_map(|b| match b.source {
+                        Source::Stage { stage, .. } => Some(stage),
+                        Source::Scenes => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut order = Vec::new();
+        let mut placed = vec![false; nodes.len()];
+        while order.len() < nodes.len() {
+            let ready: Vec<usize> = (0..nodes.len())
+                .filter(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d]))
+                .collect();
+            if ready.is_empty() {
+                let cycle = find_cycle(&deps, &placed);
+                let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
+                let first = cycle[0];
+                self.error(
+                    &built[first].at,
+                    Some(&nodes[first].id),
+                    format!("cycle: {} → {}", names.join(" → "), names[0]),
+                );
+                break;
+            }
+            for i in ready {
+                placed[i] = true;
+                order.push(i);
+            }
+        }
+        order
+    }
+}
+
+/// Follows unplaced dependencies until a stage repeats; returns the cycle in data-flow order,
+/// starting from the stage written first.
+fn find_cycle(deps: &[BTreeSet<usize>], placed: &[bool]) -> Vec<usize> {
+    let start = (0..deps.len()).find(|&i| !placed[i]).unwrap_or(0);
+    let mut path = vec![start];
+    loop {
+        let last = *path.last().expect("path starts non-empty");
+        let Some(&next) = deps[last].iter().find(|&&d| !placed[d]) else {
+            return path;
+        };
+        if let Some(at) = path.iter().position(|&p| p == next) {
+            let mut cycle = path.split_off(at);
+            cycle.reverse();
+            let first = cycle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| **s)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            cycle.rotate_left(first);
+            return cycle;
+        }
+        path.push(next);
+    }
+}
+
+/// `a/b/../c` → `a/c`, lexically, so paths in messages read as written.
+fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
+fn describe_ports(ports: &[crate::stage::Port]) -> String {
+    if ports.is_empty() {
+        return "nothing".into();
+    }
+    ports
+        .iter()
+        .map(|p| format!("`{}` ({})", p.name, p.ty))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn join(set: &BTreeSet<String>) -> String {
+    set.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_removes_dot_and_resolvable_dot_dot() {
+        assert_eq!(tidy(Path::new("a/./b/../c")), Path::new("a/c"));
+        assert_eq!(tidy(Path::new("pipelines/../work/x")), Path::new("work/x"));
+        assert_eq!(tidy(Path::new("../x")), Path::new("../x"));
+        assert_eq!(tidy(Path::new("a/..")), Path::new("."));
+    }
+}

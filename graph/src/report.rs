@@ -1,0 +1,159 @@
+//! The run report: what each stage instance did (cached, computed, failed, skipped), per-stage
+//! totals and timings, as JSON for tools and a short summary for people.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::key::ArtifactKey;
+use crate::pipeline::Pipeline;
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Status {
+    Cached,
+    Computed,
+    Failed {
+        error: String,
+    },
+    /// Not attempted because an input failed.
+    Skipped {
+        reason: String,
+    },
+}
+
+/// What happened to one stage instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub stage: String,
+    pub scene: Option<String>,
+    pub key: ArtifactKey,
+    #[serde(flatten)]
+    pub status: Status,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTotals {
+    pub stage: String,
+    pub cached: usize,
+    pub computed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Time spent computing (summed over instances).
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub workers: usize,
+    pub seconds: f64,
+    pub stages: Vec<StageTotals>,
+    /// Stage then scene order.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl RunReport {
+    pub fn new(pipeline: &Pipeline, plan: &Plan, mut outcomes: Vec<Outcome>, workers: usize, seconds: f64) -> Self {
+        let order = |o: &Outcome| {
+            let stage = pipeline.stage_index(&o.stage).unwrap_or(usize::MAX);
+            let scene = o
+                .scene
+                .as_ref()
+                .and_then(|n| plan.scenes.iter().position(|s| &s.name == n));
+            (stage, scene)
+        };
+        outcomes.sort_by_key(|o| order(o));
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|node| {
+                let mut totals = StageTotals {
+                    stage: node.id.clone(),
+                    ..Default::default()
+                };
+                for o in outcomes.iter().filter(|o| o.stage == node.id) {
+                    totals.seconds += o.seconds;
+                    match o.status {
+                        Status::Cached => totals.cached += 1,
+                        Status::Computed => totals.computed += 1,
+                        Status::Failed { .. } => totals.failed += 1,
+                        Status::Skipped { .. } => totals.skipped += 1,
+                    }
+                }
+                totals
+            })
+            .collect();
+        RunReport {
+            pipeline: pipeline.name.clone(),
+            workers,
+            seconds,
+            stages,
+            outcomes,
+        }
+    }
+
+    pub fn failed(&self) -> usize {
+        self.stages.iter().map(|s| s.failed + s.skipped).sum()
+    }
+
+    /// Instances computed by this run, as (stage, scene).
+    pub fn computed(&self) -> Vec<(String, Option<String>)> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.status == Status::Computed)
+            .map(|o| (o.stage.clone(), o.scene.clone()))
+            .collect()
+    }
+
+    /// A table per stage, then every failure with its error.
+    pub fn summary(&self) -> String {
+        let width = self.stages.iter().map(|s| s.stage.len()).max().unwrap_or(5).max(5);
+        let mut text = format!(
+            "run {} — {:.2} s, {} workers\n",
+            self.pipeline, self.seconds, self.workers
+        );
+        let _ = writeln!(
+            text,
+            "  {:width$}  {:>8}  {:>6}  {:>6}  {:>7}  {:>9}",
+            "stage", "computed", "cached", "failed", "skipped", "time"
+        );
+        for s in &self.stages {
+            let _ = writeln!(
+                text,
+                "  {:width$}  {:>8}  {:>6}  {:>6}  {:>7}  {:>8.2}s",
+                s.stage, s.computed, s.cached, s.failed, s.skipped, s.seconds
+            );
+        }
+        for o in &self.outcomes {
+            let scene = o.scene.as_deref().map(|s| format!(" on {s}")).unwrap_or_default();
+            match &o.status {
+                Status::Failed { error } => {
+                    let _ = writeln!(text, "FAILED {}{scene}: {error}", o.stage);
+                }
+                Status::Skipped { reason } => {
+                    let _ = writeln!(text, "skipped {}{scene}: {reason}", o.stage);
+                }
+                _ => {}
+            }
+        }
+        text
+    }
+
+    /// Writes `reports/run-<unix seconds>.json` and `reports/latest.json` under the work directory.
+    pub fn write(&self, work_dir: &Path) -> std::io::Result<PathBuf> {
+        let dir = work_dir.join("reports");
+        std::fs::create_dir_all(&dir)?;
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let path = dir.join(format!("run-{}-{}.json", now.as_secs(), std::process::id()));
+        std::fs::write(&path, &text)?;
+        std::fs::write(dir.join("latest.json"), &text)?;
+        Ok(path)
+    }
+}

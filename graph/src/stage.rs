@@ -1,0 +1,115 @@
+//! What a stage is to the engine: a kind with a version, typed ports, canonical parameters, a
+//! scope (per scene or global) and a run function that fills an output directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Whether a stage runs once per scene or once over all scenes of its roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    PerScene,
+    Global,
+}
+
+/// A named, typed input or output. Types are names (`scene`, `latents`, `checkpoint`, ...): an
+/// input accepts exactly the output type it names, so mis-wired graphs fail before running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    pub ty: String,
+}
+
+impl Port {
+    pub fn new(name: &str, ty: &str) -> Self {
+        Port {
+            name: name.to_owned(),
+            ty: ty.to_owned(),
+        }
+    }
+}
+
+/// The type of the `scenes` source: a scene folder in the COLMAP/3DGS layout.
+pub const SCENE_TYPE: &str = "scene";
+
+/// A stage's shape, as the graph sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub scope: Scope,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+}
+
+/// One input as a stage receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Input {
+    /// A per-scene stage's input, or a global stage's input from another global stage.
+    One(PathBuf),
+    /// A global stage's input from a per-scene source: scene name → path.
+    PerScene(BTreeMap<String, PathBuf>),
+}
+
+/// Everything a stage run gets: its scene (per-scene stages), inputs by port, and the directory
+/// to write its outputs into (each output port `p` as the file or folder `out/p`).
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub stage_id: &'a str,
+    pub scene: Option<&'a str>,
+    pub inputs: &'a BTreeMap<String, Input>,
+    pub out: &'a Path,
+}
+
+impl Job<'_> {
+    /// The input on `port`, or an error naming the port (for stages reading their inputs).
+    pub fn input(&self, port: &str) -> anyhow::Result<&Input> {
+        self.inputs
+            .get(port)
+            .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input `{port}`", self.stage_id))
+    }
+}
+
+/// A configured stage, ready to run. Built by the registry from a kind and its parameters.
+pub trait Stage: Send + Sync {
+    fn kind(&self) -> &str;
+    /// Bump when the stage's output changes for the same inputs: it is part of every artifact key.
+    fn version(&self) -> u32;
+    fn signature(&self) -> Signature;
+    /// Canonical parameters (defaults filled in): part of every artifact key and manifest.
+    fn params(&self) -> serde_json::Value;
+    fn run(&self, job: &Job) -> anyhow::Result<()>;
+}
+
+/// A stage written as a Rust type whose fields are its parameters (`#[serde(default)]` gives
+/// defaults, `deny_unknown_fields` catches typos). Register it with `Registry::register::<T>()`.
+pub trait StageKind: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const KIND: &'static str;
+    const VERSION: u32;
+    fn signature(&self) -> Signature;
+    /// Checks parameter values; the error should state the allowed range.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn run(&self, job: &Job) -> anyhow::Result<()>;
+}
+
+impl<T: StageKind> Stage for T {
+    fn kind(&self) -> &str {
+        T::KIND
+    }
+    fn version(&self) -> u32 {
+        T::VERSION
+    }
+    fn signature(&self) -> Signature {
+        StageKind::signature(self)
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+    fn run(&self, job: &Job) -> anyhow::Result<()> {
+        StageKind::run(self, job)
+    }
+}

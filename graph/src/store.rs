@@ -1,0 +1,304 @@
+//! The content-addressed artifact store: `<work_dir>/store/<key>/` holds a stage's outputs and
+//! `manifest.json`. Outputs are written in `store/.tmp/` and renamed into place with their
+//! manifest, so a directory under its key is always complete and a killed run leaves only
+//! temporary folders behind (which `gc` removes). The guarantee is against killed processes;
+//! nothing is fsynced, so a power loss may need `gc` and a rerun.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::{ArtifactKey, hash_file};
+use crate::scenes::collect_files;
+
+pub const MANIFEST: &str = "manifest.json";
+const TMP: &str = ".tmp";
+
+/// What produced an artifact, what it holds, and how long it took; readable JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: ArtifactKey,
+    pub stage: String,
+    pub kind: String,
+    pub version: u32,
+    pub scene: Option<String>,
+    pub params: serde_json::Value,
+    /// Input port → keys it read (one, or one per scene in name order).
+    pub inputs: BTreeMap<String, Vec<ArtifactKey>>,
+    pub files: Vec<FileEntry>,
+    /// Seconds since the Unix epoch when the run started.
+    pub started: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the artifact folder, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// A temporary folder being filled by one stage run.
+pub struct Pending {
+    pub key: ArtifactKey,
+    pub dir: PathBuf,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub removed: Vec<ArtifactKey>,
+    pub temporaries: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static PENDING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating if needed) the store under a pipeline's work directory.
+    pub fn open(work_dir: &Path) -> std::io::Result<Self> {
+        let root = work_dir.join("store");
+        std::fs::create_dir_all(root.join(TMP))?;
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, key: &ArtifactKey) -> PathBuf {
+        self.root.join(key.hex())
+    }
+
+    /// An artifact exists once its folder is in place (the rename is the commit).
+    pub fn contains(&self, key: &ArtifactKey) -> bool {
+        self.path(key).join(MANIFEST).is_file()
+    }
+
+    /// A fresh temporary folder for computing `key`; unique per process and call, so concurrent
+    /// runs (threads or processes) never share one.
+    pub fn begin(&self, key: ArtifactKey) -> std::io::Result<Pending> {
+        let seq = PENDING_SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .root
+            .join(TMP)
+            .join(format!("{}.{}.{seq}", key.hex(), std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Pending { key, dir })
+    }
+
+    /// Hashes the files the stage wrote, writes the manifest and renames the folder into place.
+    /// When another run committed the same key first, its artifact is kept and ours dropped.
+    pub fn commit(&self, pending: Pending, mut manifest: Manifest) -> std::io::Result<Manifest> {
+        manifest.key = pending.key;
+        manifest.files = list_files(&pending.dir)?;
+        let text = serde_json::to_string_pretty(&manifest).map_err(std::io::Error::other)?;
+        std::fs::write(pending.dir.join(MANIFEST), text)?;
+        let target = self.path(&pending.key);
+        match std::fs::rename(&pending.dir, &target) {
+            Ok(()) => Ok(manifest),
+            Err(_) if self.contains(&pending.key) => {
+                std::fs::remove_dir_all(&pending.dir)?;
+                self.manifest(&pending.key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops a temporary folder after a failed run.
+    pub fn abort(&self, pending: Pending) {
+        let _ = std::fs::remove_dir_all(pending.dir);
+    }
+
+    pub fn manifest(&self, key: &ArtifactKey) -> std::io::Result<Manifest> {
+        let text = std::fs::read_to_string(self.path(key).join(MANIFEST))?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+
+    /// Re-hashes an artifact's files against its manifest; the error lists every mismatch.
+    pub fn verify(&self, key: &ArtifactKey) -> Result<(), String> {
+        let manifest = self
+            .manifest(key)
+            .map_err(|e| format!("{key}: manifest unreadable: {e}"))?;
+        let actual = list_files(&self.path(key)).map_err(|e| format!("{key}: {e}"))?;
+        if actual == manifest.files && manifest.key == *key {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key}: files differ from the manifest (stage {}, scene {:?})",
+                manifest.stage, manifest.scene
+            ))
+        }
+    }
+
+    /// Keys of every committed artifact.
+    pub fn keys(&self) -> std::io::Result<Vec<ArtifactKey>> {
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            if let Some(key) = ArtifactKey::parse(&entry?.file_name().to_string_lossy()) {
+                keys.push(key);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The stored artifact whose key starts with `prefix` (at least 8 hex digits), for pins.
+    pub fn resolve(&self, prefix: &str) -> Result<ArtifactKey, String> {
+        if prefix.len() < 8 {
+            return Err(format!(
+                "pin {prefix:?} is too short: give at least 8 hex digits of the key"
+            ));
+        }
+        let keys = self
+            .keys()
+            .map_err(|e| format!("reading the store {}: {e}", self.root.display()))?;
+        let matches: Vec<_> = keys.into_iter().filter(|k| k.hex().starts_with(prefix)).collect();
+        match matches.as_slice() {
+            [key] if self.contains(key) => Ok(*key),
+            [] | [_] => Err(format!("pin {prefix:?}: no such artifact in {}", self.root.display())),
+            _ => Err(format!(
+                "pin {prefix:?} matches {} artifacts; give more digits",
+                matches.len()
+            )),
+        }
+    }
+
+    /// Removes every artifact not in `keep`, and every temporary folder. Run it only when no
+    /// run is writing to this store.
+    pub fn gc(&self, keep: &BTreeSet<ArtifactKey>) -> std::io::Result<GcReport> {
+        let mut report = GcReport::default();
+        for key in self.keys()? {
+            if !keep.contains(&key) {
+                report.bytes += remove_counting(&self.path(&key))?;
+                report.removed.push(key);
+            }
+        }
+        for entry in std::fs::read_dir(self.root.join(TMP))? {
+            report.bytes += remove_counting(&entry?.path())?;
+            report.temporaries += 1;
+        }
+        Ok(report)
+    }
+}
+
+/// Every file in an artifact folder except the manifest, with size and content hash, sorted.
+fn list_files(dir: &Path) -> std::io::Result<Vec<FileEntry>> {
+    let mut paths = Vec::new();
+    collect_files(dir, dir, &mut paths)?;
+    paths.sort();
+    paths
+        .into_iter()
+        .filter(|p| p != Path::new(MANIFEST))
+        .map(|relative| {
+            let path = dir.join(&relative);
+            Ok(FileEntry {
+                path: relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                size: std::fs::metadata(&path)?.len(),
+                blake3: hash_file(&path)?.to_hex().to_string(),
+            })
+        })
+        .collect()
+}
+
+fn remove_counting(path: &Path) -> std::io::Result<u64> {
+    let mut files = Vec::new();
+    let bytes = if path.is_dir() {
+        collect_files(path, path, &mut files)?;
+        files
+            .iter()
+            .filter_map(|f| std::fs::metadata(path.join(f)).ok())
+            .map(|m| m.len())
+            .sum()
+    } else {
+        0
+    };
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)?
+    } else {
+        std::fs::remove_file(path)?
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyHasher;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            key: KeyHasher::new("t").finish(),
+            stage: "s".into(),
+            kind: "k".into(),
+            version: 1,
+            scene: None,
+            params: serde_json::json!({}),
+            inputs: BTreeMap::new(),
+            files: Vec::new(),
+            started: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn an_artifact_appears_only_when_committed_and_a_second_commit_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = KeyHasher::new("artifact").finish();
+        let first = store.begin(key).unwrap();
+        std::fs::create_dir_all(first.dir.join("out")).unwrap();
+        std::fs::write(first.dir.join("out/a.bin"), b"first").unwrap();
+        assert!(!store.contains(&key), "nothing is visible before the commit");
+        let second = store.begin(key).unwrap();
+        std::fs::write(second.dir.join("b.bin"), b"second").unwrap();
+        let committed = store.commit(first, manifest()).unwrap();
+        assert_eq!(committed.files[0].path, "out/a.bin");
+        assert_eq!(committed.files[0].size, 5);
+        let again = store.commit(second, manifest()).unwrap();
+        assert_eq!(again, committed, "the first commit wins");
+        store.verify(&key).unwrap();
+        std::fs::write(store.path(&key).join("out/a.bin"), b"tampered").unwrap();
+        assert!(store.verify(&key).is_err());
+    }
+
+    #[test]
+    fn pins_resolve_unique_prefixes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = KeyHasher::new("pinned").finish();
+        let pending = store.begin(key).unwrap();
+        store.commit(pending, manifest()).unwrap();
+        assert_eq!(store.resolve(&key.hex()[..10]), Ok(key));
+        assert!(store.resolve(&key.hex()[..6]).unwrap_err().contains("at least 8"));
+        assert!(store.resolve("00000000").unwrap_err().contains("no such artifact"));
+    }
+
+    #[test]
+    fn gc_removes_unkept_artifacts_and_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (keep, drop) = (KeyHasher::new("keep").finish(), KeyHasher::new("drop").finish());
+        for key in [keep, drop] {
+            let pending = store.begin(key).unwrap();
+            store.commit(pending, manifest()).unwrap();
+        }
+        let _abandoned = store.begin(drop).unwrap();
+        let report = store.gc(&[keep].into()).unwrap();
+        assert_eq!(report.removed, [drop]);
+        assert_eq!(report.temporaries, 1);
+        assert_eq!(store.keys().unwrap(), [keep]);
+    }
+}
