@@ -7,6 +7,8 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 export LRF_PYTHON := $(VENV)/bin/python
+# Tests build models from configs; nothing may come from a model hub.
+export HF_HUB_OFFLINE := 1
 # Real scenes for acceptance tests (override to point elsewhere).
 export LRF_DATA ?= $(abspath $(CURDIR)/../shared/data)
 CARGO ?= cargo

@@ -12,7 +12,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
   exit 0
 fi
 start=$(date +%s)
-echo "setup: creating $venv with $(python3 --version) and installing $requirements (torch alone is ~4.8 GB with its CUDA libraries)"
+if [ -x "$venv/bin/python" ]; then
+  echo "setup: $requirements changed; installing what is missing into $venv"
+else
+  echo "setup: creating $venv with $(python3 --version) and installing $requirements (torch alone is ~4.8 GB with its CUDA libraries)"
+fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
 echo "$want" > "$stamp"

@@ -1,0 +1,151 @@
+//! Loading AutoencoderKL checkpoints: round trips, and bad files reported key by key.
+
+use lrf_vae::{Autoencoder, AutoencoderKL, KlConfig, Part, VaeError};
+use tch::{Device, Kind, Tensor};
+
+fn small_config() -> KlConfig {
+    KlConfig {
+        block_out_channels: vec![32, 32, 64, 64],
+        latent_channels: 4,
+        down_block_types: vec!["DownEncoderBlock2D".into(); 4],
+        up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn kl_save_then_open_reproduces_outputs() {
+    tch::manual_seed(3);
+    let model = AutoencoderKL::new(small_config(), Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let reopened = AutoencoderKL::open(dir.path(), Device::Cpu).unwrap();
+    assert_eq!(reopened.config(), model.config());
+    let generic = lrf_vae::open_autoencoder(dir.path(), Device::Cpu).unwrap();
+    assert_eq!(
+        (generic.latent_channels(), generic.input_range()),
+        (4, lrf_vae::InputRange::Symmetric)
+    );
+    let image = Tensor::rand([1, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let _guard = tch::no_grad_guard();
+    let (a, b) = (model.encode(&image).unwrap(), reopened.encode(&image).unwrap());
+    assert!(a.mean.equal(&b.mean));
+    assert!(model.decode(&a.mean).unwrap().equal(&reopened.decode(&a.mean).unwrap()));
+    let names = |part| model.vars(part).variables().into_keys().collect::<Vec<_>>();
+    assert!(
+        names(Part::Encoder)
+            .iter()
+            .all(|n| n.starts_with("encoder.") || n.starts_with("quant_conv."))
+    );
+    assert!(
+        names(Part::Decoder)
+            .iter()
+            .all(|n| n.starts_with("decoder.") || n.starts_with("post_quant_conv."))
+    );
+    assert!(
+        model
+            .decoder_output_weight()
+            .equal(&model.vars(Part::Decoder).variables()["decoder.conv_out.weight"])
+    );
+}
+
+#[test]
+fn kl_partial_checkpoint_lists_missing_unexpected_and_mismatched_keys_with_shapes() {
+    let model = AutoencoderKL::new(small_config(), Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let weights = dir.path().join("diffusion_pytorch_model.safetensors");
+    let mut tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&weights).unwrap();
+    tensors.retain(|(k, _)| k != "decoder.conv_out.bias");
+    for (k, t) in tensors.iter_mut() {
+        if k == "encoder.conv_in.weight" {
+            *t = Tensor::zeros([32, 3, 5, 5], (Kind::Float, Device::Cpu));
+        }
+    }
+    tensors.push((
+        "encoder.extra.weight".into(),
+        Tensor::zeros([2, 7], (Kind::Float, Device::Cpu)),
+    ));
+    Tensor::write_safetensors(&tensors, &weights).unwrap();
+
+    let err = AutoencoderKL::open(dir.path(), Device::Cpu)
+        .err()
+        .expect("a damaged checkpoint is refused");
+    let message = err.to_string();
+    println!("{message}");
+    let VaeError::Keys { source_name, report } = err else {
+        panic!("expected a key report, got {message}")
+    };
+    assert!(source_name.ends_with("diffusion_pytorch_model.safetensors"));
+    assert_eq!(report.missing, vec![("decoder.conv_out.bias".to_string(), vec![3])]);
+    assert_eq!(
+        report.unexpected,
+        vec![("encoder.extra.weight".to_string(), vec![2, 7])]
+    );
+    assert_eq!(
+        report.mismatched,
+        vec![(
+            "encoder.conv_in.weight".to_string(),
+            vec![32, 3, 5, 5],
+            vec![32, 3, 3, 3]
+        )]
+    );
+    assert!(message.contains("decoder.conv_out.bias [3]") && message.contains("encoder.extra.weight [2, 7]"));
+}
+
+#[test]
+fn kl_non_autoencoder_file_and_bad_input_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.safetensors");
+    Tensor::write_safetensors(&[("weight", Tensor::zeros([2], (Kind::Float, Device::Cpu)))], &path).unwrap();
+    let err = AutoencoderKL::open(&path, Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("other.safetensors") && err.contains("neither a diffusers"),
+        "{err}"
+    );
+    let pickle = dir.path().join("lrf.ckpt");
+    std::fs::write(&pickle, b"not read").unwrap();
+    assert!(
+        AutoencoderKL::open(&pickle, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("safetensors")
+    );
+
+    let model = AutoencoderKL::new(small_config(), Device::Cpu).unwrap();
+    let odd = Tensor::zeros([1, 3, 30, 32], (Kind::Float, Device::Cpu));
+    assert!(matches!(model.encode(&odd), Err(VaeError::Input { .. })));
+    let wrong_latent = Tensor::zeros([1, 16, 4, 4], (Kind::Float, Device::Cpu));
+    assert!(matches!(model.decode(&wrong_latent), Err(VaeError::Input { .. })));
+}
+
+#[test]
+fn kl_legacy_diffusers_attention_names_load() {
+    tch::manual_seed(4);
+    let model = AutoencoderKL::new(small_config(), Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let weights = dir.path().join("diffusion_pytorch_model.safetensors");
+    let legacy: Vec<(String, Tensor)> = Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let k = k
+                .replace("to_q.", "query.")
+                .replace("to_k.", "key.")
+                .replace("to_v.", "value.");
+            (k.replace("to_out.0.", "proj_attn."), t)
+        })
+        .collect();
+    assert!(
+        legacy
+            .iter()
+            .any(|(k, _)| k == "encoder.mid_block.attentions.0.proj_attn.weight")
+    );
+    Tensor::write_safetensors(&legacy, &weights).unwrap();
+    let reopened = AutoencoderKL::open(dir.path(), Device::Cpu).unwrap();
+    let latent = Tensor::randn([1, 4, 4, 4], (Kind::Float, Device::Cpu));
+    let _guard = tch::no_grad_guard();
+    assert!(model.decode(&latent).unwrap().equal(&reopened.decode(&latent).unwrap()));
+}

@@ -1,0 +1,49 @@
+//! Shared by the tests that compare with independent Python implementations.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tch::Tensor;
+
+/// The interpreter with torch, diffusers and lpips: `LRF_PYTHON`, else the workspace's `.venv`.
+pub fn python() -> PathBuf {
+    std::env::var_os("LRF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+/// Runs `tests/fixtures/<script>` with `args`; a missing interpreter or package fails the test with
+/// the script's own message (these references are required, never skipped).
+pub fn run_fixture_script(script: &str, args: &[&Path]) {
+    let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(script);
+    let python = python();
+    let output = Command::new(&python)
+        .arg(&script_path)
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (set LRF_PYTHON to an interpreter with torch): {e}",
+                python.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{} {} failed ({}):\n{}",
+        python.display(),
+        script_path.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// max |a − b| / max |b|: the error relative to the reference's scale.
+pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f64 {
+    assert_eq!(actual.size(), reference.size(), "shapes differ");
+    let scale = reference.abs().max().double_value(&[]).max(1e-12);
+    (actual - reference).abs().max().double_value(&[]) / scale
+}
