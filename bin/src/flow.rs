@@ -220,10 +220,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Keep a pipeline up to date while scene folders are added, removed or edited.
 ///
-/// Polls the scene globs (and the pipeline file) every --interval seconds; once a change has
-/// held still for one interval, runs the pipeline again, which computes only what the change
-/// needs: a new scene's own work and the global stages over it; for a removed scene, the
-/// global stages that collected it. Stop with Ctrl-C (safe at any moment: a killed run leaves
+/// Scans the scene globs (and the pipeline file) every --interval seconds. Once a change has held
+/// still for one interval, it is fed to a differential-dataflow collection of scenes, which says
+/// which instances the change fires (a new scene's own work and the global stages over its role)
+/// and retracts (a removed scene's work; the global stages that collected it fire again); the
+/// pipeline then runs and computes exactly that. Stop with Ctrl-C (safe at any moment: a killed run leaves
 /// no half-written artifact). Failures are printed and watching goes on.
 ///
 /// Example: lrf-flow watch pipelines/example-exec.yaml -w 2 --interval 5
@@ -266,10 +267,12 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                     work_dir,
                 }) => {
                     let mut text = format!(
-                        "scenes: {} added, {} removed, {} changed\n",
+                        "scenes: {} added, {} removed, {} changed; {} instances fired, {} retracted\n",
                         changes.added.len(),
                         changes.removed.len(),
-                        changes.changed.len()
+                        changes.changed.len(),
+                        changes.fired.len(),
+                        changes.retracted.len()
                     );
                     text += &report.summary();
                     if let Err(error) = report.write(&work_dir) {

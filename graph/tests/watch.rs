@@ -1,4 +1,6 @@
-//! `watch`: scene folders added and removed while watching flow through the pipeline.
+//! `watch`: scene folders added and removed while watching flow through the differential scene
+//! collection; each round's change set names what it fires, and the run computes exactly that
+//! (plus what is downstream of a re-fired global stage).
 
 mod common;
 
@@ -9,62 +11,191 @@ use lrf_graph::RunOptions;
 use lrf_graph::testing::registry;
 use lrf_graph::watch::{Round, SceneChanges, watch};
 
-#[test]
-fn added_and_removed_scenes_flow_through_while_watching() {
-    let project = Project::new(PIPELINE, &["t1"], &["e1"]);
+/// A round as a test sees it: its change set and the executions it caused.
+type Observed = (SceneChanges, Vec<(String, Option<String>)>);
+
+/// Per-scene ingest over every scene, a global finetune over train scenes and a global summary
+/// over all (salted apart: with equal inputs their keys would be equal): no per-scene stage
+/// reads a global one, so a removal re-runs globals only.
+const GLOBALS_LAST: &str = r#"
+pipeline: test
+work_dir: work
+scenes:
+  - {glob: "scenes/train/*", role: train}
+  - {glob: "scenes/eval/*", role: eval}
+stages:
+  - id: ingest
+    kind: test-source
+    inputs: {scene: scenes}
+  - id: finetune
+    kind: test-reduce
+    roles: [train]
+    inputs: {items: ingest}
+    params: {salt: 2}
+  - id: summary
+    kind: test-reduce
+    inputs: {items: ingest}
+"#;
+
+/// Watches `project`, adding eval scene e2 after the first round and removing train scene t1
+/// after the second; returns each round's change set and executions.
+fn add_then_remove(project: &Project) -> Vec<Observed> {
     let registry = registry(&project.counter);
     let started = Instant::now();
-    let mut rounds = 0;
-    let mut changes: Vec<SceneChanges> = Vec::new();
-    let mut executed = Vec::new();
+    let mut rounds = Vec::new();
     watch(
         &project.pipeline_file(),
         &registry,
         Duration::from_millis(20),
         |_| RunOptions::default(),
         |round| {
-            if let Some(round) = round {
-                match round {
-                    Round::Ran { changes: c, report, .. } => {
-                        assert_eq!(report.failed(), 0, "{}", report.summary());
-                        changes.push(c);
-                        executed.push(project.counter.runs());
-                        project.counter.clear();
+            match round {
+                Some(Round::Ran { changes, report, .. }) => {
+                    assert_eq!(report.failed(), 0, "{}", report.summary());
+                    rounds.push((changes, project.counter.runs()));
+                    project.counter.clear();
+                    match rounds.len() {
+                        1 => project.add_scene("eval", "e2"),
+                        2 => std::fs::remove_dir_all(project.path().join("scenes/train/t1")).expect("remove a scene"),
+                        _ => {}
                     }
-                    Round::Invalid(error) => panic!("{error}"),
                 }
-                rounds += 1;
-                match rounds {
-                    1 => project.add_scene("eval", "e2"),
-                    2 => std::fs::remove_dir_all(project.path().join("scenes/train/t1")).expect("remove a scene"),
-                    _ => {}
-                }
+                Some(Round::Invalid(error)) => panic!("{error}"),
+                None => {}
             }
-            rounds < 3 && started.elapsed() < Duration::from_secs(30)
+            rounds.len() < 3 && started.elapsed() < Duration::from_secs(30)
         },
     );
-    assert_eq!(rounds, 3, "three rounds ran before the deadline");
-    assert_eq!(changes[0].added, ["e1", "t1"]);
-    assert_eq!(executed[0].len(), 2 * 3 + 2);
-    assert_eq!(changes[1].added, ["e2"]);
+    assert_eq!(rounds.len(), 3, "three rounds ran before the deadline");
+    rounds
+}
+
+#[test]
+fn added_and_removed_scenes_flow_through_while_watching() {
+    let project = Project::new(PIPELINE, &["t1"], &["e1"]);
+    let rounds = add_then_remove(&project);
+    let (first, executed) = &rounds[0];
+    assert_eq!(first.added, ["e1", "t1"]);
+    assert_eq!(first.fired.len(), 2 * 3 + 2);
+    assert_eq!(executed, &first.fired);
+
+    let (added, executed) = &rounds[1];
+    assert_eq!(added.added, ["e2"]);
+    let e2 = runs(&[
+        ("features", Some("e2")),
+        ("fit", Some("e2")),
+        ("ingest", Some("e2")),
+        ("summary", None),
+    ]);
     assert_eq!(
-        executed[1],
-        runs(&[
-            ("ingest", Some("e2")),
-            ("features", Some("e2")),
-            ("fit", Some("e2")),
-            ("summary", None)
-        ])
+        added.fired, e2,
+        "e2's per-scene instances and the global stage over eval"
     );
-    assert_eq!(changes[2].removed, ["t1"]);
-    // Without t1 the train-only finetune has no scene: it and everything after it re-run.
+    assert!(added.retracted.is_empty());
+    assert_eq!(executed, &e2, "exactly the fired instances");
+
+    let (removed, executed) = &rounds[2];
+    assert_eq!(removed.removed, ["t1"]);
+    assert_eq!(removed.fired, runs(&[("finetune", None), ("summary", None)]));
     assert_eq!(
-        executed[2],
-        runs(&[
+        removed.retracted,
+        runs(&[("features", Some("t1")), ("fit", Some("t1")), ("ingest", Some("t1"))])
+    );
+    // The re-fired finetune changes the model every fit reads: fit re-runs downstream of it.
+    assert_eq!(
+        executed,
+        &runs(&[
             ("finetune", None),
             ("fit", Some("e1")),
             ("fit", Some("e2")),
             ("summary", None)
         ])
     );
+}
+
+#[test]
+fn a_removed_scene_re_runs_only_the_global_stages_that_used_it() {
+    let project = Project::new(GLOBALS_LAST, &["t1", "t2"], &["e1"]);
+    let rounds = add_then_remove(&project);
+    assert_eq!(rounds[0].1, rounds[0].0.fired);
+
+    let (added, executed) = &rounds[1];
+    assert_eq!(added.fired, runs(&[("ingest", Some("e2")), ("summary", None)]));
+    assert_eq!(
+        executed, &added.fired,
+        "finetune reads train scenes only: not fired, not run"
+    );
+
+    let (removed, executed) = &rounds[2];
+    assert_eq!(removed.removed, ["t1"]);
+    assert_eq!(removed.fired, runs(&[("finetune", None), ("summary", None)]));
+    assert_eq!(removed.retracted, runs(&[("ingest", Some("t1"))]));
+    assert_eq!(executed, &removed.fired, "the globals that used t1, nothing per-scene");
+}
+
+#[test]
+fn an_edited_scene_is_changed_and_re_fires_its_instances() {
+    let project = Project::new(GLOBALS_LAST, &["t1"], &["e1"]);
+    let registry = registry(&project.counter);
+    let started = Instant::now();
+    let mut rounds: Vec<Observed> = Vec::new();
+    watch(
+        &project.pipeline_file(),
+        &registry,
+        Duration::from_millis(20),
+        |_| RunOptions::default(),
+        |round| {
+            if let Some(Round::Ran { changes, .. }) = round {
+                rounds.push((changes, project.counter.runs()));
+                project.counter.clear();
+                let image = project.path().join("scenes/eval/e1/images/0.txt");
+                std::fs::write(image, "new pixels").expect("edit a scene");
+            }
+            rounds.len() < 2 && started.elapsed() < Duration::from_secs(30)
+        },
+    );
+    let (edited, executed) = &rounds[1];
+    assert_eq!(edited.changed, ["e1"]);
+    assert!(edited.added.is_empty() && edited.removed.is_empty() && edited.retracted.is_empty());
+    assert_eq!(edited.fired, runs(&[("ingest", Some("e1")), ("summary", None)]));
+    assert_eq!(executed, &edited.fired);
+}
+
+#[test]
+fn a_pipeline_edit_flows_through_roles_and_runs_on_a_parameter_change() {
+    let project = Project::new(GLOBALS_LAST, &["t1"], &["e1"]);
+    let registry = registry(&project.counter);
+    let started = Instant::now();
+    let mut rounds: Vec<Observed> = Vec::new();
+    watch(
+        &project.pipeline_file(),
+        &registry,
+        Duration::from_millis(20),
+        |_| RunOptions::default(),
+        |round| {
+            if let Some(Round::Ran { changes, .. }) = round {
+                rounds.push((changes, project.counter.runs()));
+                project.counter.clear();
+                match rounds.len() {
+                    1 => project.write_pipeline(&GLOBALS_LAST.replace("    roles: [train]\n", "")),
+                    2 => project.write_pipeline(&format!(
+                        "{}    params: {{salt: 1}}\n",
+                        GLOBALS_LAST.replace("    roles: [train]\n", "")
+                    )),
+                    _ => {}
+                }
+            }
+            rounds.len() < 3 && started.elapsed() < Duration::from_secs(30)
+        },
+    );
+    assert_eq!(rounds.len(), 3, "three rounds ran before the deadline");
+    // finetune now collects eval scenes too: its scene set changed, so differential fires it.
+    let (roles, executed) = &rounds[1];
+    assert_eq!(roles.fired, runs(&[("finetune", None)]));
+    assert_eq!(executed, &roles.fired);
+    // A parameter is no scene-collection change: the edited file runs the round, the planner's
+    // keys pick the stage.
+    let (salt, executed) = &rounds[2];
+    assert_eq!(salt, &SceneChanges::default());
+    assert_eq!(executed, &runs(&[("summary", None)]));
 }
