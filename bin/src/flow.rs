@@ -1,11 +1,12 @@
 //! `lrf-flow run | plan | gc | bench`: the engine's commands. The work lives in lrf-graph.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lrf_graph::{Cluster, Registry, RunOptions, Session};
+use lrf_graph::{Cluster, Registry, RunOptions, Session, WorkerInit};
 
 use crate::print;
 
@@ -123,7 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         cluster: args.cluster.cluster()?,
         startup_timeout: Duration::from_secs(args.cluster.startup_timeout),
-        worker_init: None,
+        worker_init: Some(libtorch_threads(workers)),
     };
     let report = session.run(options)?;
     let path = report
@@ -247,9 +248,13 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
         "--interval must be a positive number of seconds"
     );
     let registry = registry();
-    let options = |pipeline: &lrf_graph::Pipeline| RunOptions {
-        workers: args.workers.or(pipeline.workers).unwrap_or(1).max(1),
-        ..RunOptions::default()
+    let options = |pipeline: &lrf_graph::Pipeline| {
+        let workers = args.workers.or(pipeline.workers).unwrap_or(1).max(1);
+        RunOptions {
+            workers,
+            worker_init: Some(libtorch_threads(workers)),
+            ..RunOptions::default()
+        }
     };
     let mut result = Ok(());
     lrf_graph::watch::watch(
@@ -286,4 +291,35 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
         },
     );
     result
+}
+
+/// Sizes libtorch's intra-op thread pool on each worker thread so that this process's workers
+/// times libtorch's threads does not oversubscribe the cores (timely threads are the outer level).
+fn libtorch_threads(local_workers: usize) -> WorkerInit {
+    let threads = lrf_graph::threads_per_worker(local_workers);
+    Arc::new(move |_, _| tch::set_num_threads(threads as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libtorch_threads;
+
+    #[test]
+    fn each_worker_gets_its_share_of_the_cores() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        for workers in [1, 2, cores + 1] {
+            let init = libtorch_threads(workers);
+            let seen = std::thread::spawn(move || {
+                init(0, workers);
+                tch::get_num_threads()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(
+                seen as usize,
+                (cores / workers).max(1),
+                "{workers} workers on {cores} cores"
+            );
+        }
+    }
 }

@@ -43,8 +43,13 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         Policy::Ignore => DistortionPolicy::Ignore,
         Policy::Reject => DistortionPolicy::Reject,
     };
-    let options = SceneOptions { images: args.images, distortion, test_every: args.test_every };
-    let scene = Scene::load(&args.scene, &options).with_context(|| format!("loading scene {}", args.scene.display()))?;
+    let options = SceneOptions {
+        images: args.images,
+        distortion,
+        test_every: args.test_every,
+    };
+    let scene =
+        Scene::load(&args.scene, &options).with_context(|| format!("loading scene {}", args.scene.display()))?;
     if args.json {
         let views: Vec<_> = scene
             .views
@@ -77,7 +82,15 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         observations
     )?;
     for camera in model.cameras.values() {
-        writeln!(out, "  camera {}: {} {}x{} {:?}", camera.id, camera.model.name(), camera.width, camera.height, camera.params)?;
+        writeln!(
+            out,
+            "  camera {}: {} {}x{} {:?}",
+            camera.id,
+            camera.model.name(),
+            camera.width,
+            camera.height,
+            camera.params
+        )?;
     }
     for view in &scene.views {
         let c = &view.camera;

@@ -51,8 +51,14 @@ enum PathArg {
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT, e.g. 256x192"))?;
-    let number = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("{s:?} in {text:?} is not a whole number"));
+    let (w, h) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT, e.g. 256x192"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?} in {text:?} is not a whole number"))
+    };
     Ok((number(w)?, number(h)?))
 }
 
@@ -86,13 +92,13 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         }
         Progress::Scene(scene) => bar.suspend(|| {
             eprintln!(
-            "{}: {} views ({:?}), {} points, {} observations -> {}",
-            scene.name,
-            scene.views,
-            scene.camera_path,
-            scene.points,
-            scene.observations,
-            scene.path.display()
+                "{}: {} views ({:?}), {} points, {} observations -> {}",
+                scene.name,
+                scene.views,
+                scene.camera_path,
+                scene.points,
+                scene.observations,
+                scene.path.display()
             )
         }),
     })
