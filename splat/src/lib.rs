@@ -1,4 +1,37 @@
-//! lrf-flow's splat crate: Gaussian splatting: camera projection, spherical harmonics, the differentiable N-channel rasterizer, Gaussian model and optimiser.
+//! lrf-flow's splat crate: the differentiable N-channel Gaussian rasterizer.
 //!
-//! Not built yet: its contents are tracked by issue #4. The crate exists so the workspace has
-//! the layout of DESIGN.md from the start; it exports nothing.
+//! Three implementations compute the same image: [`reference`] (dense tch tensor operations, autograd
+//! backward, f32 or f64), the CPU kernel ([`cpu`], rayon over 16×16 tiles, deterministic backward), and, with
+//! the `cuda` feature, a CUDA kernel. [`render`] picks one by device and hooks its backward into tch autograd.
+//! Every cutoff they share lives in [`constants`].
+//!
+//! Module map: `projection` (one Gaussian to the screen and back), `sh` (spherical harmonics), `tiling`
+//! (cull, depth order, tile lists), `blend` (one pair, shared by both passes), `forward` / `backward`
+//! (per-tile blend), `simd` (instruction-set dispatch), `cpu` (the kernel's passes), `reference`, `render` (tch entry point).
+
+mod backward;
+mod blend;
+pub mod constants;
+pub mod cpu;
+mod error;
+mod forward;
+mod gaussians;
+mod options;
+mod projection;
+pub mod real;
+pub mod reference;
+mod render;
+pub mod sh;
+mod simd;
+mod tiling;
+
+#[cfg(test)]
+mod tests;
+
+pub use cpu::{Frame, GaussianGrads, rasterize, rasterize_backward};
+pub use error::{Result, SplatError};
+pub use gaussians::Gaussians;
+pub use lrf_formats::Camera;
+pub use options::{ColorBasis, ColorLayout, RasterMode, RenderOptions};
+pub use render::{Rendered, ScreenGradients, render};
+pub use tiling::GaussianSlices;

@@ -1,0 +1,252 @@
+//! Rasterizer throughput: (Gaussian, pixel) pairs per second forward and backward, the share of the machine's
+//! FP32 peak under the cost model (forward 22 + 2C, backward 48 + 8C FLOP per pair), and the speed-up of
+//! the CPU kernel over the tch reference measured in the same run.
+//!
+//! `cargo bench -p lrf-splat` runs every configuration; `LRF_BENCH_QUICK=1` only the latent-size ones.
+//! `LRF_PEAK_GFLOPS` overrides the peak (default 475, the 2-core development machine with AVX-512);
+//! `LRF_BENCH_SUMMARY=0` skips the summary table and the reference comparison (for profiling one benchmark).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use glam::{DMat3, DVec3};
+use lrf_splat::{
+    Camera, ColorLayout, GaussianSlices, Gaussians, RenderOptions, rasterize, rasterize_backward, reference,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tch::{Kind, Tensor};
+
+struct Scene {
+    arrays: [Vec<f32>; 5],
+    layout: ColorLayout,
+    camera: Camera,
+    degree: usize,
+}
+
+impl Scene {
+    /// `count` Gaussians filling the view frustum between depths 2 and 6, SH of `degree` per channel.
+    fn new(count: usize, channels: usize, degree: usize, width: u32, height: u32) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(count as u64 ^ (channels as u64) << 20);
+        let f = width as f64;
+        let camera = Camera {
+            rotation: DMat3::IDENTITY,
+            translation: DVec3::ZERO,
+            fx: f,
+            fy: f,
+            cx: width as f64 / 2.0,
+            cy: height as f64 / 2.0,
+            width,
+            height,
+        };
+        let k = (degree + 1) * (degree + 1);
+        let mut means = Vec::with_capacity(3 * count);
+        for _ in 0..count {
+            let z: f32 = rng.random_range(2.0..6.0);
+            let half_w = 0.5 * width as f32 / f as f32 * z;
+            let half_h = 0.5 * height as f32 / f as f32 * z;
+            means.extend([rng.random_range(-half_w..half_w), rng.random_range(-half_h..half_h), z]);
+        }
+        // World scale tied to the pixel footprint: Gaussians of about 0.5–3 px standard deviation.
+        let pixel = 4.0 / f as f32;
+        let mut uniform =
+            |lo: f32, hi: f32, len: usize| (0..len).map(|_| rng.random_range(lo..hi)).collect::<Vec<f32>>();
+        let log_scales = uniform((0.5 * pixel).ln(), (3.0 * pixel).ln(), 3 * count);
+        let quats = uniform(-1.0, 1.0, 4 * count);
+        let opacity = uniform(-3.0, 1.0, count);
+        let colors = uniform(-0.5, 0.5, k * channels * count);
+        let layout = ColorLayout::from_shape(&[count, k, channels], None).unwrap();
+        Scene {
+            arrays: [means, log_scales, quats, opacity, colors],
+            layout,
+            camera,
+            degree,
+        }
+    }
+
+    fn slices(&self) -> GaussianSlices<'_, f32> {
+        let [means, log_scales, quats, opacity_logits, colors] = &self.arrays;
+        GaussianSlices {
+            means,
+            log_scales,
+            quats,
+            opacity_logits,
+            colors,
+            layout: self.layout,
+        }
+    }
+
+    fn gaussians(&self, requires_grad: bool) -> Gaussians {
+        let n = self.arrays[3].len() as i64;
+        let k = ((self.degree + 1) * (self.degree + 1)) as i64;
+        let shapes: [Vec<i64>; 5] = [
+            vec![n, 3],
+            vec![n, 3],
+            vec![n, 4],
+            vec![n],
+            vec![n, k, self.layout.channels as i64],
+        ];
+        let [means, log_scales, quats, opacity_logits, colors] = std::array::from_fn(|i| {
+            Tensor::from_slice(&self.arrays[i])
+                .view(shapes[i].as_slice())
+                .set_requires_grad(requires_grad)
+        });
+        Gaussians {
+            means,
+            log_scales,
+            quats,
+            opacity_logits,
+            colors,
+        }
+    }
+
+    fn upstream(&self) -> Vec<f32> {
+        let n = self.layout.channels * (self.camera.width * self.camera.height) as usize;
+        (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect()
+    }
+
+    /// Forward + backward with the CPU kernel.
+    fn cpu_step(&self, options: &RenderOptions, upstream: &[f32]) -> (u64, u64) {
+        let frame = rasterize(&self.slices(), &self.camera, options).unwrap();
+        let grads = rasterize_backward(&self.slices(), &self.camera, options, &frame, upstream, None).unwrap();
+        (frame.pairs_evaluated, grads.pairs_evaluated)
+    }
+
+    /// Forward + autograd backward with the reference, in bands of rows so memory stays bounded.
+    fn reference_step(&self, options: &RenderOptions, upstream: &Tensor, band: usize) {
+        let g = self.gaussians(true);
+        let h = self.camera.height as usize;
+        for start in (0..h).step_by(band) {
+            let rows = start..(start + band).min(h);
+            let out = reference::render_rows(&g, &self.camera, options, rows.clone()).unwrap();
+            let up = upstream.narrow(1, rows.start as i64, rows.len() as i64);
+            (out.image * up).sum(Kind::Float).backward();
+        }
+    }
+}
+
+fn summary_wanted() -> bool {
+    std::env::var("LRF_BENCH_SUMMARY").map_or(true, |v| v != "0")
+}
+
+fn peak_flops() -> f64 {
+    std::env::var("LRF_PEAK_GFLOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(475.0)
+        * 1e9
+}
+
+fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+/// (channels, count, width, height) of every measured configuration.
+fn configurations() -> Vec<(usize, usize, u32, u32)> {
+    let quick = std::env::var("LRF_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let mut configs = Vec::new();
+    for channels in [4, 16, 32] {
+        configs.push((channels, 50_000, 64, 48));
+        configs.push((channels, 100_000, 128, 96));
+        if !quick {
+            configs.push((channels, 10_000, 64, 48));
+            configs.push((channels, 300_000, 512, 384));
+        }
+    }
+    configs
+}
+
+fn throughput(c: &mut Criterion) {
+    let options = RenderOptions::default();
+    let mut summary = Vec::new();
+    for (channels, count, width, height) in configurations() {
+        let scene = Scene::new(count, channels, 1, width, height);
+        let upstream = scene.upstream();
+        let frame = rasterize(&scene.slices(), &scene.camera, &options).unwrap();
+        let grads = rasterize_backward(&scene.slices(), &scene.camera, &options, &frame, &upstream, None).unwrap();
+        let id = format!("C{channels}/N{count}/{width}x{height}");
+        let mut group = c.benchmark_group("rasterize");
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        group.throughput(Throughput::Elements(frame.pairs_evaluated));
+        group.bench_function(BenchmarkId::new("forward", &id), |b| {
+            b.iter(|| black_box(rasterize(&scene.slices(), &scene.camera, &options).unwrap()))
+        });
+        group.throughput(Throughput::Elements(grads.pairs_evaluated));
+        group.bench_function(BenchmarkId::new("backward", &id), |b| {
+            b.iter(|| {
+                black_box(
+                    rasterize_backward(&scene.slices(), &scene.camera, &options, &frame, &upstream, None).unwrap(),
+                )
+            })
+        });
+        group.finish();
+        if !summary_wanted() {
+            continue;
+        }
+        let t_fwd = best_of(5, || {
+            drop(black_box(rasterize(&scene.slices(), &scene.camera, &options).unwrap()))
+        });
+        let t_bwd = best_of(5, || {
+            drop(black_box(
+                rasterize_backward(&scene.slices(), &scene.camera, &options, &frame, &upstream, None).unwrap(),
+            ))
+        });
+        summary.push((id, channels, frame.pairs_evaluated, t_fwd, grads.pairs_evaluated, t_bwd));
+    }
+    println!(
+        "\nbest of 5, pairs per second and share of {:.0} GFLOP/s:",
+        peak_flops() / 1e9
+    );
+    println!(
+        "{:<24} {:>12} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7}",
+        "config", "pairs", "fwd ms", "fwd G/s", "fwd %", "bwd ms", "bwd G/s", "bwd %"
+    );
+    for (id, c, pf, tf, pb, tb) in summary {
+        let rate = |p: u64, t: Duration| p as f64 / t.as_secs_f64();
+        let (rf, rb) = (rate(pf, tf), rate(pb, tb));
+        let share = |r: f64, flop: f64| 100.0 * r * flop / peak_flops();
+        println!(
+            "{id:<24} {pf:>12} {:>9.2} {:>10.2} {:>7.1} {:>9.2} {:>10.2} {:>7.1}",
+            tf.as_secs_f64() * 1e3,
+            rf / 1e9,
+            share(rf, 22.0 + 2.0 * c as f64),
+            tb.as_secs_f64() * 1e3,
+            rb / 1e9,
+            share(rb, 48.0 + 8.0 * c as f64)
+        );
+    }
+}
+
+/// Forward + backward speed-up over the reference at 64×48, 50k Gaussians, C = 32, SH degree 1.
+fn speedup_over_reference(_: &mut Criterion) {
+    if !summary_wanted() {
+        return;
+    }
+    let options = RenderOptions::default();
+    let scene = Scene::new(50_000, 32, 1, 64, 48);
+    let upstream = scene.upstream();
+    let upstream_tensor = Tensor::from_slice(&upstream).view([32, 48, 64]);
+    let cpu = best_of(5, || {
+        black_box(scene.cpu_step(&options, &upstream));
+    });
+    let reference = best_of(2, || scene.reference_step(&options, &upstream_tensor, 4));
+    println!(
+        "\nforward+backward, 64×48, 50k Gaussians, C=32, SH degree 1: cpu {:.2} ms, reference {:.0} ms, speed-up {:.0}×",
+        cpu.as_secs_f64() * 1e3,
+        reference.as_secs_f64() * 1e3,
+        reference.as_secs_f64() / cpu.as_secs_f64()
+    );
+}
+
+criterion_group!(benches, throughput, speedup_over_reference);
+criterion_main!(benches);

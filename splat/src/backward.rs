@@ -1,0 +1,133 @@
+//! Backward blend of one tile by forward replay: the splat list is walked front to back again, taking the same
+//! decisions as the forward pass, while the colour still behind each pixel is peeled off; no division of
+//! transmittance is needed to recover it. Each (tile, splat) intersection writes its own partial gradient, so
+//! the later reduction per splat runs in a fixed order: no atomics, the same result run to run.
+//!
+//! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
+//! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
+
+use crate::blend::{SplatBlend, Tile, TileRows, eval_pair};
+use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::real::Real;
+use crate::simd::SimdTask;
+use crate::tiling::Splats;
+
+/// Values per intersection in the partial-gradient buffer: mean2d (2), conic (3), opacity (1), then colour.
+pub(crate) const PARTIAL_GEOMETRY: usize = 6;
+
+/// Per-pixel upstream state of a tile.
+pub(crate) struct TileUpstream<R> {
+    /// Per channel: ∂L/∂image.
+    pub v_color: Vec<TileRows<R>>,
+    /// T_N·(∂L/∂alpha − Σ_k ∂L/∂image_k·bg_k): the background's and alpha's share of ∂L/∂α·(1 − α).
+    pub v_final: TileRows<R>,
+    /// Per channel: composited colour without the background.
+    pub color: Vec<TileRows<R>>,
+}
+
+/// The backward blend of one tile, run through [`crate::simd::dispatch`]; returns the pairs evaluated.
+pub(crate) struct BackwardTile<'a, R, const SMOOTH: bool> {
+    pub tile: Tile,
+    pub ids: &'a [u32],
+    pub splats: &'a Splats<R>,
+    pub channels: usize,
+    pub upstream: TileUpstream<R>,
+    /// `[ids.len(), PARTIAL_GEOMETRY + channels]` partial gradients, one row per intersection.
+    pub partials: &'a mut [R],
+}
+
+impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
+    type Output = u64;
+
+    #[inline(always)]
+    fn run(self) -> u64 {
+        let BackwardTile {
+            tile,
+            ids,
+            splats,
+            channels,
+            upstream: mut up,
+            partials,
+        } = self;
+        let stride = PARTIAL_GEOMETRY + channels;
+        let mut active = tile.on_image();
+        let mut remaining = active.as_flattened().iter().filter(|&&a| a).count();
+        let mut transmittance = [[R::ONE; TILE_SIZE]; TILE_SIZE];
+        let lane_x = tile.lane_x::<R>();
+        let half = R::of(0.5);
+        // Lane accumulators, reduced once per intersection.
+        let mut v_color = vec![[R::ZERO; TILE_SIZE]; channels];
+        let mut pairs = 0u64;
+        for (&id, partial) in ids.iter().zip(partials.chunks_exact_mut(stride)) {
+            partial.fill(R::ZERO);
+            if remaining == 0 {
+                continue;
+            }
+            let s = id as usize;
+            let Some((r0, r1)) = tile.rows_of(splats, s) else {
+                continue;
+            };
+            let blend = SplatBlend::load(splats, s);
+            let [a, b, c] = blend.conic;
+            let color = &splats.colors[s * channels..(s + 1) * channels];
+            v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
+            let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
+            pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
+            for r in r0..=r1 {
+                let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
+                let t = &mut transmittance[r];
+                let live = &mut active[r];
+                let mut weight = [R::ZERO; TILE_SIZE];
+                let mut alpha = [R::ZERO; TILE_SIZE];
+                let mut t_before = [R::ZERO; TILE_SIZE];
+                let mut gauss = [R::ZERO; TILE_SIZE];
+                // ∂α/∂(o·G) where the pair composited, 0 elsewhere: it masks every geometry gradient below.
+                let mut dalpha = [R::ZERO; TILE_SIZE];
+                let mut stops = 0usize;
+                for l in 0..TILE_SIZE {
+                    let pair = eval_pair::<R, SMOOTH>(&blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
+                    weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
+                    dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
+                    alpha[l] = pair.alpha;
+                    gauss[l] = pair.gauss;
+                    t_before[l] = t[l];
+                    t[l] = if pair.composite { pair.next_t } else { t[l] };
+                    live[l] &= !pair.stop;
+                    stops += pair.stop as usize;
+                }
+                remaining -= stops;
+                // Σ_k g_k c_k and Σ_k g_k S_k, with S the colour behind this splat.
+                let mut g_dot_c = [R::ZERO; TILE_SIZE];
+                let mut g_dot_s = [R::ZERO; TILE_SIZE];
+                for (((&ck, g), behind), vc) in color.iter().zip(&up.v_color).zip(&mut up.color).zip(&mut v_color) {
+                    let (g, behind) = (&g[r], &mut behind[r]);
+                    for l in 0..TILE_SIZE {
+                        behind[l] -= weight[l] * ck;
+                        vc[l] += weight[l] * g[l];
+                        g_dot_c[l] += g[l] * ck;
+                        g_dot_s[l] += g[l] * behind[l];
+                    }
+                }
+                let v_final = &up.v_final[r];
+                for l in 0..TILE_SIZE {
+                    let v_alpha = t_before[l] * g_dot_c[l] + (v_final[l] - g_dot_s[l]) / (R::ONE - alpha[l]);
+                    // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G.
+                    let v_og = v_alpha * dalpha[l];
+                    let v_sigma = -v_og * blend.opacity * gauss[l];
+                    let dx = lane_x[l] - blend.mean[0];
+                    v_geom[0][l] -= v_sigma * (a * dx + b * dy);
+                    v_geom[1][l] -= v_sigma * (b * dx + c * dy);
+                    v_geom[2][l] += half * v_sigma * dx * dx;
+                    v_geom[3][l] += v_sigma * dx * dy;
+                    v_geom[4][l] += half * v_sigma * dy * dy;
+                    v_geom[5][l] += v_og * gauss[l];
+                }
+            }
+            let lanes = |acc: &[R; TILE_SIZE]| acc.iter().fold(R::ZERO, |x, &y| x + y);
+            for (out, acc) in partial.iter_mut().zip(v_geom.iter().chain(v_color.iter())) {
+                *out = lanes(acc);
+            }
+        }
+        pairs
+    }
+}

@@ -1,0 +1,325 @@
+//! The CPU rasterizer: rayon over 16×16 tiles for the blend, over Gaussians for projection and its backward.
+//! Deterministic: every reduction runs in a fixed order whatever the thread schedule.
+
+use crate::backward::{BackwardTile, PARTIAL_GEOMETRY, TileUpstream};
+use crate::blend::{Tile, TileRows};
+use crate::constants::TILE_SIZE;
+use crate::error::{Result, SplatError};
+use crate::forward::{ForwardTile, TileImage};
+use crate::options::{RenderOptions, check_camera};
+use crate::projection::{ColorEval, PinholeCamera, SplatGrad, project_vjp};
+use crate::real::Real;
+use crate::simd::dispatch;
+use crate::tiling::{GaussianSlices, Splats, TileBins, prepare};
+use lrf_formats::Camera;
+use rayon::prelude::*;
+
+/// Whether the alpha cutoff is the hard threshold or the test-only smooth one (see `blend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cutoff {
+    Hard,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Smooth,
+}
+
+/// A rendered frame and what its backward needs.
+#[derive(Clone, Debug)]
+pub struct Frame<R> {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    /// `[channels, height, width]`, background included.
+    pub image: Vec<R>,
+    /// `[height, width]` accumulated opacity 1 − T_N.
+    pub alpha: Vec<R>,
+    /// `[height, width]` expected depth Σ w·z / alpha (0 where alpha is 0). Not differentiated.
+    pub depth: Vec<R>,
+    /// Per Gaussian: screen radius in pixels (0 when culled).
+    pub radii: Vec<i32>,
+    /// Per Gaussian: composited into at least one pixel.
+    pub visible: Vec<bool>,
+    /// (Gaussian, pixel) pairs the blend evaluated.
+    pub pairs_evaluated: u64,
+    background: Vec<R>,
+    splats: Splats<R>,
+    bins: TileBins,
+    cutoff: Cutoff,
+}
+
+/// Gradients for every Gaussian parameter, in the layout of [`GaussianSlices`], and densification statistics.
+#[derive(Clone, Debug)]
+pub struct GaussianGrads<R> {
+    pub means: Vec<R>,
+    pub log_scales: Vec<R>,
+    pub quats: Vec<R>,
+    pub opacity_logits: Vec<R>,
+    pub colors: Vec<R>,
+    /// Per Gaussian: ‖∂L/∂mean2d‖ in pixel units.
+    pub mean2d_grad_norm: Vec<R>,
+    /// Per Gaussian: ‖∂L/∂mean2d‖ in NDC units (pixel gradient scaled by half the image size per axis).
+    pub mean2d_grad_norm_ndc: Vec<R>,
+    /// (Gaussian, pixel) pairs the backward blend evaluated.
+    pub pairs_evaluated: u64,
+}
+
+/// Renders Gaussians with the CPU kernel.
+pub fn rasterize<R: Real>(g: &GaussianSlices<R>, camera: &Camera, options: &RenderOptions) -> Result<Frame<R>> {
+    rasterize_with(g, camera, options, Cutoff::Hard)
+}
+
+pub(crate) fn rasterize_with<R: Real>(
+    g: &GaussianSlices<R>,
+    camera: &Camera,
+    options: &RenderOptions,
+    cutoff: Cutoff,
+) -> Result<Frame<R>> {
+    g.check()?;
+    check_camera(camera)?;
+    let channels = g.layout.channels;
+    let background: Vec<R> = options.background_for(channels)?.into_iter().map(R::of).collect();
+    let cam = PinholeCamera::<R>::new(camera);
+    let (width, height) = (cam.width, cam.height);
+    let (splats, bins) = prepare(g, &cam, options.mode, options.color_offset_clamp);
+    let tiles: Vec<TileImage<R>> = (0..bins.num_tiles())
+        .into_par_iter()
+        .map(|t| {
+            let tile = Tile::new(t, bins.tiles_x, width, height);
+            let (ids, splats) = (bins.tile(t), &splats);
+            match cutoff {
+                Cutoff::Hard => dispatch(ForwardTile::<R, false> {
+                    tile,
+                    ids,
+                    splats,
+                    channels,
+                }),
+                Cutoff::Smooth => dispatch(ForwardTile::<R, true> {
+                    tile,
+                    ids,
+                    splats,
+                    channels,
+                }),
+            }
+        })
+        .collect();
+    let plane = width * height;
+    let mut image = vec![R::ZERO; channels * plane];
+    let mut alpha = vec![R::ZERO; plane];
+    let mut depth = vec![R::ZERO; plane];
+    let mut visible = vec![false; g.len()];
+    let mut pairs_evaluated = 0;
+    for (t, out) in tiles.iter().enumerate() {
+        let tile = Tile::new(t, bins.tiles_x, width, height);
+        let t_final = &out.transmittance;
+        for ((k, bg), color) in background.iter().enumerate().zip(&out.color) {
+            let c: TileRows<R> = std::array::from_fn(|r| std::array::from_fn(|l| color[r][l] + t_final[r][l] * *bg));
+            tile.scatter(&c, &mut image[k * plane..(k + 1) * plane], width);
+        }
+        let a: TileRows<R> = t_final.map(|row| row.map(|t| R::ONE - t));
+        let z: TileRows<R> = std::array::from_fn(|r| {
+            std::array::from_fn(|l| {
+                if a[r][l] > R::ZERO {
+                    out.depth[r][l] / a[r][l]
+                } else {
+                    R::ZERO
+                }
+            })
+        });
+        tile.scatter(&a, &mut alpha, width);
+        tile.scatter(&z, &mut depth, width);
+        for &s in &out.used {
+            visible[splats.gaussian[s as usize] as usize] = true;
+        }
+        pairs_evaluated += out.pairs;
+    }
+    let mut radii = vec![0i32; g.len()];
+    for s in 0..splats.len() {
+        radii[splats.gaussian[s] as usize] = splats.extent_x[s].max(splats.extent_y[s]).ceil().to_f64() as i32;
+    }
+    Ok(Frame {
+        width,
+        height,
+        channels,
+        image,
+        alpha,
+        depth,
+        radii,
+        visible,
+        pairs_evaluated,
+        background,
+        splats,
+        bins,
+        cutoff,
+    })
+}
+
+/// Gradients of the loss with respect to the Gaussians given ∂L/∂image (`[C, H, W]`) and optionally ∂L/∂alpha
+/// (`[H, W]`). `g`, `camera` and `options` must be those `frame` was rendered with.
+pub fn rasterize_backward<R: Real>(
+    g: &GaussianSlices<R>,
+    camera: &Camera,
+    options: &RenderOptions,
+    frame: &Frame<R>,
+    v_image: &[R],
+    v_alpha: Option<&[R]>,
+) -> Result<GaussianGrads<R>> {
+    g.check()?;
+    let (width, height, channels) = (frame.width, frame.height, frame.channels);
+    let plane = width * height;
+    if v_image.len() != channels * plane || v_alpha.is_some_and(|v| v.len() != plane) {
+        return Err(SplatError::Shape("upstream gradients do not match the frame".into()));
+    }
+    if g.len() != frame.visible.len()
+        || g.layout.channels != channels
+        || camera.width as usize != width
+        || camera.height as usize != height
+    {
+        return Err(SplatError::Shape(
+            "Gaussians or camera differ from the rendered frame's".into(),
+        ));
+    }
+    let bins = &frame.bins;
+    let splats = &frame.splats;
+    let stride = PARTIAL_GEOMETRY + channels;
+    // One partial gradient per intersection; tiles own disjoint ranges.
+    let mut partials = vec![R::ZERO; bins.ids.len() * stride];
+    let mut chunks = Vec::with_capacity(bins.num_tiles());
+    let mut rest = partials.as_mut_slice();
+    for t in 0..bins.num_tiles() {
+        let (head, tail) = rest.split_at_mut(bins.tile(t).len() * stride);
+        chunks.push(head);
+        rest = tail;
+    }
+    let pairs_evaluated = chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(t, partials)| {
+            let tile = Tile::new(t, bins.tiles_x, width, height);
+            let transmittance = tile.gather(&frame.alpha, width).map(|row| row.map(|a| R::ONE - a));
+            let mut v_final = v_alpha.map_or([[R::ZERO; TILE_SIZE]; TILE_SIZE], |v| tile.gather(v, width));
+            let mut v_color = Vec::with_capacity(channels);
+            let mut color = Vec::with_capacity(channels);
+            for (k, &bg) in frame.background.iter().enumerate() {
+                let g_k = tile.gather(&v_image[k * plane..(k + 1) * plane], width);
+                let mut c_k = tile.gather(&frame.image[k * plane..(k + 1) * plane], width);
+                for r in 0..TILE_SIZE {
+                    for l in 0..TILE_SIZE {
+                        v_final[r][l] -= g_k[r][l] * bg;
+                        c_k[r][l] -= transmittance[r][l] * bg;
+                    }
+                }
+                v_color.push(g_k);
+                color.push(c_k);
+            }
+            for (v, t) in v_final.as_flattened_mut().iter_mut().zip(transmittance.as_flattened()) {
+                *v *= *t;
+            }
+            let upstream = TileUpstream {
+                v_color,
+                v_final,
+                color,
+            };
+            let ids = bins.tile(t);
+            match frame.cutoff {
+                Cutoff::Hard => dispatch(BackwardTile::<R, false> {
+                    tile,
+                    ids,
+                    splats,
+                    channels,
+                    upstream,
+                    partials,
+                }),
+                Cutoff::Smooth => dispatch(BackwardTile::<R, true> {
+                    tile,
+                    ids,
+                    splats,
+                    channels,
+                    upstream,
+                    partials,
+                }),
+            }
+        })
+        .sum();
+    // Intersections of each splat, in tile order: a counting sort by compact id.
+    let mut offsets = vec![0usize; splats.len() + 1];
+    for &s in &bins.ids {
+        offsets[s as usize + 1] += 1;
+    }
+    for s in 0..splats.len() {
+        offsets[s + 1] += offsets[s];
+    }
+    let mut cursor = offsets.clone();
+    let mut by_splat = vec![0usize; bins.ids.len()];
+    for (isect, &s) in bins.ids.iter().enumerate() {
+        by_splat[cursor[s as usize]] = isect;
+        cursor[s as usize] += 1;
+    }
+    let mut compact_of = vec![u32::MAX; g.len()];
+    for (s, &gid) in splats.gaussian.iter().enumerate() {
+        compact_of[gid as usize] = s as u32;
+    }
+    let n = g.len();
+    let color_stride = g.layout.stride();
+    let mut grads = GaussianGrads {
+        means: vec![R::ZERO; 3 * n],
+        log_scales: vec![R::ZERO; 3 * n],
+        quats: vec![R::ZERO; 4 * n],
+        opacity_logits: vec![R::ZERO; n],
+        colors: vec![R::ZERO; color_stride * n],
+        mean2d_grad_norm: vec![R::ZERO; n],
+        mean2d_grad_norm_ndc: vec![R::ZERO; n],
+        pairs_evaluated,
+    };
+    let cam = PinholeCamera::<R>::new(camera);
+    let half_size = [R::of(width as f64 * 0.5), R::of(height as f64 * 0.5)];
+    (
+        grads.means.par_chunks_mut(3),
+        grads.log_scales.par_chunks_mut(3),
+        grads.quats.par_chunks_mut(4),
+        grads.opacity_logits.par_iter_mut(),
+        grads.colors.par_chunks_mut(color_stride),
+        grads.mean2d_grad_norm.par_iter_mut(),
+        grads.mean2d_grad_norm_ndc.par_iter_mut(),
+    )
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    ColorEval::new(g.layout, options.color_offset_clamp),
+                    vec![R::ZERO; stride],
+                )
+            },
+            |(eval, sum), (i, (v_mean, v_log_scale, v_quat, v_logit, v_coeffs, norm, norm_ndc))| {
+                let s = compact_of[i];
+                if s == u32::MAX {
+                    return;
+                }
+                let s = s as usize;
+                sum.fill(R::ZERO);
+                for &isect in &by_splat[offsets[s]..offsets[s + 1]] {
+                    for (acc, &v) in sum.iter_mut().zip(&partials[isect * stride..(isect + 1) * stride]) {
+                        *acc += v;
+                    }
+                }
+                let v = SplatGrad {
+                    mean2d: [sum[0], sum[1]],
+                    conic: [sum[2], sum[3], sum[4]],
+                    opacity: sum[5],
+                };
+                let params = g.params(i);
+                let pg = project_vjp(&cam, &params, options.mode, &v);
+                let v_dir = eval.color_vjp(&cam, params.mean, g.coeffs(i), &mut sum[PARTIAL_GEOMETRY..], v_coeffs);
+                for j in 0..3 {
+                    v_mean[j] = pg.mean[j] + v_dir[j];
+                }
+                v_log_scale.copy_from_slice(&pg.log_scale);
+                v_quat.copy_from_slice(&pg.quat);
+                *v_logit = pg.opacity_logit;
+                let [gx, gy] = v.mean2d;
+                *norm = (gx * gx + gy * gy).sqrt();
+                let (nx, ny) = (gx * half_size[0], gy * half_size[1]);
+                *norm_ndc = (nx * nx + ny * ny).sqrt();
+            },
+        );
+    Ok(grads)
+}

@@ -1,0 +1,98 @@
+//! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
+//! per-row culling of each splat and an early exit once every pixel is done.
+
+use crate::blend::{SplatBlend, Tile, TileRows, eval_pair};
+use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::real::Real;
+use crate::simd::SimdTask;
+use crate::tiling::Splats;
+
+/// A tile's forward result.
+pub(crate) struct TileImage<R> {
+    /// Per channel: composited colour, without the background.
+    pub color: Vec<TileRows<R>>,
+    /// Final transmittance.
+    pub transmittance: TileRows<R>,
+    /// Σ weight·depth.
+    pub depth: TileRows<R>,
+    /// Compact ids that composited at least one pixel.
+    pub used: Vec<u32>,
+    /// (splat, pixel) pairs evaluated.
+    pub pairs: u64,
+}
+
+/// The forward blend of one tile, run through [`crate::simd::dispatch`].
+pub(crate) struct ForwardTile<'a, R, const SMOOTH: bool> {
+    pub tile: Tile,
+    pub ids: &'a [u32],
+    pub splats: &'a Splats<R>,
+    pub channels: usize,
+}
+
+impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
+    type Output = TileImage<R>;
+
+    #[inline(always)]
+    fn run(self) -> TileImage<R> {
+        let ForwardTile {
+            tile,
+            ids,
+            splats,
+            channels,
+        } = self;
+        let mut out = TileImage {
+            color: vec![[[R::ZERO; TILE_SIZE]; TILE_SIZE]; channels],
+            transmittance: [[R::ONE; TILE_SIZE]; TILE_SIZE],
+            depth: [[R::ZERO; TILE_SIZE]; TILE_SIZE],
+            used: Vec::new(),
+            pairs: 0,
+        };
+        let mut active = tile.on_image();
+        let mut remaining = active.as_flattened().iter().filter(|&&a| a).count();
+        let lane_x = tile.lane_x::<R>();
+        for &id in ids {
+            if remaining == 0 {
+                break;
+            }
+            let s = id as usize;
+            let Some((r0, r1)) = tile.rows_of(splats, s) else {
+                continue;
+            };
+            let blend = SplatBlend::load(splats, s);
+            let color = &splats.colors[s * channels..(s + 1) * channels];
+            let depth = splats.depth[s];
+            let mut composited = 0usize;
+            for r in r0..=r1 {
+                let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
+                let t = &mut out.transmittance[r];
+                let live = &mut active[r];
+                let mut weight = [R::ZERO; TILE_SIZE];
+                let mut stops = 0usize;
+                for l in 0..TILE_SIZE {
+                    let pair = eval_pair::<R, SMOOTH>(&blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
+                    weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
+                    t[l] = if pair.composite { pair.next_t } else { t[l] };
+                    live[l] &= !pair.stop;
+                    stops += pair.stop as usize;
+                    composited += pair.composite as usize;
+                }
+                for (acc, &c) in out.color.iter_mut().zip(color) {
+                    let acc = &mut acc[r];
+                    for l in 0..TILE_SIZE {
+                        acc[l] += weight[l] * c;
+                    }
+                }
+                let acc = &mut out.depth[r];
+                for l in 0..TILE_SIZE {
+                    acc[l] += weight[l] * depth;
+                }
+                remaining -= stops;
+            }
+            out.pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
+            if composited > 0 {
+                out.used.push(id);
+            }
+        }
+        out
+    }
+}

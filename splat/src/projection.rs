@@ -1,0 +1,474 @@
+//! One Gaussian from world space to the screen (EWA splatting with the clamped Jacobian), its colour seen from
+//! the camera, and the exact vector-Jacobian products of both. Stateless per Gaussian: the backward recomputes
+//! the forward intermediates instead of storing them.
+
+use crate::constants::{
+    ALPHA_THRESHOLD, BLUR_VARIANCE, FRUSTUM_CLAMP_MARGIN, MAX_EXTENT_SIGMAS, MIN_COMPENSATION, NEAR_PLANE,
+    SH_COLOR_OFFSET,
+};
+use crate::options::{ColorBasis, ColorLayout, RasterMode};
+use crate::real::Real;
+use crate::sh::{MAX_SH_DEGREE, sh_basis, sh_basis_vjp, sh_coeffs};
+use lrf_formats::Camera;
+
+type M3<R> = [[R; 3]; 3];
+
+fn mat_mul<R: Real>(a: &M3<R>, b: &M3<R>) -> M3<R> {
+    std::array::from_fn(|i| std::array::from_fn(|j| a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j]))
+}
+
+fn transpose<R: Real>(a: &M3<R>) -> M3<R> {
+    std::array::from_fn(|i| std::array::from_fn(|j| a[j][i]))
+}
+
+fn mat_vec<R: Real>(a: &M3<R>, v: [R; 3]) -> [R; 3] {
+    std::array::from_fn(|i| a[i][0] * v[0] + a[i][1] * v[1] + a[i][2] * v[2])
+}
+
+fn sigmoid<R: Real>(x: R) -> R {
+    R::ONE / (R::ONE + (-x).exp())
+}
+
+/// The camera in the kernel's float type, with the Jacobian clamp limits precomputed.
+#[derive(Clone, Debug)]
+pub(crate) struct PinholeCamera<R> {
+    rotation: M3<R>,
+    translation: [R; 3],
+    center: [R; 3],
+    pub fx: R,
+    pub fy: R,
+    cx: R,
+    cy: R,
+    pub width: usize,
+    pub height: usize,
+    /// Limits of x/z and y/z: (negative side, positive side) magnitudes.
+    lim_x: (R, R),
+    lim_y: (R, R),
+}
+
+impl<R: Real> PinholeCamera<R> {
+    pub fn new(camera: &Camera) -> Self {
+        let (w, h) = (camera.width as f64, camera.height as f64);
+        let margin_x = FRUSTUM_CLAMP_MARGIN * 0.5 * w / camera.fx;
+        let margin_y = FRUSTUM_CLAMP_MARGIN * 0.5 * h / camera.fy;
+        let r = camera.rotation;
+        PinholeCamera {
+            rotation: std::array::from_fn(|i| std::array::from_fn(|j| R::of(r.col(j)[i]))),
+            translation: camera.translation.to_array().map(R::of),
+            center: camera.center().to_array().map(R::of),
+            fx: R::of(camera.fx),
+            fy: R::of(camera.fy),
+            cx: R::of(camera.cx),
+            cy: R::of(camera.cy),
+            width: camera.width as usize,
+            height: camera.height as usize,
+            lim_x: (
+                R::of(camera.cx / camera.fx + margin_x),
+                R::of((w - camera.cx) / camera.fx + margin_x),
+            ),
+            lim_y: (
+                R::of(camera.cy / camera.fy + margin_y),
+                R::of((h - camera.cy) / camera.fy + margin_y),
+            ),
+        }
+    }
+}
+
+/// One Gaussian's parameters as stored (unnormalised quaternion w, x, y, z; log-scales; opacity logit).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GaussianParams<R> {
+    pub mean: [R; 3],
+    pub log_scale: [R; 3],
+    pub quat: [R; 4],
+    pub opacity_logit: R,
+}
+
+/// A Gaussian on the screen, as the blend uses it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Splat<R> {
+    /// Pixel coordinates of the centre (pixel centres at +0.5).
+    pub mean2d: [R; 2],
+    /// Inverse of the blurred 2D covariance, (a, b, c) = [[a, b], [b, c]].
+    pub conic: [R; 3],
+    /// Activated opacity, including the antialiasing compensation.
+    pub opacity: R,
+    /// Camera-space z.
+    pub depth: R,
+    /// Half-widths in pixels beyond which the Gaussian's alpha is below ALPHA_THRESHOLD.
+    pub extent: [R; 2],
+}
+
+/// Gradient of the loss with respect to a splat's blend inputs.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SplatGrad<R> {
+    pub mean2d: [R; 2],
+    pub conic: [R; 3],
+    pub opacity: R,
+}
+
+/// Gradient of the loss with respect to one Gaussian's geometry parameters.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ParamsGrad<R> {
+    pub mean: [R; 3],
+    pub log_scale: [R; 3],
+    pub quat: [R; 4],
+    pub opacity_logit: R,
+}
+
+/// Every forward intermediate the VJP needs.
+struct Forward<R> {
+    quat_norm: R,
+    quat: [R; 4],
+    rotation: M3<R>,
+    scale: [R; 3],
+    /// M = rotation · diag(scale); covariance Σ = M Mᵀ.
+    m: M3<R>,
+    mean_cam: [R; 3],
+    /// Camera-space covariance W Σ Wᵀ.
+    cov_cam: M3<R>,
+    /// Projection Jacobian rows (∂u/∂p, ∂v/∂p), clamped; whether x/z and y/z were inside the clamp.
+    jac: [[R; 3]; 2],
+    inside: [bool; 2],
+    /// Blurred 2D covariance (a, b, c), its determinant and the unblurred determinant.
+    cov2d: [R; 3],
+    det_blur: R,
+    det: R,
+    compensation: R,
+    /// Whether the compensation was above its floor (else its gradient is zero).
+    compensation_free: bool,
+    sigmoid: R,
+}
+
+fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> Option<Forward<R>> {
+    let quat_norm = g.quat.iter().map(|&q| q * q).fold(R::ZERO, |a, b| a + b).sqrt();
+    let usable = quat_norm > R::ZERO && quat_norm.is_finite();
+    if !usable {
+        return None;
+    }
+    let [w, x, y, z] = g.quat.map(|q| q / quat_norm);
+    let two = R::of(2.0);
+    let one = R::ONE;
+    let rotation = [
+        [
+            one - two * (y * y + z * z),
+            two * (x * y - w * z),
+            two * (x * z + w * y),
+        ],
+        [
+            two * (x * y + w * z),
+            one - two * (x * x + z * z),
+            two * (y * z - w * x),
+        ],
+        [
+            two * (x * z - w * y),
+            two * (y * z + w * x),
+            one - two * (x * x + y * y),
+        ],
+    ];
+    let scale = g.log_scale.map(R::exp);
+    let m: M3<R> = std::array::from_fn(|i| std::array::from_fn(|j| rotation[i][j] * scale[j]));
+    let cov = mat_mul(&m, &transpose(&m));
+    let wm = mat_vec(&cam.rotation, g.mean);
+    let mean_cam: [R; 3] = std::array::from_fn(|i| wm[i] + cam.translation[i]);
+    let [mx, my, mz] = mean_cam;
+    // Positive phrasing: NaN fails every comparison, so it is culled too.
+    let in_front = mz >= R::of(NEAR_PLANE) && mx.is_finite() && my.is_finite() && mz.is_finite();
+    if !in_front {
+        return None;
+    }
+    let cov_cam = mat_mul(&mat_mul(&cam.rotation, &cov), &transpose(&cam.rotation));
+    let (ux, uy) = (mx / mz, my / mz);
+    let cux = ux.max(-cam.lim_x.0).min(cam.lim_x.1);
+    let cuy = uy.max(-cam.lim_y.0).min(cam.lim_y.1);
+    let inside = [cux == ux, cuy == uy];
+    let jac = [
+        [cam.fx / mz, R::ZERO, -cam.fx * cux / mz],
+        [R::ZERO, cam.fy / mz, -cam.fy * cuy / mz],
+    ];
+    // Σ2D = J V Jᵀ
+    let jv: [[R; 3]; 2] = std::array::from_fn(|i| {
+        std::array::from_fn(|j| jac[i][0] * cov_cam[0][j] + jac[i][1] * cov_cam[1][j] + jac[i][2] * cov_cam[2][j])
+    });
+    let dot = |a: &[R; 3], b: &[R; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    let (sa, sb, sc) = (dot(&jv[0], &jac[0]), dot(&jv[0], &jac[1]), dot(&jv[1], &jac[1]));
+    let det = sa * sc - sb * sb;
+    let blur = R::of(BLUR_VARIANCE);
+    let cov2d = [sa + blur, sb, sc + blur];
+    let det_blur = cov2d[0] * cov2d[2] - sb * sb;
+    let invertible = det_blur > R::ZERO && det_blur.is_finite();
+    if !invertible {
+        return None;
+    }
+    let (compensation, compensation_free) = match mode {
+        RasterMode::Classic => (R::ONE, false),
+        RasterMode::Antialiased => {
+            let ratio = det / det_blur;
+            let floor = R::of(MIN_COMPENSATION * MIN_COMPENSATION);
+            (ratio.max(floor).sqrt(), ratio > floor)
+        }
+    };
+    Some(Forward {
+        quat_norm,
+        quat: [w, x, y, z],
+        rotation,
+        scale,
+        m,
+        mean_cam,
+        cov_cam,
+        jac,
+        inside,
+        cov2d,
+        det_blur,
+        det,
+        compensation,
+        compensation_free,
+        sigmoid: sigmoid(g.opacity_logit),
+    })
+}
+
+/// Projects a Gaussian; `None` when it is culled (behind the near plane, degenerate, non-finite, too transparent
+/// to reach ALPHA_THRESHOLD anywhere, or entirely off screen).
+pub(crate) fn project<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> Option<Splat<R>> {
+    let f = forward(cam, g, mode)?;
+    let opacity = f.sigmoid * f.compensation;
+    let threshold = R::of(ALPHA_THRESHOLD);
+    let reaches_threshold = opacity >= threshold;
+    if !reaches_threshold {
+        return None;
+    }
+    let [mx, my, mz] = f.mean_cam;
+    let mean2d = [cam.fx * mx / mz + cam.cx, cam.fy * my / mz + cam.cy];
+    // Beyond `sigmas` standard deviations along an axis, ½ dᵀΣ⁻¹d ≥ ln(opacity / threshold), so o·G < threshold.
+    let sigmas = (R::of(2.0) * (opacity / threshold).ln())
+        .sqrt()
+        .min(R::of(MAX_EXTENT_SIGMAS));
+    let extent = [sigmas * f.cov2d[0].sqrt(), sigmas * f.cov2d[2].sqrt()];
+    let (w, h) = (R::of(cam.width as f64), R::of(cam.height as f64));
+    let on_screen = mean2d[0] + extent[0] > R::ZERO
+        && mean2d[0] - extent[0] < w
+        && mean2d[1] + extent[1] > R::ZERO
+        && mean2d[1] - extent[1] < h;
+    if !on_screen || !mean2d[0].is_finite() || !mean2d[1].is_finite() {
+        return None;
+    }
+    let inv_det = R::ONE / f.det_blur;
+    Some(Splat {
+        mean2d,
+        conic: [f.cov2d[2] * inv_det, -f.cov2d[1] * inv_det, f.cov2d[0] * inv_det],
+        opacity,
+        depth: mz,
+        extent,
+    })
+}
+
+/// Gradient of the splat's blend inputs back to the Gaussian's parameters.
+pub(crate) fn project_vjp<R: Real>(
+    cam: &PinholeCamera<R>,
+    g: &GaussianParams<R>,
+    mode: RasterMode,
+    v: &SplatGrad<R>,
+) -> ParamsGrad<R> {
+    let Some(f) = forward(cam, g, mode) else {
+        return ParamsGrad::default();
+    };
+    let two = R::of(2.0);
+    let half = R::of(0.5);
+    // Opacity = sigmoid(logit) · compensation.
+    let v_logit = v.opacity * f.compensation * f.sigmoid * (R::ONE - f.sigmoid);
+    let v_compensation = v.opacity * f.sigmoid;
+    // Conic P = Σb⁻¹: ∂L/∂Σb = −P (∂L/∂P) P, with the conic's off-diagonal gradient split over both entries.
+    let inv_det = R::ONE / f.det_blur;
+    let p = [
+        [f.cov2d[2] * inv_det, -f.cov2d[1] * inv_det],
+        [-f.cov2d[1] * inv_det, f.cov2d[0] * inv_det],
+    ];
+    let vp = [[v.conic[0], half * v.conic[1]], [half * v.conic[1], v.conic[2]]];
+    let mul2 = |a: [[R; 2]; 2], b: [[R; 2]; 2]| -> [[R; 2]; 2] {
+        std::array::from_fn(|i| std::array::from_fn(|j| a[i][0] * b[0][j] + a[i][1] * b[1][j]))
+    };
+    let pvp = mul2(mul2(p, vp), p);
+    let mut v_cov2d = [[-pvp[0][0], -pvp[0][1]], [-pvp[1][0], -pvp[1][1]]];
+    if mode == RasterMode::Antialiased && f.compensation_free {
+        // comp² = det Σ / det Σb ⇒ ∂comp²/∂Σ = (1 − comp²)·Σb⁻¹ − (blur / det Σb)·I.
+        let c2 = f.det / f.det_blur;
+        let k = v_compensation * half / f.compensation;
+        let blur_term = R::of(BLUR_VARIANCE) * inv_det;
+        for i in 0..2 {
+            for j in 0..2 {
+                let eye = if i == j { blur_term } else { R::ZERO };
+                v_cov2d[i][j] += k * ((R::ONE - c2) * p[i][j] - eye);
+            }
+        }
+    }
+    // Σ2D = J V Jᵀ: ∂L/∂V = Jᵀ G J, ∂L/∂J = 2 G J V (G and V symmetric).
+    let jac = &f.jac;
+    let gj: [[R; 3]; 2] =
+        std::array::from_fn(|i| std::array::from_fn(|j| v_cov2d[i][0] * jac[0][j] + v_cov2d[i][1] * jac[1][j]));
+    let v_cov_cam: M3<R> =
+        std::array::from_fn(|i| std::array::from_fn(|j| jac[0][i] * gj[0][j] + jac[1][i] * gj[1][j]));
+    let v_jac: [[R; 3]; 2] = std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
+            two * (gj[i][0] * f.cov_cam[0][j] + gj[i][1] * f.cov_cam[1][j] + gj[i][2] * f.cov_cam[2][j])
+        })
+    });
+    let [mx, my, mz] = f.mean_cam;
+    let (fx, fy) = (cam.fx, cam.fy);
+    let iz = R::ONE / mz;
+    let iz2 = iz * iz;
+    let mut v_mean_cam = [R::ZERO; 3];
+    // J00 = fx/z, J11 = fy/z; J02 = −fx·clamp(x/z)/z, J12 likewise; the clamp stops the gradient through x/z.
+    v_mean_cam[2] += -fx * iz2 * v_jac[0][0] - fy * iz2 * v_jac[1][1];
+    for (axis, (focal, coord)) in [(fx, mx), (fy, my)].into_iter().enumerate() {
+        let row = &jac[axis];
+        let v_j2 = v_jac[axis][2];
+        if f.inside[axis] {
+            v_mean_cam[axis] += -focal * iz2 * v_j2;
+            v_mean_cam[2] += two * focal * coord * iz2 * iz * v_j2;
+        } else {
+            // J_2 = −focal·lim/z, so ∂J_2/∂z = −J_2/z.
+            v_mean_cam[2] += -row[2] * iz * v_j2;
+        }
+    }
+    // Mean: u = fx x/z + cx, v = fy y/z + cy.
+    v_mean_cam[0] += v.mean2d[0] * fx * iz;
+    v_mean_cam[1] += v.mean2d[1] * fy * iz;
+    v_mean_cam[2] += -(v.mean2d[0] * fx * mx + v.mean2d[1] * fy * my) * iz2;
+    let wt = transpose(&cam.rotation);
+    let mean = mat_vec(&wt, v_mean_cam);
+    // V = W Σ Wᵀ ⇒ ∂L/∂Σ = Wᵀ (∂L/∂V) W; Σ = M Mᵀ ⇒ ∂L/∂M = 2 (∂L/∂Σ) M (symmetric).
+    let v_cov = mat_mul(&mat_mul(&wt, &v_cov_cam), &cam.rotation);
+    let v_m = mat_mul(&v_cov, &f.m).map(|row| row.map(|e| two * e));
+    let mut log_scale = [R::ZERO; 3];
+    let mut v_rot = [[R::ZERO; 3]; 3];
+    for j in 0..3 {
+        let mut v_s = R::ZERO;
+        for i in 0..3 {
+            v_rot[i][j] = v_m[i][j] * f.scale[j];
+            v_s += f.rotation[i][j] * v_m[i][j];
+        }
+        log_scale[j] = v_s * f.scale[j];
+    }
+    let [w, x, y, z] = f.quat;
+    let r = &v_rot;
+    let four = R::of(4.0);
+    let v_w = two * (-z * r[0][1] + y * r[0][2] + z * r[1][0] - x * r[1][2] - y * r[2][0] + x * r[2][1]);
+    let v_x = two * (y * r[0][1] + z * r[0][2] + y * r[1][0] - w * r[1][2] + z * r[2][0] + w * r[2][1])
+        - four * x * (r[1][1] + r[2][2]);
+    let v_y = two * (x * r[0][1] + w * r[0][2] + x * r[1][0] + z * r[1][2] - w * r[2][0] + z * r[2][1])
+        - four * y * (r[0][0] + r[2][2]);
+    let v_z = two * (-w * r[0][1] + x * r[0][2] + w * r[1][0] + y * r[1][2] + x * r[2][0] + y * r[2][1])
+        - four * z * (r[0][0] + r[1][1]);
+    // Normalisation q̂ = q/|q|: ∂L/∂q = (v − (v·q̂) q̂)/|q|.
+    let vq = [v_w, v_x, v_y, v_z];
+    let along = vq.iter().zip(&f.quat).map(|(&a, &b)| a * b).fold(R::ZERO, |a, b| a + b);
+    let quat = std::array::from_fn(|i| (vq[i] - along * f.quat[i]) / f.quat_norm);
+    ParamsGrad {
+        mean,
+        log_scale,
+        quat,
+        opacity_logit: v_logit,
+    }
+}
+
+/// Unit view direction from the camera centre to the mean, and the distance; `None` at the centre itself.
+fn view_direction<R: Real>(cam: &PinholeCamera<R>, mean: [R; 3]) -> Option<([R; 3], R)> {
+    let v: [R; 3] = std::array::from_fn(|i| mean[i] - cam.center[i]);
+    let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    (n > R::ZERO).then(|| (v.map(|e| e / n), n))
+}
+
+/// Colour evaluation with one thread's scratch space.
+pub(crate) struct ColorEval<R> {
+    layout: ColorLayout,
+    offset_clamp: bool,
+    basis: [R; sh_coeffs(MAX_SH_DEGREE)],
+    v_basis: [R; sh_coeffs(MAX_SH_DEGREE)],
+    raw: Vec<R>,
+}
+
+impl<R: Real> ColorEval<R> {
+    /// `offset_clamp`: the 3DGS RGB convention, colour = max(value + SH_COLOR_OFFSET, 0).
+    pub fn new(layout: ColorLayout, offset_clamp: bool) -> Self {
+        ColorEval {
+            layout,
+            offset_clamp,
+            basis: [R::ZERO; sh_coeffs(MAX_SH_DEGREE)],
+            v_basis: [R::ZERO; sh_coeffs(MAX_SH_DEGREE)],
+            raw: vec![R::ZERO; layout.channels],
+        }
+    }
+
+    /// Value per channel before the optional offset and clamp; fills the SH basis.
+    fn raw_color(&mut self, cam: &PinholeCamera<R>, mean: [R; 3], coeffs: &[R]) {
+        let c = self.layout.channels;
+        match self.layout.basis {
+            ColorBasis::Plain => self.raw.copy_from_slice(&coeffs[..c]),
+            ColorBasis::Sh { degree, .. } => {
+                let dir = view_direction(cam, mean).map_or([R::ZERO; 3], |(d, _)| d);
+                sh_basis(degree, dir, &mut self.basis);
+                self.raw.fill(R::ZERO);
+                for (l, &y) in self.basis[..sh_coeffs(degree)].iter().enumerate() {
+                    for (out, &coef) in self.raw.iter_mut().zip(&coeffs[l * c..(l + 1) * c]) {
+                        *out += y * coef;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The colour per channel of a Gaussian seen from the camera.
+    pub fn color(&mut self, cam: &PinholeCamera<R>, mean: [R; 3], coeffs: &[R], out: &mut [R]) {
+        self.raw_color(cam, mean, coeffs);
+        for (o, &r) in out.iter_mut().zip(&self.raw) {
+            *o = if self.offset_clamp {
+                (r + R::of(SH_COLOR_OFFSET)).max(R::ZERO)
+            } else {
+                r
+            };
+        }
+    }
+
+    /// Writes the coefficients' gradient into `v_coeffs` (the full stride) and returns the gradient of the mean
+    /// through the view direction. `v_color` is consumed as scratch.
+    pub fn color_vjp(
+        &mut self,
+        cam: &PinholeCamera<R>,
+        mean: [R; 3],
+        coeffs: &[R],
+        v_color: &mut [R],
+        v_coeffs: &mut [R],
+    ) -> [R; 3] {
+        self.raw_color(cam, mean, coeffs);
+        if self.offset_clamp {
+            for (v, &r) in v_color.iter_mut().zip(&self.raw) {
+                if r + R::of(SH_COLOR_OFFSET) <= R::ZERO {
+                    *v = R::ZERO;
+                }
+            }
+        }
+        v_coeffs.fill(R::ZERO);
+        let c = self.layout.channels;
+        let ColorBasis::Sh { degree, .. } = self.layout.basis else {
+            v_coeffs[..c].copy_from_slice(v_color);
+            return [R::ZERO; 3];
+        };
+        let k = sh_coeffs(degree);
+        for l in 0..k {
+            let y = self.basis[l];
+            let row = &coeffs[l * c..(l + 1) * c];
+            let mut v_y = R::ZERO;
+            for ((out, &g), &coef) in v_coeffs[l * c..(l + 1) * c].iter_mut().zip(v_color.iter()).zip(row) {
+                *out = y * g;
+                v_y += coef * g;
+            }
+            self.v_basis[l] = v_y;
+        }
+        let Some((dir, dist)) = (degree > 0).then(|| view_direction(cam, mean)).flatten() else {
+            return [R::ZERO; 3];
+        };
+        let v_dir = sh_basis_vjp(degree, dir, &self.v_basis[..k]);
+        // d = v/|v| ⇒ ∂L/∂v = (I − d dᵀ) ∂L/∂d / |v|.
+        let along = v_dir[0] * dir[0] + v_dir[1] * dir[1] + v_dir[2] * dir[2];
+        std::array::from_fn(|i| (v_dir[i] - along * dir[i]) / dist)
+    }
+}

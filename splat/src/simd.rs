@@ -1,0 +1,37 @@
+//! Runtime choice of the instruction set for the blend loops. The per-tile kernels are written as plain loops
+//! over 16 lanes; compiled inside a function with AVX-512 or AVX2+FMA enabled, the compiler vectorises them
+//! (16 lanes = one zmm register). The portable baseline (SSE2) is the fallback on other CPUs.
+
+/// A unit of work whose `run` is inlined into each instruction-set variant.
+pub(crate) trait SimdTask {
+    type Output;
+    /// Must be `#[inline(always)]` so the body is compiled with the caller's target features.
+    fn run(self) -> Self::Output;
+}
+
+pub(crate) fn dispatch<T: SimdTask>(task: T) -> T::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: the CPU supports the features `run_avx512` is compiled for (checked just above).
+            return unsafe { run_avx512(task) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: as above, for AVX2 and FMA.
+            return unsafe { run_avx2(task) };
+        }
+    }
+    task.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn run_avx512<T: SimdTask>(task: T) -> T::Output {
+    task.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<T: SimdTask>(task: T) -> T::Output {
+    task.run()
+}

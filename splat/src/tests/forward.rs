@@ -1,0 +1,190 @@
+//! CPU kernel forward against the reference, f32 (≤ 1e-5, the bound) and f64 (≤ 1e-9).
+
+use super::scenes::*;
+use crate::cpu::Cutoff;
+use crate::options::{RasterMode, RenderOptions};
+use crate::reference;
+use glam::DVec3;
+use lrf_formats::Camera;
+use tch::Kind;
+
+/// World position of a camera-space point.
+pub fn world_of(camera: &Camera, p_cam: DVec3) -> DVec3 {
+    camera.rotation.transpose() * (p_cam - camera.translation)
+}
+
+/// Renders a scene with both implementations in both precisions and returns the worst f32 and f64 differences
+/// over image, alpha and alpha-weighted depth.
+pub fn forward_differences(
+    spec: &SceneSpec,
+    options: &RenderOptions,
+    edit: impl Fn(&Camera, &mut [Vec<f64>; 5]),
+) -> (f64, f64) {
+    let camera = camera(spec);
+    let mut arrays = scene_arrays(spec);
+    edit(&camera, &mut arrays);
+    let mut worst = [0.0; 2];
+    for (slot, kind) in [Kind::Float, Kind::Double].into_iter().enumerate() {
+        let g = to_gaussians(&arrays, spec, kind);
+        let want = reference::render(&g, &camera, options).unwrap();
+        let (image, alpha, depth) = if kind == Kind::Float {
+            let f = Host::<f32>::of(&g, options).render(&camera, options, Cutoff::Hard);
+            (to_f64(&f.image), to_f64(&f.alpha), to_f64(&f.depth))
+        } else {
+            let f = Host::<f64>::of(&g, options).render(&camera, options, Cutoff::Hard);
+            (f.image, f.alpha, f.depth)
+        };
+        let want_alpha = tensor_f64(&want.alpha);
+        let weighted = |d: &[f64], a: &[f64]| d.iter().zip(a).map(|(d, a)| d * a / 10.0).collect::<Vec<_>>();
+        worst[slot] = [
+            max_abs_diff(&image, &tensor_f64(&want.image)),
+            max_abs_diff(&alpha, &want_alpha),
+            max_abs_diff(
+                &weighted(&depth, &alpha),
+                &weighted(&tensor_f64(&want.depth), &want_alpha),
+            ),
+        ]
+        .into_iter()
+        .fold(0.0, f64::max);
+    }
+    (worst[0], worst[1])
+}
+
+fn assert_parity(name: &str, spec: &SceneSpec, options: &RenderOptions, edit: impl Fn(&Camera, &mut [Vec<f64>; 5])) {
+    let (f32_diff, f64_diff) = forward_differences(spec, options, edit);
+    println!("{name}: max |cpu − reference| f32 {f32_diff:.2e}, f64 {f64_diff:.2e}");
+    assert!(f32_diff <= 1e-5, "{name}: f32 difference {f32_diff}");
+    assert!(f64_diff <= 1e-9, "{name}: f64 difference {f64_diff}");
+}
+
+fn no_edit(_: &Camera, _: &mut [Vec<f64>; 5]) {}
+
+#[test]
+fn forward_matches_reference_over_channels_and_sh_degrees() {
+    let cases = [
+        (1, Some(0)),
+        (3, Some(3)),
+        (4, Some(1)),
+        (16, Some(2)),
+        (32, Some(3)),
+        (4, None),
+        (32, None),
+    ];
+    for (i, (channels, degree)) in cases.into_iter().enumerate() {
+        let spec = SceneSpec::new(10 + i as u64, 150, channels, degree);
+        let options = RenderOptions {
+            background: (0..channels).map(|k| 0.1 * k as f64 - 0.3).collect(),
+            ..Default::default()
+        };
+        assert_parity(&format!("C={channels} degree {degree:?}"), &spec, &options, no_edit);
+    }
+}
+
+#[test]
+fn forward_matches_reference_with_rgb_convention_antialiasing_and_partial_degree() {
+    let spec = SceneSpec::new(30, 150, 3, Some(3));
+    let rgb = RenderOptions {
+        color_offset_clamp: true,
+        background: vec![1.0, 0.5, 0.0],
+        ..Default::default()
+    };
+    assert_parity("rgb offset+clamp", &spec, &rgb, no_edit);
+    let aa = RenderOptions {
+        mode: RasterMode::Antialiased,
+        ..Default::default()
+    };
+    assert_parity("antialiased", &spec, &aa, no_edit);
+    let partial = RenderOptions {
+        sh_degree: Some(1),
+        ..Default::default()
+    };
+    assert_parity("active degree 1 of 3", &spec, &partial, no_edit);
+}
+
+#[test]
+fn forward_matches_reference_at_odd_image_sizes() {
+    for (i, (w, h)) in [(16, 16), (50, 21), (17, 33), (1, 1), (5, 40)].into_iter().enumerate() {
+        let spec = SceneSpec {
+            width: w,
+            height: h,
+            ..SceneSpec::new(40 + i as u64, 120, 4, Some(1))
+        };
+        assert_parity(&format!("{w}×{h}"), &spec, &RenderOptions::default(), no_edit);
+    }
+}
+
+#[test]
+fn forward_matches_reference_on_hard_geometry() {
+    let spec = SceneSpec::new(50, 160, 4, Some(2));
+    let options = RenderOptions::default();
+    // Every fourth Gaussian behind the camera, every fourth one straddling the near plane with a large scale.
+    assert_parity("behind and straddling the near plane", &spec, &options, |cam, a| {
+        for i in 0..spec.count {
+            let p = match i % 4 {
+                0 => DVec3::new(0.1 * (i % 7) as f64, -0.2, -0.5 - 0.01 * i as f64),
+                1 => DVec3::new(0.02 * (i % 5) as f64, 0.01, 0.005 + 0.0002 * (i % 50) as f64),
+                _ => continue,
+            };
+            a[0][3 * i..3 * i + 3].copy_from_slice(&world_of(cam, p).to_array());
+            if i % 4 == 1 {
+                a[1][3 * i..3 * i + 3].copy_from_slice(&[-1.0, -1.5, -0.5]);
+            }
+        }
+    });
+    // Tiny, huge and flat (one axis collapsed) Gaussians.
+    assert_parity("tiny, huge and flat scales", &spec, &options, |_, a| {
+        for i in 0..spec.count {
+            match i % 4 {
+                0 => a[1][3 * i..3 * i + 3].copy_from_slice(&[-9.0, -9.5, -8.0]),
+                1 => a[1][3 * i..3 * i + 3].copy_from_slice(&[1.5, 0.5, 2.0]),
+                2 => a[1][3 * i + (i % 3)] = -40.0,
+                _ => {}
+            }
+        }
+    });
+}
+
+#[test]
+fn forward_matches_reference_on_opaque_stacks_and_empty_scenes() {
+    // Nearly opaque Gaussians stacked in depth: most pixels end on the transmittance threshold.
+    let spec = SceneSpec {
+        opacity_logit: (5.0, 9.0),
+        log_scale: (-1.5, -0.5),
+        ..SceneSpec::new(60, 200, 4, Some(1))
+    };
+    assert_parity("opaque stack", &spec, &RenderOptions::default(), |_, a| {
+        for i in 0..spec.count {
+            a[0][3 * i] *= 0.3;
+            a[0][3 * i + 1] *= 0.3;
+        }
+    });
+    let empty = SceneSpec::new(61, 0, 3, Some(1));
+    assert_parity(
+        "empty",
+        &empty,
+        &RenderOptions {
+            background: vec![0.2, -0.1, 0.7],
+            ..Default::default()
+        },
+        no_edit,
+    );
+}
+
+#[test]
+fn cpu_forward_is_deterministic_and_thread_independent() {
+    let spec = SceneSpec {
+        width: 70,
+        height: 50,
+        ..SceneSpec::new(70, 400, 16, Some(2))
+    };
+    let camera = camera(&spec);
+    let g = to_gaussians(&scene_arrays(&spec), &spec, Kind::Float);
+    let options = RenderOptions::default();
+    let host = Host::<f32>::of(&g, &options);
+    let first = host.render(&camera, &options, Cutoff::Hard);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let single = pool.install(|| host.render(&camera, &options, Cutoff::Hard));
+    assert_eq!(first.image, single.image);
+    assert_eq!(first.alpha, single.alpha);
+    assert!(first.visible.iter().any(|&v| v) && first.radii.iter().any(|&r| r > 0));
+}

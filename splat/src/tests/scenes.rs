@@ -1,0 +1,169 @@
+//! Randomised test scenes: Gaussians around the origin seen by a camera a few units away.
+
+use crate::cpu::{Cutoff, Frame, GaussianGrads, rasterize_backward, rasterize_with};
+use crate::gaussians::Gaussians;
+use crate::options::RenderOptions;
+use crate::real::Real;
+use crate::render::to_host;
+use crate::tiling::GaussianSlices;
+use glam::DVec3;
+use lrf_formats::Camera;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+/// Knobs of a random scene.
+#[derive(Clone, Debug)]
+pub struct SceneSpec {
+    pub seed: u64,
+    pub count: usize,
+    pub channels: usize,
+    /// `None`: plain `[N, C]` colours; `Some(d)`: SH of degree d.
+    pub sh_degree: Option<usize>,
+    pub width: u32,
+    pub height: u32,
+    /// Range of log-scales.
+    pub log_scale: (f64, f64),
+    /// Range of opacity logits.
+    pub opacity_logit: (f64, f64),
+}
+
+impl SceneSpec {
+    pub fn new(seed: u64, count: usize, channels: usize, sh_degree: Option<usize>) -> Self {
+        SceneSpec {
+            seed,
+            count,
+            channels,
+            sh_degree,
+            width: 37,
+            height: 29,
+            log_scale: (-3.5, -1.5),
+            opacity_logit: (-2.0, 3.0),
+        }
+    }
+}
+
+pub fn camera(spec: &SceneSpec) -> Camera {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0xca3e);
+    let eye = DVec3::new(rng.random_range(-0.5..0.5), rng.random_range(-0.5..0.5), -4.0);
+    let f = spec.width as f64 * rng.random_range(1.0..1.6);
+    let mut cam = Camera::look_at(
+        eye,
+        DVec3::ZERO,
+        DVec3::Y,
+        f,
+        f * rng.random_range(0.9..1.1),
+        spec.width,
+        spec.height,
+    );
+    cam.cx += rng.random_range(-2.0..2.0);
+    cam
+}
+
+/// Host arrays of a scene in f64: means, log-scales, quats, opacity logits, colours.
+pub fn scene_arrays(spec: &SceneSpec) -> [Vec<f64>; 5] {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let n = spec.count;
+    let k = spec.sh_degree.map_or(1, |d| (d + 1) * (d + 1));
+    let mut uniform = |lo: f64, hi: f64, len: usize| (0..len).map(|_| rng.random_range(lo..hi)).collect::<Vec<f64>>();
+    let means = uniform(-1.2, 1.2, 3 * n);
+    let log_scales = uniform(spec.log_scale.0, spec.log_scale.1, 3 * n);
+    let quats = uniform(-1.0, 1.0, 4 * n);
+    let opacity = uniform(spec.opacity_logit.0, spec.opacity_logit.1, n);
+    let colors = uniform(-0.8, 0.8, k * spec.channels * n);
+    [means, log_scales, quats, opacity, colors]
+}
+
+pub fn color_shape(spec: &SceneSpec) -> Vec<i64> {
+    let (n, c) = (spec.count as i64, spec.channels as i64);
+    match spec.sh_degree {
+        None => vec![n, c],
+        Some(d) => vec![n, ((d + 1) * (d + 1)) as i64, c],
+    }
+}
+
+/// The arrays as Gaussians of the given kind.
+pub fn to_gaussians(arrays: &[Vec<f64>; 5], spec: &SceneSpec, kind: Kind) -> Gaussians {
+    let n = spec.count as i64;
+    let t = |v: &Vec<f64>, shape: &[i64]| Tensor::from_slice(v).view(shape).to_kind(kind);
+    Gaussians {
+        means: t(&arrays[0], &[n, 3]),
+        log_scales: t(&arrays[1], &[n, 3]),
+        quats: t(&arrays[2], &[n, 4]),
+        opacity_logits: t(&arrays[3], &[n]),
+        colors: t(&arrays[4], &color_shape(spec)),
+    }
+}
+
+/// Host copies of Gaussians, in R.
+pub struct Host<R> {
+    pub arrays: [Vec<R>; 5],
+    pub layout: crate::ColorLayout,
+}
+
+impl<R: Real> Host<R> {
+    pub fn of(g: &Gaussians, options: &RenderOptions) -> Self {
+        let arrays = g.tensors().map(|t| to_host::<R>(t).unwrap());
+        Host {
+            arrays,
+            layout: g.layout(options.sh_degree).unwrap(),
+        }
+    }
+
+    pub fn slices(&self) -> GaussianSlices<'_, R> {
+        let [means, log_scales, quats, opacity_logits, colors] = &self.arrays;
+        GaussianSlices {
+            means,
+            log_scales,
+            quats,
+            opacity_logits,
+            colors,
+            layout: self.layout,
+        }
+    }
+
+    pub fn render(&self, camera: &Camera, options: &RenderOptions, cutoff: Cutoff) -> Frame<R> {
+        rasterize_with(&self.slices(), camera, options, cutoff).unwrap()
+    }
+
+    pub fn backward(
+        &self,
+        camera: &Camera,
+        options: &RenderOptions,
+        frame: &Frame<R>,
+        v_image: &[R],
+        v_alpha: &[R],
+    ) -> GaussianGrads<R> {
+        rasterize_backward(&self.slices(), camera, options, frame, v_image, Some(v_alpha)).unwrap()
+    }
+}
+
+/// Deterministic loss weights for an image and its alpha.
+pub fn loss_weights(seed: u64, channels: usize, camera: &Camera) -> (Vec<f64>, Vec<f64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1055);
+    let plane = (camera.width * camera.height) as usize;
+    let image = (0..channels * plane).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let alpha = (0..plane).map(|_| rng.random_range(-1.0..1.0)).collect();
+    (image, alpha)
+}
+
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// ‖a − b‖ / max(‖b‖, floor).
+pub fn relative_error(a: &[f64], b: &[f64], floor: f64) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    diff / norm.max(floor)
+}
+
+pub fn to_f64<R: Real>(v: &[R]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+pub fn tensor_f64(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).contiguous().view([-1])).unwrap()
+}
