@@ -17,7 +17,11 @@ fn scene(group: &str, name: &str) -> PathBuf {
 }
 
 fn options(images: &str, distortion: DistortionPolicy) -> SceneOptions {
-    SceneOptions { images: images.into(), distortion, test_every: 8 }
+    SceneOptions {
+        images: images.into(),
+        distortion,
+        test_every: 8,
+    }
 }
 
 /// Every real scene at every image folder loads, with intrinsics scaled by file size over camera
@@ -52,14 +56,22 @@ fn every_real_scene_and_image_folder_loads_with_rescaled_intrinsics() {
                     let sy = view.camera.height as f64 / camera.height as f64;
                     let c = &view.camera;
                     for (got, want) in [(c.fx, fx * sx), (c.fy, fy * sy), (c.cx, cx * sx), (c.cy, cy * sy)] {
-                        assert!((got - want).abs() < 1e-9, "{} {}: {got} vs {want}", scene.name, view.name);
+                        assert!(
+                            (got - want).abs() < 1e-9,
+                            "{} {}: {got} vs {want}",
+                            scene.name,
+                            view.name
+                        );
                     }
                 }
                 loaded += 1;
             }
         }
     }
-    assert!(loaded >= 15, "expected the six real scenes with their image folders, loaded {loaded}");
+    assert!(
+        loaded >= 15,
+        "expected the six real scenes with their image folders, loaded {loaded}"
+    );
 }
 
 #[test]
@@ -68,17 +80,28 @@ fn documented_scale_factors_of_the_real_scenes() {
     let fern = scene("real", "llff_fern");
     for (folder, factor) in [("images", 4.0), ("images_8", 8.0)] {
         let s = Scene::load(&fern, &options(folder, DistortionPolicy::Ignore)).unwrap();
-        assert!((s.views[0].camera.fx - 3260.5263328805895 / factor).abs() < 1e-9, "{folder}");
+        assert!(
+            (s.views[0].camera.fx - 3260.5263328805895 / factor).abs() < 1e-9,
+            "{folder}"
+        );
         assert_eq!(s.views[0].camera.width as f64, 4032.0 / factor);
     }
     // beer can: images are 1/1.25 of the camera, a non-integer factor.
-    let can = Scene::load(&scene("real_train", "beer_can"), &options("images", DistortionPolicy::Ignore)).unwrap();
+    let can = Scene::load(
+        &scene("real_train", "beer_can"),
+        &options("images", DistortionPolicy::Ignore),
+    )
+    .unwrap();
     let view = &can.views[0];
     let camera = &can.model.cameras[&can.model.images[&view.image_id].camera_id];
     assert!((view.camera.fx - camera.params[0] / 1.25).abs() < 1e-9);
     assert_eq!((view.camera.width, view.camera.height), (576, 1024));
     // computer mouse: portrait and landscape views side by side.
-    let mouse = Scene::load(&scene("real_train", "computer_mouse"), &options("images_4", DistortionPolicy::Ignore)).unwrap();
+    let mouse = Scene::load(
+        &scene("real_train", "computer_mouse"),
+        &options("images_4", DistortionPolicy::Ignore),
+    )
+    .unwrap();
     let sizes: std::collections::BTreeSet<_> = mouse.views.iter().map(|v| (v.camera.width, v.camera.height)).collect();
     assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![(180, 240), (240, 180)]);
 }
@@ -113,14 +136,18 @@ fn undistortion_of_a_real_scene_reduces_reprojection_error() {
     let without = mean_reprojection_error(&ignored);
     let points = &undistorted.model.points;
     let colmap_error = points.values().map(|p| p.error).sum::<f64>() / points.len() as f64 / 1.25;
-    eprintln!("beer_can mean reprojection error: undistorted {with_undistortion:.3} px, ignoring distortion {without:.3} px, COLMAP's (scaled) {colmap_error:.3} px");
+    eprintln!(
+        "beer_can mean reprojection error: undistorted {with_undistortion:.3} px, ignoring distortion {without:.3} px, COLMAP's (scaled) {colmap_error:.3} px"
+    );
     assert!(with_undistortion < 0.75 * without);
     assert!(with_undistortion < 2.0 * colmap_error + 0.1);
     // The undistorted image is the size of the original, and decodes.
     let view = &undistorted.views[3];
     let image = undistorted.load_image(view).unwrap();
     assert_eq!((image.width, image.height), (view.camera.width, view.camera.height));
-    let rejected = Scene::load(&root, &options("images", DistortionPolicy::Reject)).err().expect("reject policy refuses distortion");
+    let rejected = Scene::load(&root, &options("images", DistortionPolicy::Reject))
+        .err()
+        .expect("reject policy refuses distortion");
     assert!(rejected.to_string().contains("SIMPLE_RADIAL"), "{rejected}");
 }
 
@@ -131,10 +158,20 @@ fn distortion_matches_pycolmap() {
     let cameras = [
         (CameraModel::SimpleRadial, vec![812.0, 504.0, 378.0, 0.0198]),
         (CameraModel::Radial, vec![812.0, 504.0, 378.0, 0.05, -0.02]),
-        (CameraModel::OpenCv, vec![800.0, 790.0, 500.0, 380.0, 0.024, -0.070, 0.003, -0.004]),
-        (CameraModel::FullOpenCv, vec![800.0, 790.0, 500.0, 380.0, 0.1, -0.05, 0.001, 0.002, 0.01, 0.02, -0.01, 0.003]),
+        (
+            CameraModel::OpenCv,
+            vec![800.0, 790.0, 500.0, 380.0, 0.024, -0.070, 0.003, -0.004],
+        ),
+        (
+            CameraModel::FullOpenCv,
+            vec![
+                800.0, 790.0, 500.0, 380.0, 0.1, -0.05, 0.001, 0.002, 0.01, 0.02, -0.01, 0.003,
+            ],
+        ),
     ];
-    let points: Vec<[f64; 2]> = (-6..=6).flat_map(|i| (-4..=4).map(move |j| [i as f64 * 0.1, j as f64 * 0.1])).collect();
+    let points: Vec<[f64; 2]> = (-6..=6)
+        .flat_map(|i| (-4..=4).map(move |j| [i as f64 * 0.1, j as f64 * 0.1]))
+        .collect();
     let request = serde_json::json!({
         "cameras": cameras.iter().map(|(model, params)| serde_json::json!({"model": model.name(), "width": 1008, "height": 756, "params": params})).collect::<Vec<_>>(),
         "points": points,
@@ -145,22 +182,47 @@ fn distortion_matches_pycolmap() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let reference: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for ((model, params), expected) in cameras.iter().zip(reference.as_array().unwrap()) {
-        let camera = ColmapCamera { id: 1, model: *model, width: 1008, height: 756, params: params.clone() };
+        let camera = ColmapCamera {
+            id: 1,
+            model: *model,
+            width: 1008,
+            height: 756,
+            params: params.clone(),
+        };
         let distortion = Distortion::of_camera(&camera).unwrap();
         let (fx, fy, cx, cy) = camera.intrinsics().unwrap();
         for (i, point) in points.iter().enumerate() {
             let d = distortion.distort(DVec2::from_array(*point));
             let pixel = DVec2::new(d.x * fx + cx, d.y * fy + cy);
-            let want = DVec2::new(expected["pixels"][i][0].as_f64().unwrap(), expected["pixels"][i][1].as_f64().unwrap());
-            assert!((pixel - want).length() < 1e-9, "{} distort {point:?}: {pixel} vs pycolmap {want}", model.name());
+            let want = DVec2::new(
+                expected["pixels"][i][0].as_f64().unwrap(),
+                expected["pixels"][i][1].as_f64().unwrap(),
+            );
+            assert!(
+                (pixel - want).length() < 1e-9,
+                "{} distort {point:?}: {pixel} vs pycolmap {want}",
+                model.name()
+            );
             let ideal = distortion.undistort(d);
-            let want = DVec2::new(expected["ideal"][i][0].as_f64().unwrap(), expected["ideal"][i][1].as_f64().unwrap());
-            assert!((ideal - want).length() < 1e-8, "{} undistort: {ideal} vs pycolmap {want}", model.name());
+            let want = DVec2::new(
+                expected["ideal"][i][0].as_f64().unwrap(),
+                expected["ideal"][i][1].as_f64().unwrap(),
+            );
+            assert!(
+                (ideal - want).length() < 1e-8,
+                "{} undistort: {ideal} vs pycolmap {want}",
+                model.name()
+            );
         }
     }
 }
@@ -187,16 +249,38 @@ fn missing_and_unreadable_images_are_named() {
     // A corrupt file: the header still parses, the pixels do not.
     let victim = root.join("images_8/IMG_4030.JPG");
     let bytes = std::fs::read(&victim).unwrap();
-    std::fs::File::create(&victim).unwrap().write_all(&bytes[..bytes.len() / 3]).unwrap();
+    std::fs::File::create(&victim)
+        .unwrap()
+        .write_all(&bytes[..bytes.len() / 3])
+        .unwrap();
     let scene = Scene::load(&root, &options).unwrap();
     let view = scene.views.iter().find(|v| v.name == "IMG_4030.JPG").unwrap();
-    let message = scene.load_image(view).err().expect("a truncated JPEG must not load").to_string();
+    let message = scene
+        .load_image(view)
+        .err()
+        .expect("a truncated JPEG must not load")
+        .to_string();
     assert!(message.contains("IMG_4030.JPG"), "{message}");
 
     std::fs::remove_file(root.join("images_8/IMG_4031.JPG")).unwrap();
-    let message = Scene::load(&root, &options).err().expect("a missing image must fail the load").to_string();
-    assert!(message.contains("IMG_4031.JPG") && message.contains("images.bin") && message.contains("image "), "{message}");
+    let message = Scene::load(&root, &options)
+        .err()
+        .expect("a missing image must fail the load")
+        .to_string();
+    assert!(
+        message.contains("IMG_4031.JPG") && message.contains("images.bin") && message.contains("image "),
+        "{message}"
+    );
 
-    let message = Scene::load(&root, &SceneOptions { images: "images_3".into(), ..options.clone() }).err().expect("no such folder").to_string();
+    let message = Scene::load(
+        &root,
+        &SceneOptions {
+            images: "images_3".into(),
+            ..options.clone()
+        },
+    )
+    .err()
+    .expect("no such folder")
+    .to_string();
     assert!(message.contains("images_8"), "lists the folders that exist: {message}");
 }
