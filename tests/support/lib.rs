@@ -4,9 +4,10 @@
 //! Missing prerequisites fail the tests with a message saying how to set them up; they never skip
 //! silently, so a green `make test` means the cross-checks actually ran.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// What to tell someone whose environment is not set up.
 const SETUP_HINT: &str =
@@ -39,18 +40,25 @@ pub fn data_dir() -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-/// The Python interpreter for cross-checks: `$LRF_PYTHON`, by default `<workspace>/.venv/bin/python`.
-/// Checked once per test binary: a missing interpreter or a failing `import pycolmap` panics
-/// (fails the test) with setup instructions.
+/// The Python interpreter for the pycolmap cross-checks: see [`python_with`].
 pub fn python() -> PathBuf {
-    static CHECKED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match CHECKED.get_or_init(check_python) {
+    python_with(&["pycolmap", "numpy"])
+}
+
+/// The Python interpreter for cross-checks that import `modules`: `$LRF_PYTHON`, by default
+/// `<workspace>/.venv/bin/python`. Checked once per module set and test binary: a missing
+/// interpreter or a failing import panics (fails the test) with setup instructions.
+pub fn python_with(modules: &[&str]) -> PathBuf {
+    static CHECKED: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    let imports = modules.join(", ");
+    let mut checked = CHECKED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match checked.entry(imports.clone()).or_insert_with(|| check_python(&imports)) {
         Ok(python) => python.clone(),
         Err(message) => panic!("{message}"),
     }
 }
 
-fn check_python() -> Result<PathBuf, String> {
+fn check_python(imports: &str) -> Result<PathBuf, String> {
     let (python, source) = match std::env::var_os("LRF_PYTHON") {
         Some(p) if !p.is_empty() => (PathBuf::from(p), "from LRF_PYTHON"),
         _ => (
@@ -65,7 +73,8 @@ fn check_python() -> Result<PathBuf, String> {
         ));
     }
     let output = Command::new(&python)
-        .args(["-c", "import pycolmap, numpy; print(pycolmap.__version__)"])
+        .args(["-c", &format!("import {imports}")])
+        .env("HF_HUB_OFFLINE", "1")
         .output()
         .map_err(|e| {
             format!(
@@ -75,7 +84,7 @@ fn check_python() -> Result<PathBuf, String> {
         })?;
     if !output.status.success() {
         return Err(format!(
-            "`import pycolmap, numpy` fails with {} ({source}): {}\n{SETUP_HINT}",
+            "`import {imports}` fails with {} ({source}): {}\n{SETUP_HINT}",
             python.display(),
             String::from_utf8_lossy(&output.stderr).trim()
         ));

@@ -6,11 +6,9 @@ use std::process::Command;
 
 use tch::Tensor;
 
-/// The interpreter with torch, diffusers and lpips: `LRF_PYTHON`, else the workspace's `.venv`.
+/// The interpreter with the reference packages, checked once (see `lrf_tests::python_with`).
 pub fn python() -> PathBuf {
-    std::env::var_os("LRF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+    lrf_tests::python_with(&["torch", "numpy", "scipy", "diffusers", "lpips"])
 }
 
 /// Runs `tests/fixtures/<script>` with `args`; a missing interpreter or package fails the test with
