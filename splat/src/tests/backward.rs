@@ -3,7 +3,7 @@
 use super::forward::world_of;
 use super::scenes::*;
 use crate::cpu::Cutoff;
-use crate::options::{RasterMode, RenderOptions};
+use crate::options::RenderOptions;
 use crate::reference;
 use glam::DVec3;
 use lrf_formats::Camera;
@@ -97,22 +97,9 @@ fn backward_matches_reference_autograd_over_channels_and_sh_degrees() {
 #[test]
 fn backward_matches_reference_autograd_with_options() {
     let spec = SceneSpec::new(110, 120, 3, Some(3));
-    let rgb = RenderOptions {
-        color_offset_clamp: true,
-        background: vec![1.0, 0.5, 0.0],
-        ..Default::default()
-    };
-    assert_gradients("rgb offset+clamp", &spec, &rgb, no_edit);
-    let aa = RenderOptions {
-        mode: RasterMode::Antialiased,
-        ..Default::default()
-    };
-    assert_gradients("antialiased", &spec, &aa, no_edit);
-    let partial = RenderOptions {
-        sh_degree: Some(2),
-        ..Default::default()
-    };
-    assert_gradients("active degree 2 of 3", &spec, &partial, no_edit);
+    for (name, options) in option_variants(2) {
+        assert_gradients(&name, &spec, &options, no_edit);
+    }
 }
 
 #[test]

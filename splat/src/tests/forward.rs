@@ -2,7 +2,7 @@
 
 use super::scenes::*;
 use crate::cpu::Cutoff;
-use crate::options::{RasterMode, RenderOptions};
+use crate::options::RenderOptions;
 use crate::reference;
 use glam::DVec3;
 use lrf_formats::Camera;
@@ -83,22 +83,9 @@ fn forward_matches_reference_over_channels_and_sh_degrees() {
 #[test]
 fn forward_matches_reference_with_rgb_convention_antialiasing_and_partial_degree() {
     let spec = SceneSpec::new(30, 150, 3, Some(3));
-    let rgb = RenderOptions {
-        color_offset_clamp: true,
-        background: vec![1.0, 0.5, 0.0],
-        ..Default::default()
-    };
-    assert_parity("rgb offset+clamp", &spec, &rgb, no_edit);
-    let aa = RenderOptions {
-        mode: RasterMode::Antialiased,
-        ..Default::default()
-    };
-    assert_parity("antialiased", &spec, &aa, no_edit);
-    let partial = RenderOptions {
-        sh_degree: Some(1),
-        ..Default::default()
-    };
-    assert_parity("active degree 1 of 3", &spec, &partial, no_edit);
+    for (name, options) in option_variants(1) {
+        assert_parity(&name, &spec, &options, no_edit);
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use crate::cpu::{Cutoff, Frame, GaussianGrads, rasterize_backward, rasterize_with};
 use crate::gaussians::Gaussians;
-use crate::options::RenderOptions;
+use crate::options::{RasterMode, RenderOptions};
 use crate::real::Real;
 use crate::render::to_host;
 use crate::tiling::GaussianSlices;
@@ -166,4 +166,34 @@ pub fn to_f64<R: Real>(v: &[R]) -> Vec<f64> {
 
 pub fn tensor_f64(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).contiguous().view([-1])).unwrap()
+}
+
+/// The option variants both parity suites run beyond the defaults: RGB offset and clamp with a
+/// coloured background, antialiased mode, and a lower active SH degree (for 3-channel degree-3
+/// scenes).
+pub fn option_variants(active_degree: usize) -> Vec<(String, RenderOptions)> {
+    vec![
+        (
+            "rgb offset+clamp".into(),
+            RenderOptions {
+                color_offset_clamp: true,
+                background: vec![1.0, 0.5, 0.0],
+                ..Default::default()
+            },
+        ),
+        (
+            "antialiased".into(),
+            RenderOptions {
+                mode: RasterMode::Antialiased,
+                ..Default::default()
+            },
+        ),
+        (
+            format!("active degree {active_degree} of 3"),
+            RenderOptions {
+                sh_degree: Some(active_degree),
+                ..Default::default()
+            },
+        ),
+    ]
 }
