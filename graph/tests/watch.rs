@@ -37,9 +37,9 @@ stages:
     inputs: {items: ingest}
 "#;
 
-/// Watches `project`, adding eval scene e2 after the first round and removing train scene t1
-/// after the second; returns each round's change set and executions.
-fn add_then_remove(project: &Project) -> Vec<Observed> {
+/// Watches `project` for `count` rounds that ran, calling `after(n)` once round `n` (from 1) has
+/// been observed; returns each round's change set and executions.
+fn watch_rounds(project: &Project, count: usize, mut after: impl FnMut(usize)) -> Vec<Observed> {
     let registry = registry(&project.counter);
     let started = Instant::now();
     let mut rounds = Vec::new();
@@ -54,20 +54,25 @@ fn add_then_remove(project: &Project) -> Vec<Observed> {
                     assert_eq!(report.failed(), 0, "{}", report.summary());
                     rounds.push((changes, project.counter.runs()));
                     project.counter.clear();
-                    match rounds.len() {
-                        1 => project.add_scene("eval", "e2"),
-                        2 => std::fs::remove_dir_all(project.path().join("scenes/train/t1")).expect("remove a scene"),
-                        _ => {}
-                    }
+                    after(rounds.len());
                 }
                 Some(Round::Invalid(error)) => panic!("{error}"),
                 None => {}
             }
-            rounds.len() < 3 && started.elapsed() < Duration::from_secs(30)
+            rounds.len() < count && started.elapsed() < Duration::from_secs(30)
         },
     );
-    assert_eq!(rounds.len(), 3, "three rounds ran before the deadline");
+    assert_eq!(rounds.len(), count, "{count} rounds ran before the deadline");
     rounds
+}
+
+/// Adds eval scene e2 after the first round and removes train scene t1 after the second.
+fn add_then_remove(project: &Project) -> Vec<Observed> {
+    watch_rounds(project, 3, |round| match round {
+        1 => project.add_scene("eval", "e2"),
+        2 => std::fs::remove_dir_all(project.path().join("scenes/train/t1")).expect("remove a scene"),
+        _ => {}
+    })
 }
 
 #[test]
@@ -136,24 +141,10 @@ fn a_removed_scene_re_runs_only_the_global_stages_that_used_it() {
 #[test]
 fn an_edited_scene_is_changed_and_re_fires_its_instances() {
     let project = Project::new(GLOBALS_LAST, &["t1"], &["e1"]);
-    let registry = registry(&project.counter);
-    let started = Instant::now();
-    let mut rounds: Vec<Observed> = Vec::new();
-    watch(
-        &project.pipeline_file(),
-        &registry,
-        Duration::from_millis(20),
-        |_| RunOptions::default(),
-        |round| {
-            if let Some(Round::Ran { changes, .. }) = round {
-                rounds.push((changes, project.counter.runs()));
-                project.counter.clear();
-                let image = project.path().join("scenes/eval/e1/images/0.txt");
-                std::fs::write(image, "new pixels").expect("edit a scene");
-            }
-            rounds.len() < 2 && started.elapsed() < Duration::from_secs(30)
-        },
-    );
+    let rounds = watch_rounds(&project, 2, |_| {
+        let image = project.path().join("scenes/eval/e1/images/0.txt");
+        std::fs::write(image, "new pixels").expect("edit a scene");
+    });
     let (edited, executed) = &rounds[1];
     assert_eq!(edited.changed, ["e1"]);
     assert!(edited.added.is_empty() && edited.removed.is_empty() && edited.retracted.is_empty());
@@ -164,31 +155,12 @@ fn an_edited_scene_is_changed_and_re_fires_its_instances() {
 #[test]
 fn a_pipeline_edit_flows_through_roles_and_runs_on_a_parameter_change() {
     let project = Project::new(GLOBALS_LAST, &["t1"], &["e1"]);
-    let registry = registry(&project.counter);
-    let started = Instant::now();
-    let mut rounds: Vec<Observed> = Vec::new();
-    watch(
-        &project.pipeline_file(),
-        &registry,
-        Duration::from_millis(20),
-        |_| RunOptions::default(),
-        |round| {
-            if let Some(Round::Ran { changes, .. }) = round {
-                rounds.push((changes, project.counter.runs()));
-                project.counter.clear();
-                match rounds.len() {
-                    1 => project.write_pipeline(&GLOBALS_LAST.replace("    roles: [train]\n", "")),
-                    2 => project.write_pipeline(&format!(
-                        "{}    params: {{salt: 1}}\n",
-                        GLOBALS_LAST.replace("    roles: [train]\n", "")
-                    )),
-                    _ => {}
-                }
-            }
-            rounds.len() < 3 && started.elapsed() < Duration::from_secs(30)
-        },
-    );
-    assert_eq!(rounds.len(), 3, "three rounds ran before the deadline");
+    let all_roles = GLOBALS_LAST.replace("    roles: [train]\n", "");
+    let rounds = watch_rounds(&project, 3, |round| match round {
+        1 => project.write_pipeline(&all_roles),
+        2 => project.write_pipeline(&format!("{all_roles}    params: {{salt: 1}}\n")),
+        _ => {}
+    });
     // finetune now collects eval scenes too: its scene set changed, so differential fires it.
     let (roles, executed) = &rounds[1];
     assert_eq!(roles.fired, runs(&[("finetune", None)]));
