@@ -10,8 +10,10 @@ pub mod colmap;
 pub mod distortion;
 mod error;
 pub mod image;
+pub mod ply;
 pub mod scene;
 pub mod shard;
 
 pub use camera::Camera;
 pub use error::{FormatError, Result};
+pub use ply::{GaussianPly, read_ply, write_ply};
