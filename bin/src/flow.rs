@@ -10,9 +10,18 @@ use lrf_graph::{Cluster, Registry, RunOptions, Session, WorkerInit};
 
 use crate::print;
 
-/// The stage kinds this binary knows. Built-in stages register here as they are written.
+/// The stage kinds and scene generators this binary knows: `exec`, the built-in stages of
+/// lrf-stages, and the `synth` scene generator.
 fn registry() -> Registry {
-    Registry::builtin()
+    use crate::synth;
+    let mut registry = Registry::builtin();
+    registry.register_generator(
+        synth::GENERATOR,
+        synth::GENERATOR_VERSION,
+        synth::check_params,
+        synth::generate_into,
+    );
+    registry
 }
 
 /// Run a pipeline: compute every artifact missing from its store, reuse the rest.

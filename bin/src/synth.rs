@@ -1,9 +1,10 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lrf_synth::{CameraPath, Progress, SynthOptions, generate};
+use lrf_synth::{CameraPath, GeneratedScene, Progress, SynthOptions, generate};
+use serde_json::Value;
 
 /// Generate procedural test scenes with exact geometry.
 ///
@@ -62,35 +63,50 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((number(w)?, number(h)?))
 }
 
+impl SynthArgs {
+    fn options(&self) -> SynthOptions {
+        let path = match self.path {
+            PathArg::Orbit => CameraPath::Orbit,
+            PathArg::ForwardFacing => CameraPath::ForwardFacing,
+            PathArg::Alternate => CameraPath::Alternate,
+        };
+        SynthOptions {
+            scenes: self.scenes,
+            views: self.views,
+            width: self.size.0,
+            height: self.size.1,
+            seed: self.seed,
+            path,
+            points_per_scene: self.points,
+        }
+    }
+}
+
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
-    let path = match args.path {
-        PathArg::Orbit => CameraPath::Orbit,
-        PathArg::ForwardFacing => CameraPath::ForwardFacing,
-        PathArg::Alternate => CameraPath::Alternate,
-    };
-    let options = SynthOptions {
-        scenes: args.scenes,
-        views: args.views,
-        width: args.size.0,
-        height: args.size.1,
-        seed: args.seed,
-        path,
-        points_per_scene: args.points,
-    };
+    let scenes = write_scenes(&args.out, &args.options(), true)?;
+    crate::print(&format!("wrote {} scenes to {}\n", scenes.len(), args.out.display()))
+}
+
+/// What `lrf-flow synth` does, also for the `synth` scene generator: validates the options and
+/// writes the scenes into `out` with a progress bar; `announce` prints a line per scene.
+fn write_scenes(out: &Path, options: &SynthOptions, announce: bool) -> anyhow::Result<Vec<GeneratedScene>> {
     options.validate()?;
-    let bar = ProgressBar::with_draw_target(Some((args.scenes * args.views) as u64), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(
+        Some((options.scenes * options.views) as u64),
+        ProgressDrawTarget::stderr(),
+    );
     bar.set_style(
         ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} views {elapsed} ({per_sec}) {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
     bar.set_prefix("synth");
-    let scenes = generate(&args.out, &options, |progress| match progress {
+    let scenes = generate(out, options, |progress| match progress {
         Progress::View { scene, .. } => {
             bar.set_message(scene.to_string());
             bar.inc(1);
         }
-        Progress::Scene(scene) => bar.suspend(|| {
+        Progress::Scene(scene) if announce => bar.suspend(|| {
             eprintln!(
                 "{}: {} views ({:?}), {} points, {} observations -> {}",
                 scene.name,
@@ -101,15 +117,160 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
                 scene.path.display()
             )
         }),
+        Progress::Scene(_) => {}
     })
-    .with_context(|| format!("generating scenes into {}", args.out.display()))?;
+    .with_context(|| format!("generating scenes into {}", out.display()))?;
     bar.finish_and_clear();
-    crate::print(&format!("wrote {} scenes to {}\n", scenes.len(), args.out.display()))
+    Ok(scenes)
+}
+
+/// The `synth` scene generator, for a pipeline's `scenes:`:
+///
+/// ```yaml
+/// scenes:
+///   - generate: synth
+///     params: {scenes: 2, views: 24, size: 256x192, seed: 7, path: alternate, points: 2000}
+///     role: train
+/// ```
+///
+/// It writes the same scenes as `lrf-flow synth` with the flags of the same names, and each
+/// parameter defaults to its flag's default. Register it with [`GENERATOR`], [`GENERATOR_VERSION`],
+/// [`check_params`] and [`generate_into`].
+pub const GENERATOR: &str = "synth";
+/// Bump it when lrf-synth writes different files for the same options, so that pipelines
+/// generate their scenes again instead of reusing the old ones.
+pub const GENERATOR_VERSION: u32 = 1;
+
+/// The generator's parameters, named as the command's flags.
+const PARAMS: [&str; 6] = ["scenes", "views", "size", "seed", "path", "points"];
+
+/// The parameters as written → canonical parameters (every one, defaults filled in), or what is
+/// wrong with them.
+pub fn check_params(params: Value) -> Result<Value, String> {
+    let options = options_from_params(&params)?;
+    Ok(serde_json::json!({
+        "scenes": options.scenes,
+        "views": options.views,
+        "size": format!("{}x{}", options.width, options.height),
+        "seed": options.seed,
+        "path": options.path,
+        "points": options.points_per_scene,
+    }))
+}
+
+/// Writes the scenes of (canonical) `params` into `out`, as `lrf-flow synth --out OUT` would.
+pub fn generate_into(params: &Value, out: &Path) -> anyhow::Result<()> {
+    let options = options_from_params(params).map_err(anyhow::Error::msg)?;
+    write_scenes(out, &options, false)?;
+    Ok(())
+}
+
+fn options_from_params(params: &Value) -> Result<SynthOptions, String> {
+    let Value::Object(map) = params else {
+        return Err(format!("expected a mapping with {}, got {params}", PARAMS.join(", ")));
+    };
+    let mut options = default_options();
+    for (name, value) in map {
+        let count = || {
+            value
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| format!("{name}: expected a whole number, got {value}"))
+        };
+        match name.as_str() {
+            "scenes" => options.scenes = count()?,
+            "views" => options.views = count()?,
+            "points" => options.points_per_scene = count()?,
+            "seed" => {
+                options.seed = value
+                    .as_u64()
+                    .ok_or_else(|| format!("seed: expected a whole number, got {value}"))?
+            }
+            "size" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| format!("size: expected WIDTHxHEIGHT such as 256x192, got {value}"))?;
+                (options.width, options.height) = parse_size(text).map_err(|e| format!("size: {e}"))?;
+            }
+            "path" => {
+                options.path = serde_json::from_value(value.clone())
+                    .map_err(|_| format!("path: expected orbit, forward-facing or alternate, got {value}"))?
+            }
+            other => {
+                return Err(format!(
+                    "unknown field `{other}`, expected one of {}",
+                    PARAMS.join(", ")
+                ));
+            }
+        }
+    }
+    options.validate().map_err(|e| e.to_string())?;
+    Ok(options)
+}
+
+/// The command's defaults, read from its flag definitions so that the two never differ.
+fn default_options() -> SynthOptions {
+    use clap::FromArgMatches;
+    let command = <SynthArgs as Args>::augment_args(clap::Command::new("synth"));
+    let matches = command
+        .try_get_matches_from(["synth", "--out", "."])
+        .expect("the defaults parse");
+    SynthArgs::from_arg_matches(&matches)
+        .expect("the defaults parse")
+        .options()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn generator_params_default_to_the_flags_and_are_checked() {
+        let all = check_params(json!({})).unwrap();
+        assert_eq!(
+            all,
+            json!({"scenes": 2, "views": 24, "size": "256x192", "seed": 0, "path": "alternate", "points": 2000})
+        );
+        let options = options_from_params(&all).unwrap();
+        assert_eq!(options, SynthOptions::default());
+        let some = check_params(json!({"size": "64x48", "seed": 7, "path": "orbit"})).unwrap();
+        assert_eq!(some["size"], "64x48");
+        assert_eq!(some["seed"], 7);
+        assert_eq!(some["path"], "orbit");
+        assert_eq!(
+            check_params(some.clone()).unwrap(),
+            some,
+            "canonical params are a fixed point"
+        );
+        let error = check_params(json!({"view": 3})).unwrap_err();
+        assert_eq!(
+            error,
+            "unknown field `view`, expected one of scenes, views, size, seed, path, points"
+        );
+        assert!(
+            check_params(json!({"size": "60x48"}))
+                .unwrap_err()
+                .contains("multiples of 8")
+        );
+        assert!(
+            check_params(json!({"size": 64}))
+                .unwrap_err()
+                .starts_with("size: expected WIDTHxHEIGHT")
+        );
+        assert!(
+            check_params(json!({"views": -1}))
+                .unwrap_err()
+                .starts_with("views: expected a whole number")
+        );
+        assert!(
+            check_params(json!({"path": "spiral"}))
+                .unwrap_err()
+                .starts_with("path: expected orbit")
+        );
+        assert!(check_params(json!([1])).unwrap_err().starts_with("expected a mapping"));
+    }
 
     #[test]
     fn size_parses_and_explains_mistakes() {

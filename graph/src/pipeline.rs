@@ -8,8 +8,9 @@ use std::sync::Arc;
 use serde_saphyr::{Location, Spanned};
 
 use crate::error::{SpecError, SpecErrors};
-use crate::registry::Registry;
-use crate::spec::{PipelineSpec, StageSpec, position};
+use crate::key::{KeyHasher, canonical_json};
+use crate::registry::{Generator, Registry};
+use crate::spec::{PipelineSpec, SceneSource, StageSpec, position};
 use crate::stage::{SCENE_TYPE, Scope, Signature, Stage};
 
 /// A validated pipeline: stages in an order where every input comes before its consumer.
@@ -18,9 +19,61 @@ pub struct Pipeline {
     pub file: PathBuf,
     pub work_dir: PathBuf,
     pub workers: Option<usize>,
-    /// Absolute glob patterns with their role.
-    pub sources: Vec<(String, String)>,
+    /// Where the scenes come from, in file order.
+    pub sources: Vec<SourceNode>,
     pub stages: Vec<StageNode>,
+}
+
+/// One scene source: where some scene folders come from, all with one role.
+#[derive(Clone)]
+pub struct SourceNode {
+    pub role: String,
+    pub origin: Origin,
+}
+
+#[derive(Clone)]
+pub enum Origin {
+    /// Folders matching this glob pattern (the pipeline file's folder joined, tidied).
+    Glob(String),
+    /// Folders a registered generator writes; see `scenes::collect`.
+    Generate(GenerateSource),
+}
+
+/// A `generate:` source, validated: its scenes are the subfolders of `dir`, generated when
+/// `dir` is missing.
+#[derive(Clone)]
+pub struct GenerateSource {
+    pub generator: Generator,
+    /// Canonical parameters, as the generator's check returned them.
+    pub params: serde_json::Value,
+    /// `<work_dir>/scenes/<generator>-<hash>`, the hash over the generator's name, version and
+    /// canonical parameters: the same source always names the same folder.
+    pub dir: PathBuf,
+    /// `file:line:column` of the source, for errors.
+    pub at: String,
+}
+
+impl SourceNode {
+    /// How the source reads in messages: `glob ...` or `generate: NAME`.
+    pub fn describe(&self) -> String {
+        match &self.origin {
+            Origin::Glob(pattern) => format!("glob {pattern:?}"),
+            Origin::Generate(g) => format!("generate: {}", g.generator.name),
+        }
+    }
+}
+
+/// The folder a generator's scenes go to under `work_dir`: the same name, version and
+/// parameters always give the same folder, any change gives another.
+pub fn generated_dir(work_dir: &Path, generator: &Generator, params: &serde_json::Value) -> PathBuf {
+    let key = KeyHasher::new("lrf-scene-generator")
+        .field(generator.name.as_bytes())
+        .field(&generator.version.to_le_bytes())
+        .field(canonical_json(params).as_bytes())
+        .finish();
+    work_dir
+        .join("scenes")
+        .join(format!("{}-{}", generator.name, &key.hex()[..12]))
 }
 
 /// One configured stage in the graph.
@@ -111,15 +164,15 @@ impl Validator<'_> {
             base_dir
         };
         let all_roles: BTreeSet<String> = spec.scenes.iter().map(|s| s.value.role.clone()).collect();
+        let work_dir = spec
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| format!("work/{}", spec.pipeline));
+        let work_dir = tidy(&base_dir.join(work_dir));
         let sources = spec
             .scenes
             .iter()
-            .map(|s| {
-                (
-                    tidy(&base_dir.join(&s.value.glob)).to_string_lossy().into_owned(),
-                    s.value.role.clone(),
-                )
-            })
+            .filter_map(|s| self.source(&s.value, &s.referenced, registry, &base_dir, &work_dir))
             .collect();
         let mut seen = BTreeSet::new();
         let mut built = Vec::new();
@@ -165,7 +218,6 @@ impl Validator<'_> {
                 node
             })
             .collect();
-        let work_dir = tidy(&base_dir.join(spec.work_dir.unwrap_or_else(|| format!("work/{}", spec.pipeline))));
         Ok(Pipeline {
             name: spec.pipeline,
             file: self.file.to_owned(),
@@ -174,6 +226,75 @@ impl Validator<'_> {
             sources,
             stages,
         })
+    }
+
+    /// Checks one scene source: exactly one of glob and generate, a known generator, valid params.
+    fn source(
+        &mut self,
+        source: &SceneSource,
+        at: &Location,
+        registry: &Registry,
+        base_dir: &Path,
+        work_dir: &Path,
+    ) -> Option<SourceNode> {
+        let role = source.role.clone();
+        match (&source.glob, &source.generate) {
+            (Some(_), Some(_)) | (None, None) => {
+                let message = "a scene source takes either `glob:` (scene folders) or `generate:` (a scene \
+                               generator), not both or neither";
+                self.error(at, None, message.into());
+                None
+            }
+            (Some(glob), None) => {
+                if let Some(params) = &source.params {
+                    let message = "`params:` goes with `generate:`; a `glob:` source has none";
+                    self.error(&params.referenced, None, message.into());
+                    return None;
+                }
+                let pattern = tidy(&base_dir.join(&glob.value)).to_string_lossy().into_owned();
+                Some(SourceNode {
+                    role,
+                    origin: Origin::Glob(pattern),
+                })
+            }
+            (None, Some(name)) => {
+                let Some(generator) = registry.generator(&name.value) else {
+                    let known = registry.generators();
+                    let known = if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    };
+                    let message = format!("unknown scene generator `{}`; known generators: {known}", name.value);
+                    self.error(&name.referenced, None, message);
+                    return None;
+                };
+                let params = source
+                    .params
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or(serde_json::json!({}));
+                let params = match generator.check(params) {
+                    Ok(params) => params,
+                    Err(message) => {
+                        let params_at = source.params.as_ref().map(|p| &p.referenced).unwrap_or(at);
+                        let message = format!("invalid params for scene generator `{}`: {message}", name.value);
+                        self.error(params_at, None, message);
+                        return None;
+                    }
+                };
+                let (line, column) = position(at);
+                Some(SourceNode {
+                    role,
+                    origin: Origin::Generate(GenerateSource {
+                        dir: generated_dir(work_dir, generator, &params),
+                        generator: generator.clone(),
+                        params,
+                        at: format!("{}:{line}:{column}", self.file.display()),
+                    }),
+                })
+            }
+        }
     }
 
     fn build(&mut self, spec: StageSpec, at: Location, registry: &Registry, base_dir: &Path) -> Option<Built> {
@@ -469,7 +590,114 @@ fn join(set: &BTreeSet<String>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    /// A registry with one test kind and the generator `pair`, which takes `{text}` only.
+    fn registry() -> Registry {
+        let mut registry = crate::testing::registry(&crate::testing::Counter::new());
+        registry.register_generator(
+            "pair",
+            1,
+            |params| match params.as_object() {
+                Some(map) if map.keys().all(|k| k == "text") => {
+                    Ok(json!({"text": map.get("text").cloned().unwrap_or(json!("hi"))}))
+                }
+                _ => Err(format!("expected {{text}}, got {params}")),
+            },
+            |_, _| Ok(()),
+        );
+        registry
+    }
+
+    fn validate(scenes: &str) -> Result<Pipeline, SpecErrors> {
+        let text = format!(
+            "pipeline: p\nscenes:\n{scenes}stages:\n  - {{id: a, kind: test-source, inputs: {{scene: scenes}}}}\n"
+        );
+        let spec = PipelineSpec::parse(&text, Path::new("dir/p.yaml"))?;
+        Pipeline::validate(spec, Path::new("dir/p.yaml"), &registry())
+    }
+
+    fn error(scenes: &str) -> String {
+        match validate(scenes) {
+            Ok(_) => panic!("expected an error for\n{scenes}"),
+            Err(errors) => {
+                assert_eq!(errors.0.len(), 1, "{errors}");
+                errors.0[0].to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn scene_sources_are_globs_or_generators() {
+        let pipeline = validate(
+            "  - {glob: \"scenes/*\", role: eval}\n  - generate: pair\n    params: {text: yo}\n    role: train\n  - {generate: pair, role: train}\n",
+        )
+        .expect("valid");
+        let roles: Vec<_> = pipeline.sources.iter().map(|s| s.role.as_str()).collect();
+        assert_eq!(roles, ["eval", "train", "train"]);
+        let Origin::Glob(pattern) = &pipeline.sources[0].origin else {
+            panic!("a glob source")
+        };
+        assert_eq!(pattern, "dir/scenes/*");
+        let generated: Vec<&GenerateSource> = pipeline.sources[1..]
+            .iter()
+            .map(|s| match &s.origin {
+                Origin::Generate(g) => g,
+                Origin::Glob(_) => panic!("a generate source"),
+            })
+            .collect();
+        assert_eq!(generated[0].params, json!({"text": "yo"}));
+        assert_eq!(generated[1].params, json!({"text": "hi"}), "the generator's defaults");
+        assert_eq!(generated[0].at, "dir/p.yaml:4:5");
+        for g in &generated {
+            assert_eq!(g.dir.parent(), Some(Path::new("dir/work/p/scenes")));
+            let name = g.dir.file_name().unwrap().to_string_lossy();
+            assert!(name.starts_with("pair-") && name.len() == "pair-".len() + 12, "{name}");
+        }
+        assert_ne!(generated[0].dir, generated[1].dir, "other params, another folder");
+        let again = validate("  - {generate: pair, params: {text: hi}, role: train}\n").expect("valid");
+        let Origin::Generate(g) = &again.sources[0].origin else {
+            panic!("a generate source")
+        };
+        assert_eq!(g.dir, generated[1].dir, "defaults written out name the same folder");
+    }
+
+    #[test]
+    fn scene_source_mistakes_name_their_position() {
+        let both = error("  - {glob: \"s/*\", generate: pair, role: train}\n");
+        assert!(
+            both.starts_with("dir/p.yaml:3:5: a scene source takes either `glob:` (scene folders) or `generate:`"),
+            "{both}"
+        );
+        let neither = error("  - {role: train}\n");
+        assert!(
+            neither.starts_with("dir/p.yaml:3:5: a scene source takes either"),
+            "{neither}"
+        );
+        let unknown = error("  - role: train\n    generate: pear\n");
+        assert_eq!(
+            unknown,
+            "dir/p.yaml:4:15: unknown scene generator `pear`; known generators: pair"
+        );
+        let params = error("  - generate: pair\n    params: {txt: 1}\n    role: train\n");
+        assert_eq!(
+            params,
+            "dir/p.yaml:4:13: invalid params for scene generator `pair`: expected {text}, got {\"txt\":1}"
+        );
+        let glob_params = error("  - {glob: \"s/*\", params: {text: a}, role: train}\n");
+        assert!(
+            glob_params.starts_with("dir/p.yaml:3:27: `params:` goes with `generate:`"),
+            "{glob_params}"
+        );
+        let field = error("  - {generator: pair, role: train}\n");
+        assert!(field.starts_with("dir/p.yaml:3:"), "{field}");
+        assert!(
+            field.ends_with("unknown field `generator`, expected one of glob, generate, params, role"),
+            "{field}"
+        );
+    }
 
     #[test]
     fn tidy_removes_dot_and_resolvable_dot_dot() {

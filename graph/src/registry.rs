@@ -1,5 +1,5 @@
-//! The stage kinds a pipeline may name. Built-in kinds register here; a custom binary depending
-//! on lrf-graph registers its own the same way before loading a pipeline.
+//! The stage kinds and scene generators a pipeline may name. Built-in kinds register here; a
+//! custom binary depending on lrf-graph registers its own the same way before loading a pipeline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,38 @@ pub struct BuildContext {
 }
 
 type Factory = dyn Fn(serde_json::Value, &BuildContext) -> Result<Arc<dyn Stage>, String> + Send + Sync;
+type CheckParams = dyn Fn(serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync;
+type Generate = dyn Fn(&serde_json::Value, &Path) -> anyhow::Result<()> + Send + Sync;
 
-/// Stage kinds by name.
+/// A scene generator, as a `generate:` scene source names it: it writes scene folders (one
+/// subfolder each) into an empty folder, from its parameters alone.
+#[derive(Clone)]
+pub struct Generator {
+    pub name: String,
+    /// Bump it when the same parameters would generate different scenes.
+    pub version: u32,
+    check: Arc<CheckParams>,
+    generate: Arc<Generate>,
+}
+
+impl Generator {
+    /// The parameters as written (`{}` when absent) → canonical parameters (defaults filled in),
+    /// or what is wrong with them.
+    pub fn check(&self, params: serde_json::Value) -> Result<serde_json::Value, String> {
+        (self.check)(params)
+    }
+
+    /// Writes the scenes of canonical `params` into the existing, empty folder `out`.
+    pub fn generate(&self, params: &serde_json::Value, out: &Path) -> anyhow::Result<()> {
+        (self.generate)(params, out)
+    }
+}
+
+/// Stage kinds and scene generators by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<String, Arc<Factory>>,
+    generators: BTreeMap<String, Generator>,
 }
 
 impl Registry {
@@ -52,6 +79,40 @@ impl Registry {
     ) -> &mut Self {
         self.kinds.insert(kind.to_owned(), Arc::new(factory));
         self
+    }
+
+    /// Registers a scene generator for `scenes: [{generate: NAME, params: {...}, role: ...}]`.
+    ///
+    /// `check` turns the parameters as written (`{}` when absent) into canonical parameters,
+    /// defaults filled in, or says what is wrong with them (reported at the pipeline file's line);
+    /// the canonical parameters name the generated folder and are what `generate` receives, with
+    /// an empty folder to write one subfolder per scene into. Generation must be deterministic:
+    /// the folder is generated once and reused while name, version and parameters stay the same.
+    pub fn register_generator(
+        &mut self,
+        name: &str,
+        version: u32,
+        check: impl Fn(serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync + 'static,
+        generate: impl Fn(&serde_json::Value, &Path) -> anyhow::Result<()> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let generator = Generator {
+            name: name.to_owned(),
+            version,
+            check: Arc::new(check),
+            generate: Arc::new(generate),
+        };
+        self.generators.insert(name.to_owned(), generator);
+        self
+    }
+
+    /// The generator registered under `name`.
+    pub fn generator(&self, name: &str) -> Option<&Generator> {
+        self.generators.get(name)
+    }
+
+    /// Known generator names, sorted, for "unknown generator" errors.
+    pub fn generators(&self) -> Vec<&str> {
+        self.generators.keys().map(String::as_str).collect()
     }
 
     /// Known kind names, sorted, for "unknown kind" errors.

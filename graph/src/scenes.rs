@@ -1,10 +1,15 @@
-//! The scene collection: folders matched by the pipeline's globs, each with a role and a content
-//! key (name + every file's path, size and blake3), so an edited scene is a changed scene.
+//! The scene collection: folders matched by the pipeline's globs or written by its generators,
+//! each with a role and a content key (name + every file's path, size and blake3), so an edited
+//! scene is a changed scene.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
 
 use crate::key::{ArtifactKey, KeyHasher, hash_file};
+use crate::pipeline::{GenerateSource, Origin, SourceNode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scene {
@@ -13,6 +18,89 @@ pub struct Scene {
     pub role: String,
     pub dir: PathBuf,
     pub key: ArtifactKey,
+}
+
+/// The scenes of a pipeline's sources, sorted by name: what `plan`, `run`, `gc` and `watch` all
+/// start from. A `generate:` source's folder is generated first when missing (see
+/// [`materialise`]); its subfolders are then scenes as if by the glob `<folder>/*`.
+pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Vec<Scene>> {
+    let mut patterns = Vec::new();
+    for source in sources {
+        let pattern = match &source.origin {
+            Origin::Glob(pattern) => pattern.clone(),
+            Origin::Generate(generate) => {
+                materialise(generate, &source.role)?;
+                format!("{}/*", glob::Pattern::escape(&generate.dir.to_string_lossy()))
+            }
+        };
+        patterns.push((pattern, source.role.clone()));
+    }
+    discover(&patterns)
+}
+
+/// Makes sure a generated source's folder exists: an existing folder is reused as it is (so
+/// reruns are incremental and scene keys unchanged); otherwise the generator writes into a hidden
+/// temporary sibling that is renamed into place once complete, so a failed or killed run never
+/// leaves a half folder. Returns whether it generated now. Another process generating the same
+/// folder at the same time is fine: the first rename wins and the other's copy is dropped.
+pub fn materialise(source: &GenerateSource, role: &str) -> anyhow::Result<bool> {
+    if source.dir.is_dir() {
+        return Ok(false);
+    }
+    let name = &source.generator.name;
+    let what = || format!("{}: scene source `generate: {name}` (role {role})", source.at);
+    let parent = source.dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("{}: creating {}", what(), parent.display()))?;
+    let folder = source.dir.file_name().unwrap_or_default().to_string_lossy();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let partial = Partial(parent.join(format!(".{folder}.partial-{}-{nanos}", std::process::id())));
+    std::fs::create_dir(&partial.0).with_context(|| format!("{}: creating {}", what(), partial.0.display()))?;
+    eprintln!(
+        "scenes: generating `{name}` {} into {}",
+        crate::key::canonical_json(&source.params),
+        source.dir.display()
+    );
+    let start = Instant::now();
+    source
+        .generator
+        .generate(&source.params, &partial.0)
+        .with_context(|| format!("{}: generator `{name}` failed", what()))?;
+    let scenes = scene_folders(&partial.0).with_context(|| format!("{}: reading what `{name}` wrote", what()))?;
+    anyhow::ensure!(scenes > 0, "{}: generator `{name}` wrote no scene folder", what());
+    if let Err(error) = std::fs::rename(&partial.0, &source.dir) {
+        if source.dir.is_dir() {
+            return Ok(false); // another process put it in place first; `partial` is removed
+        }
+        return Err(error).with_context(|| format!("{}: moving the scenes into {}", what(), source.dir.display()));
+    }
+    eprintln!(
+        "scenes: generated {scenes} scene folder(s) in {} ({:.1} s)",
+        source.dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(true)
+}
+
+/// A folder being generated, removed when dropped unless it was moved into place.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The number of subfolders of `dir` that are scenes (not hidden).
+fn scene_folders(dir: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        n += usize::from(entry.file_type()?.is_dir() && !entry.file_name().to_string_lossy().starts_with('.'));
+    }
+    Ok(n)
 }
 
 /// Finds the scenes of `(glob, role)` sources, sorted by name. Hidden folders are skipped.
@@ -82,4 +170,132 @@ pub fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::registry::Registry;
+    use crate::session::Session;
+    use crate::testing::{Counter, registry};
+
+    /// The test kinds plus the generator `pair`: scene folders `a` and `b` holding `text`, or
+    /// none with `empty`, or a failure with `fail`; every call counted.
+    fn with_generator(calls: &Arc<AtomicUsize>) -> Registry {
+        let mut registry = registry(&Counter::new());
+        let calls = calls.clone();
+        registry.register_generator(
+            "pair",
+            1,
+            |params| {
+                let text = params.get("text").cloned().unwrap_or(json!("hi"));
+                let flag = |name: &str| params.get(name).cloned().unwrap_or(json!(false));
+                Ok(json!({"text": text, "fail": flag("fail"), "empty": flag("empty")}))
+            },
+            move |params, out| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if params["empty"] == true {
+                    return Ok(());
+                }
+                for name in ["a", "b"] {
+                    std::fs::create_dir(out.join(name))?;
+                    std::fs::write(out.join(name).join("x.txt"), params["text"].to_string())?;
+                    if params["fail"] == true {
+                        anyhow::bail!("out of paint");
+                    }
+                }
+                Ok(())
+            },
+        );
+        registry
+    }
+
+    /// A pipeline file in `dir` whose scenes `pair` generates with `params`.
+    fn pipeline(dir: &Path, params: &str) -> PathBuf {
+        let file = dir.join("p.yaml");
+        let text = format!(
+            "pipeline: g\nwork_dir: work\nscenes:\n  - generate: pair\n    params: {params}\n    role: train\nstages:\n  - {{id: s, kind: test-source, inputs: {{scene: scenes}}}}\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    /// The entries of `<dir>/work/scenes`, hidden ones included.
+    fn generated(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("work/scenes"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_generated_source_is_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let registry = with_generator(&calls);
+        let file = pipeline(dir.path(), "{text: hi}");
+        let first = Session::open(&file, &registry).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let names: Vec<_> = first.plan.scenes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let folders = generated(dir.path());
+        assert_eq!(folders.len(), 1, "no temporary left: {folders:?}");
+        assert!(folders[0].starts_with("pair-"), "{folders:?}");
+        assert_eq!(
+            first.plan.scenes[0].dir,
+            dir.path().join("work/scenes").join(&folders[0]).join("a")
+        );
+        assert!(
+            first.plan_summary().contains(&format!(
+                "train scenes generated by `pair` in {}",
+                dir.path().join("work/scenes").join(&folders[0]).display()
+            )),
+            "{}",
+            first.plan_summary()
+        );
+
+        let second = Session::open(&file, &registry).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the folder is reused");
+        assert_eq!(second.plan.scenes, first.plan.scenes, "same scenes, same keys");
+
+        pipeline(dir.path(), "{text: ho}");
+        let third = Session::open(&file, &registry).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "changed params generate again");
+        assert_eq!(generated(dir.path()).len(), 2, "into a new folder");
+        assert_ne!(third.plan.scenes[0].dir, first.plan.scenes[0].dir);
+        assert_ne!(third.plan.scenes[0].key, first.plan.scenes[0].key);
+    }
+
+    #[test]
+    fn a_failing_generator_leaves_no_folder_and_names_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let registry = with_generator(&calls);
+        let file = pipeline(dir.path(), "{fail: true}");
+        let error = format!("{:#}", Session::open(&file, &registry).err().expect("fails"));
+        assert!(
+            error.starts_with(&format!(
+                "{}:4:5: scene source `generate: pair` (role train): generator `pair` failed: out of paint",
+                file.display()
+            )),
+            "{error}"
+        );
+        assert!(generated(dir.path()).is_empty(), "{:?}", generated(dir.path()));
+
+        pipeline(dir.path(), "{empty: true}");
+        let error = format!("{:#}", Session::open(&file, &registry).err().expect("fails"));
+        assert!(error.ends_with("generator `pair` wrote no scene folder"), "{error}");
+        assert!(generated(dir.path()).is_empty(), "{:?}", generated(dir.path()));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a failure is retried on the next open");
+    }
 }

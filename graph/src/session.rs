@@ -23,10 +23,10 @@ impl Session {
         let pipeline = Pipeline::load(file, registry)?;
         let store = Store::open(&pipeline.work_dir)
             .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", pipeline.work_dir.display()))?;
-        let scenes = crate::scenes::discover(&pipeline.sources)?;
+        let scenes = crate::scenes::collect(&pipeline.sources)?;
         if scenes.is_empty() {
-            let globs: Vec<&str> = pipeline.sources.iter().map(|(glob, _)| glob.as_str()).collect();
-            tracing::warn!("no scene folder matches {globs:?} (globs are relative to the pipeline file)");
+            let sources: Vec<String> = pipeline.sources.iter().map(|s| s.describe()).collect();
+            tracing::warn!("no scene folder from {sources:?} (globs are relative to the pipeline file)");
         }
         let plan = Plan::new(&pipeline, scenes, &store).map_err(anyhow::Error::msg)?;
         Ok(Session {

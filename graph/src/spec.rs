@@ -5,9 +5,12 @@
 //! pipeline: full                     # name, used in reports
 //! work_dir: ../work/full             # store and reports; relative to this file (default work/<name>)
 //! workers: 2                         # default for -w
-//! scenes:                            # scene folders by glob, each source with a role
-//!   - {glob: ../data/real_train/*, role: train}
+//! scenes:                            # scene sources, each with a role
+//!   - {glob: ../data/real_train/*, role: train}   # folders matching a glob (relative to this file)
 //!   - {glob: ../data/real/*, role: eval}
+//!   - generate: synth                # or: scenes a registered generator writes, once, into
+//!     params: {scenes: 2, seed: 7}   #   <work_dir>/scenes/synth-<hash of params>/ (params: the
+//!     role: train                    #   generator's, checked by it; reused while unchanged)
 //! stages:
 //!   - id: stats                      # unique id
 //!     kind: exec                     # a registered kind (`lrf-flow plan` lists them on a typo)
@@ -41,11 +44,20 @@ pub struct PipelineSpec {
     pub stages: Vec<Spanned<StageSpec>>,
 }
 
-/// Scene folders matched by a glob (relative to the pipeline file), all with one role.
+/// Scene folders, all with one role: matched by a glob (relative to the pipeline file), or
+/// written by a registered generator. Exactly one of `glob` and `generate` (checked when
+/// validating).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SceneSource {
-    pub glob: String,
+    #[serde(default)]
+    pub glob: Option<Spanned<String>>,
+    /// A registered scene generator's name.
+    #[serde(default)]
+    pub generate: Option<Spanned<String>>,
+    /// The generator's parameters; checked by the generator itself.
+    #[serde(default)]
+    pub params: Option<Spanned<serde_json::Value>>,
     pub role: String,
 }
 

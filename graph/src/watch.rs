@@ -1,8 +1,8 @@
 //! `watch`: keep a pipeline up to date while scene folders come and go.
 //!
-//! Each round rescans the scene globs and rereads the pipeline file. Once the scan has held
-//! still for one interval (so a folder being copied is not run half-written), its difference
-//! from the previous scan is fed, as insertions and retractions, into a long-lived differential
+//! Each round rescans the scene sources (generating a `generate:` source's folder when it is
+//! missing) and rereads the pipeline file. Once the scan has held still for one interval (so a
+//! folder being copied is not run half-written), its difference from the previous scan is fed, as insertions and retractions, into a long-lived differential
 //! dataflow (`SceneFlow`) that maintains the scene collection and derives the round's change
 //! set: the scenes added, removed or changed, the per-scene instances they insert or retract,
 //! and the global stages whose scene set changed. A non-empty change set (or an edited pipeline
@@ -305,7 +305,7 @@ pub fn watch(
 fn scan(file: &Path, registry: &Registry) -> anyhow::Result<Snapshot> {
     let text = std::fs::read(file)?;
     let pipeline = Pipeline::load(file, registry)?;
-    let scenes = crate::scenes::discover(&pipeline.sources)?
+    let scenes = crate::scenes::collect(&pipeline.sources)?
         .into_iter()
         .map(|s| (s.role, (s.name, s.key.0)))
         .collect();
