@@ -13,6 +13,9 @@ pub enum SplatError {
     Unsupported(String),
     #[error("backward called without a gradient on the rendered image or alpha")]
     NoUpstreamGradient,
+    /// Reading or writing a checkpoint; the message names the file.
+    #[error("{0}")]
+    Io(String),
     #[error(transparent)]
     Tch(#[from] tch::TchError),
 }
