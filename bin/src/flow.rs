@@ -15,6 +15,7 @@ use crate::print;
 fn registry() -> Registry {
     use crate::synth;
     let mut registry = Registry::builtin();
+    lrf_stages::register(&mut registry);
     registry.register_generator(
         synth::GENERATOR,
         synth::GENERATOR_VERSION,

@@ -13,6 +13,7 @@ pub mod image;
 pub mod ply;
 pub mod scene;
 pub mod shard;
+pub mod views;
 
 pub use camera::Camera;
 pub use error::{FormatError, Result};

@@ -56,7 +56,11 @@ pub fn write_shard(path: &Path, tensors: &[ShardTensor<'_>], metadata: &HashMap<
 
 /// The one place shards are serialised, so f32 and tch writers produce identical layouts and share
 /// the atomic rename.
-fn write_views(path: &Path, views: Vec<(&str, TensorView<'_>)>, metadata: &HashMap<String, String>) -> Result<()> {
+pub(crate) fn write_views(
+    path: &Path,
+    views: Vec<(&str, TensorView<'_>)>,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     // safetensors would keep only the last of two equal names in the header while writing both
     // tensors' bytes, producing a file that no reader accepts.
     let mut seen = HashSet::with_capacity(views.len());
@@ -71,6 +75,24 @@ fn write_views(path: &Path, views: Vec<(&str, TensorView<'_>)>, metadata: &HashM
 
 fn tensor_record(name: &str) -> String {
     format!("tensor {name:?}")
+}
+
+/// A value type a shard tensor can be read as, zero-copy.
+pub trait ShardElement: bytemuck::Pod {
+    const DTYPE: Dtype;
+}
+
+impl ShardElement for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+}
+impl ShardElement for f64 {
+    const DTYPE: Dtype = Dtype::F64;
+}
+impl ShardElement for i64 {
+    const DTYPE: Dtype = Dtype::I64;
+}
+impl ShardElement for u8 {
+    const DTYPE: Dtype = Dtype::U8;
 }
 
 /// A safetensors file mapped into memory, its header parsed once.
@@ -131,34 +153,42 @@ impl ShardReader {
         Ok(self.info(name)?.dtype)
     }
 
-    /// The tensor's values, borrowed straight from the map.
+    /// The tensor's f32 values, borrowed straight from the map (see [`values`](Self::values)).
+    pub fn f32(&self, name: &str) -> Result<&[f32]> {
+        self.values(name)
+    }
+
+    /// The tensor's values, borrowed straight from the map; the file's dtype must be `T`'s.
     ///
-    /// Fails rather than copies when the data is not 4-byte aligned; files written by safetensors pad
+    /// Fails rather than copies when the data is not aligned for `T`; files written by safetensors pad
     /// the header to 8 bytes, so that only happens with foreign writers, for which
     /// [`to_vec_f32`](Self::to_vec_f32) still works.
-    pub fn f32(&self, name: &str) -> Result<&[f32]> {
-        let bytes = self.f32_bytes(name)?;
+    pub fn values<T: ShardElement>(&self, name: &str) -> Result<&[T]> {
+        let bytes = self.typed_bytes(name, T::DTYPE)?;
         bytemuck::try_cast_slice(bytes).map_err(|e| {
             FormatError::invalid(
                 &self.path,
                 tensor_record(name),
-                format!("f32 data is not 4-byte aligned in the file ({e}); read it with to_vec_f32"),
+                format!(
+                    "{} data is not aligned in the file ({e}); read it with to_vec_f32",
+                    T::DTYPE
+                ),
             )
         })
     }
 
     /// The tensor's values, copied, whatever their alignment in the file.
     pub fn to_vec_f32(&self, name: &str) -> Result<Vec<f32>> {
-        Ok(bytemuck::pod_collect_to_vec(self.f32_bytes(name)?))
+        Ok(bytemuck::pod_collect_to_vec(self.typed_bytes(name, Dtype::F32)?))
     }
 
-    fn f32_bytes(&self, name: &str) -> Result<&[u8]> {
+    fn typed_bytes(&self, name: &str, dtype: Dtype) -> Result<&[u8]> {
         let (info, bytes) = self.entry(name)?;
-        if info.dtype != Dtype::F32 {
+        if info.dtype != dtype {
             return Err(FormatError::invalid(
                 &self.path,
                 tensor_record(name),
-                format!("holds {} values, not F32", info.dtype),
+                format!("holds {} values, not {dtype}", info.dtype),
             ));
         }
         Ok(bytes)

@@ -1,4 +1,54 @@
-//! lrf-flow's stages crate: the built-in stages, thin plugins wiring formats, splat and vae into the engine.
+//! lrf-flow's built-in stages: thin plugins that wire formats, splat and vae into the engine. Each module is
+//! one stage kind (or two sharing one implementation); [`register`] adds them all to a registry.
 //!
-//! Not built yet: its contents are tracked by issue #6. The crate exists so the workspace has
-//! the layout of DESIGN.md from the start; it exports nothing.
+//! | kind | scope | inputs → outputs | module |
+//! |---|---|---|---|
+//! | `colmap-ingest` | per scene | scene → views | [`ingest`] |
+//! | `vae-encode` | per scene | views → latents | [`encode`] |
+//! | `latent-3dgs-fit`, `rgb-3dgs-fit` | per scene | views (+ latents) → field | [`fit`] |
+//! | `render` | per scene | field, views → renders | [`render`] |
+//! | `evaluate` | per scene | renders, views → evaluation | [`evaluate`] |
+//! | `summary` | global | evaluations of several methods → report | [`summary`] |
+
+pub mod artifacts;
+pub mod autoencoder;
+pub mod encode;
+pub mod evaluate;
+pub mod fit;
+pub mod ingest;
+pub mod render;
+pub mod summary;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lrf_graph::{Registry, Stage, StageKind};
+
+/// Adds every built-in stage kind to `registry`.
+pub fn register(registry: &mut Registry) {
+    register_kind::<ingest::ColmapIngest>(registry);
+    register_kind::<encode::VaeEncode>(registry);
+    register_kind::<fit::LatentFit>(registry);
+    register_kind::<fit::RgbFit>(registry);
+    register_kind::<render::Render>(registry);
+    register_kind::<evaluate::Evaluate>(registry);
+    register_kind::<summary::Summary>(registry);
+}
+
+/// A stage whose parameters name files: they are resolved against the pipeline file's folder when the stage
+/// is built, and their content enters the stage's canonical parameters (so the artifact key changes when a
+/// file does).
+pub trait ResolvePaths {
+    fn resolve(&mut self, _base_dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn register_kind<T: StageKind + ResolvePaths>(registry: &mut Registry) {
+    registry.insert(T::KIND, |params, context| {
+        let mut stage: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
+        stage.validate()?;
+        stage.resolve(&context.base_dir)?;
+        Ok(Arc::new(stage) as Arc<dyn Stage>)
+    });
+}

@@ -1,0 +1,109 @@
+//! Which autoencoder a stage uses: the bundled TAEF2 by default, or a model the user points to.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use lrf_graph::key::{KeyHasher, hash_file};
+use lrf_graph::scenes::collect_files;
+use lrf_vae::{Autoencoder, TinyAutoencoder, open_autoencoder};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+/// The name that selects the bundled model.
+pub const BUNDLED: &str = "taef2";
+
+/// An autoencoder as a stage parameter resolved it: its name as written, its absolute path (none for the
+/// bundled model) and a hash of its files, so replacing the weights changes every downstream artifact key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoencoderSource {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub content: String,
+}
+
+impl AutoencoderSource {
+    /// `spec` is `taef2` or a path (relative to `base_dir`) to a TAESD-family folder, a diffusers folder or an
+    /// AutoencoderKL safetensors file.
+    pub fn resolve(spec: &str, base_dir: &Path) -> Result<Self, String> {
+        if spec == BUNDLED {
+            return Ok(AutoencoderSource {
+                name: BUNDLED.into(),
+                path: None,
+                // The weights are compiled into the binary; this changes only with them.
+                content: "bundled-taef2-v1".into(),
+            });
+        }
+        let path = base_dir.join(spec);
+        let content = hash_model(&path).map_err(|e| {
+            format!(
+                "autoencoder {spec:?} ({}): {e:#}; give `taef2` for the bundled model or the path of a TAESD \
+                 folder, a diffusers folder or an AutoencoderKL .safetensors file",
+                path.display()
+            )
+        })?;
+        Ok(AutoencoderSource {
+            name: spec.into(),
+            path: Some(path),
+            content,
+        })
+    }
+
+    /// Loads the model on the CPU.
+    pub fn open(&self) -> anyhow::Result<Box<dyn Autoencoder>> {
+        let model: Box<dyn Autoencoder> = match &self.path {
+            None => Box::new(TinyAutoencoder::taef2(Device::Cpu)?),
+            Some(path) => open_autoencoder(path, Device::Cpu)
+                .with_context(|| format!("loading autoencoder {:?} from {}", self.name, path.display()))?,
+        };
+        Ok(model)
+    }
+}
+
+fn hash_model(path: &Path) -> anyhow::Result<String> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_files(path, path, &mut files)?;
+        files.sort();
+    } else if !path.is_file() {
+        anyhow::bail!("no such file or folder");
+    }
+    let mut hasher = KeyHasher::new("lrf-autoencoder");
+    if files.is_empty() {
+        files.push(PathBuf::new());
+    }
+    for relative in files {
+        // A single file is its own only entry, with an empty relative name.
+        let file = if relative.as_os_str().is_empty() {
+            path.to_path_buf()
+        } else {
+            path.join(&relative)
+        };
+        let hash = hash_file(&file).with_context(|| format!("reading {}", file.display()))?;
+        hasher
+            .field(relative.to_string_lossy().as_bytes())
+            .field(hash.as_bytes());
+    }
+    Ok(hasher.finish().hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_model_is_an_error_that_says_what_to_give() {
+        let error = AutoencoderSource::resolve("models/nope", Path::new("/tmp")).unwrap_err();
+        assert!(error.contains("/tmp/models/nope") && error.contains("taef2"), "{error}");
+    }
+
+    #[test]
+    fn changing_a_file_changes_the_content_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("w.safetensors"), b"one").unwrap();
+        let a = AutoencoderSource::resolve("w.safetensors", dir.path()).unwrap();
+        std::fs::write(dir.path().join("w.safetensors"), b"two").unwrap();
+        let b = AutoencoderSource::resolve("w.safetensors", dir.path()).unwrap();
+        assert_ne!(a.content, b.content);
+        assert_eq!(AutoencoderSource::resolve("taef2", dir.path()).unwrap().path, None);
+    }
+}

@@ -1,0 +1,181 @@
+//! `vae-encode`: every view's latent (the posterior mean, at the model's raw scale, as the official LRF code
+//! encodes) and the per-channel min/max of the training-view latents that normalise them for fitting.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use lrf_formats::scene::Split;
+use lrf_formats::shard::{ShardReader, write_tch_shard};
+use lrf_formats::views::{IMAGES_FILE, ViewSet, read_image, view_key};
+use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_vae::{Autoencoder, TilePlan, encode_tiled};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::ResolvePaths;
+use crate::artifacts::{LatentsInfo, Normalization, input_dir, output_dir, read_json, write_json};
+use crate::autoencoder::{AutoencoderSource, BUNDLED};
+
+pub const LATENTS_FILE: &str = "latents.safetensors";
+pub const LATENTS_INFO: &str = "latents.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaeEncode {
+    /// `taef2` (bundled) or the path of a TAESD folder, a diffusers folder or an AutoencoderKL safetensors
+    /// file, relative to the pipeline file.
+    pub autoencoder: String,
+    #[serde(skip_deserializing)]
+    pub resolved: Option<AutoencoderSource>,
+}
+
+impl Default for VaeEncode {
+    fn default() -> Self {
+        VaeEncode {
+            autoencoder: BUNDLED.into(),
+            resolved: None,
+        }
+    }
+}
+
+impl ResolvePaths for VaeEncode {
+    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
+        self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        Ok(())
+    }
+}
+
+impl StageKind for VaeEncode {
+    const KIND: &'static str = "vae-encode";
+    const VERSION: u32 = 1;
+
+    fn signature(&self) -> Signature {
+        Signature {
+            scope: Scope::PerScene,
+            inputs: vec![Port::new("views", "views")],
+            outputs: vec![Port::new("latents", "latents")],
+        }
+    }
+
+    fn run(&self, job: &Job) -> anyhow::Result<()> {
+        let source = self
+            .resolved
+            .clone()
+            .context("the autoencoder was not resolved when the stage was built")?;
+        let views_dir = input_dir(job, "views")?;
+        let views = ViewSet::read(views_dir)?;
+        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let model = source.open()?;
+        let _guard = tch::no_grad_guard();
+        let mut latents = Vec::with_capacity(views.views.len());
+        for index in 0..views.views.len() {
+            latents.push(encode_view(model.as_ref(), &images, index)?);
+        }
+        let normalization = normalization(&views, &latents)?;
+        let out = output_dir(job, "latents")?;
+        let names: Vec<String> = (0..latents.len()).map(view_key).collect();
+        let tensors: Vec<(&str, &Tensor)> = names.iter().map(String::as_str).zip(&latents).collect();
+        write_tch_shard(&out.join(LATENTS_FILE), &tensors, &HashMap::new())?;
+        write_json(
+            &out.join(LATENTS_INFO),
+            &LatentsInfo {
+                autoencoder: source,
+                channels: model.latent_channels() as usize,
+                downsampling: model.downsampling() as usize,
+                normalization,
+            },
+        )
+    }
+}
+
+/// The `[C, h, w]` latent of view `index`.
+pub fn encode_view(model: &dyn Autoencoder, images: &ShardReader, index: usize) -> anyhow::Result<Tensor> {
+    let image = read_image(images, index)?;
+    let f = model.downsampling() as u32;
+    if image.width % f != 0 || image.height % f != 0 {
+        bail!(
+            "view {index} is {}×{}, not a multiple of the autoencoder's factor {f}; ingest with `multiple: {f}`",
+            image.width,
+            image.height
+        );
+    }
+    let pixels = image_tensor(&image).unsqueeze(0);
+    let posterior = encode_tiled(model, &model.input_range().from_unit(&pixels), TilePlan::default())
+        .with_context(|| format!("encoding view {index}"))?;
+    Ok(posterior.mean.squeeze_dim(0).to_kind(Kind::Float))
+}
+
+/// An image as a `[C, H, W]` f32 tensor.
+pub fn image_tensor(image: &lrf_formats::image::ImageF32) -> Tensor {
+    Tensor::from_slice(&image.data).view([image.channels as i64, image.height as i64, image.width as i64])
+}
+
+/// Per-channel min and max over all training-view latent pixels (LRF's `find_scene_scales`).
+fn normalization(views: &ViewSet, latents: &[Tensor]) -> anyhow::Result<Normalization> {
+    let train = views.indices(Split::Train);
+    if train.is_empty() {
+        bail!(
+            "scene {:?} has no training views to normalise the latents over",
+            views.scene
+        );
+    }
+    let flat: Vec<Tensor> = train.iter().map(|&i| latents[i].flatten(1, 2)).collect();
+    let all = Tensor::cat(&flat, 1);
+    let to_vec = |t: Tensor| Vec::<f32>::try_from(t).context("reading latent statistics");
+    let min = to_vec(all.amin(1, false))?;
+    let max = to_vec(all.amax(1, false))?;
+    if min.iter().zip(&max).any(|(a, b)| !(b - a).is_normal() || b <= a) {
+        bail!(
+            "scene {:?}: a latent channel is constant or not finite over the training views (min {min:?}, max {max:?})",
+            views.scene
+        );
+    }
+    Ok(Normalization { min, max })
+}
+
+/// The latents of a `latents` artifact, as read by later stages.
+pub struct Latents {
+    pub info: LatentsInfo,
+    pub shard: ShardReader,
+}
+
+impl Latents {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Ok(Latents {
+            info: read_json(&dir.join(LATENTS_INFO))?,
+            shard: ShardReader::open(&dir.join(LATENTS_FILE))?,
+        })
+    }
+
+    /// View `index`'s latent, raw scale, `[C, h, w]`.
+    pub fn raw(&self, index: usize) -> anyhow::Result<Tensor> {
+        Ok(self.shard.tensor(&view_key(index))?)
+    }
+
+    /// View `index`'s latent normalised to the training views' range.
+    pub fn normalized(&self, index: usize) -> anyhow::Result<Tensor> {
+        Ok(self.info.normalization.normalize(&self.raw(index)?))
+    }
+}
+
+impl Normalization {
+    fn scales(&self) -> (Tensor, Tensor) {
+        let c = self.min.len() as i64;
+        let min = Tensor::from_slice(&self.min).view([c, 1, 1]);
+        let range = Tensor::from_slice(&self.max).view([c, 1, 1]) - &min;
+        (min, range)
+    }
+
+    /// `[C, h, w]` raw → normalised.
+    pub fn normalize(&self, latent: &Tensor) -> Tensor {
+        let (min, range) = self.scales();
+        (latent - min) / range
+    }
+
+    /// `[C, h, w]` normalised → raw.
+    pub fn denormalize(&self, latent: &Tensor) -> Tensor {
+        let (min, range) = self.scales();
+        latent * range + min
+    }
+}

@@ -1,0 +1,348 @@
+//! `evaluate`: renders against the real images. Latent renders are decoded (denormalised → decode → clamp);
+//! RGB renders are compared as they are. PSNR (mean of per-view values), SSIM (3DGS's), LPIPS when the user
+//! gives backbone weights, and for latent fields the autoencoder's own reconstruction of the same views, the
+//! ceiling a latent field cannot pass. Images are quantised to 8 bits first, as the official evaluation reads
+//! saved PNGs. Writes per-view JSON, a summary, and side-by-side PNGs:
+//! ground truth | decoded render | autoencoder reconstruction | latent channels 0–2 as false colour.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use lrf_formats::image::{ImageF32, write_png};
+use lrf_formats::scene::Split;
+use lrf_formats::shard::ShardReader;
+use lrf_formats::views::{IMAGES_FILE, ViewSet, read_image};
+use lrf_graph::key::hash_file;
+use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_vae::metrics::{MetricValue, lpips, psnr, ssim};
+use lrf_vae::{Autoencoder, Lpips, LpipsNet, TilePlan, decode_tiled};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::ResolvePaths;
+use crate::artifacts::{FieldSpace, input_dir, output_dir, write_json};
+use crate::encode::{encode_view, image_tensor};
+use crate::render::Renders;
+
+pub const METRICS_FILE: &str = "metrics.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LpipsBackbone {
+    Vgg,
+    Alex,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Evaluate {
+    /// Which views to score (those the render stage rendered).
+    pub splits: Vec<Split>,
+    /// LPIPS weights (safetensors with the `lpips` package's keys), relative to the pipeline file; without
+    /// them LPIPS is reported as "unavailable".
+    pub lpips: Option<String>,
+    pub lpips_backbone: LpipsBackbone,
+    /// Write the side-by-side PNGs.
+    pub images: bool,
+    #[serde(skip_deserializing)]
+    pub lpips_content: Option<String>,
+    #[serde(skip)]
+    lpips_path: Option<PathBuf>,
+}
+
+impl Default for Evaluate {
+    fn default() -> Self {
+        Evaluate {
+            splits: vec![Split::Test],
+            lpips: None,
+            lpips_backbone: LpipsBackbone::Vgg,
+            images: true,
+            lpips_content: None,
+            lpips_path: None,
+        }
+    }
+}
+
+impl ResolvePaths for Evaluate {
+    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
+        if let Some(spec) = &self.lpips {
+            let path = base_dir.join(spec);
+            let hash = hash_file(&path).map_err(|e| format!("LPIPS weights {spec:?} ({}): {e}", path.display()))?;
+            self.lpips_content = Some(hash.to_hex().to_string());
+            self.lpips_path = Some(path);
+        }
+        Ok(())
+    }
+}
+
+/// Scores of one image against its ground truth.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scores {
+    pub psnr: f64,
+    pub ssim: f64,
+    #[serde(with = "metric_value")]
+    pub lpips: MetricValue,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewScores {
+    pub name: String,
+    pub split: Split,
+    pub render: Scores,
+    /// The autoencoder's reconstruction of the real image (latent fields only).
+    pub reconstruction: Option<Scores>,
+}
+
+/// Means over the views of one split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitSummary {
+    pub split: Split,
+    pub views: usize,
+    pub render: Scores,
+    pub reconstruction: Option<Scores>,
+}
+
+/// `evaluation/metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub scene: String,
+    /// `latent` or `rgb`, and how far below image resolution the field was fitted.
+    pub field: String,
+    pub field_downsampling: usize,
+    pub gaussians: usize,
+    pub fit_seconds: f64,
+    pub fit_seconds_per_iteration: f64,
+    pub fit_iterations: u32,
+    pub fit_peak_memory_mib: Option<f64>,
+    pub summary: Vec<SplitSummary>,
+    pub views: Vec<ViewScores>,
+}
+
+impl StageKind for Evaluate {
+    const KIND: &'static str = "evaluate";
+    const VERSION: u32 = 1;
+
+    fn signature(&self) -> Signature {
+        Signature {
+            scope: Scope::PerScene,
+            inputs: vec![Port::new("renders", "renders"), Port::new("views", "views")],
+            outputs: vec![Port::new("evaluation", "evaluation")],
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.splits.is_empty() {
+            return Err("splits must name at least one of train, test".into());
+        }
+        Ok(())
+    }
+
+    fn run(&self, job: &Job) -> anyhow::Result<()> {
+        let renders = Renders::open(input_dir(job, "renders")?)?;
+        let views_dir = input_dir(job, "views")?;
+        let views = ViewSet::read(views_dir)?;
+        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let field = &renders.info.field;
+        let (model, normalization) = match &field.space {
+            FieldSpace::Latent {
+                autoencoder,
+                normalization,
+            } => (Some(autoencoder.open()?), Some(normalization)),
+            FieldSpace::Rgb => {
+                if renders.info.downsampling != 1 {
+                    bail!("RGB renders must be at full resolution to be scored; render with `resolution: full`");
+                }
+                (None, None)
+            }
+        };
+        let lpips_model = match &self.lpips_path {
+            Some(path) => {
+                let net = match self.lpips_backbone {
+                    LpipsBackbone::Vgg => LpipsNet::Vgg16,
+                    LpipsBackbone::Alex => LpipsNet::Alex,
+                };
+                Some(Lpips::open(net, path, Device::Cpu).with_context(|| format!("LPIPS weights {}", path.display()))?)
+            }
+            None => None,
+        };
+        let _guard = tch::no_grad_guard();
+        let out = output_dir(job, "evaluation")?;
+        let mut scored = Vec::new();
+        for &index in &renders.info.views {
+            let view = &views.views[index];
+            if !self.splits.contains(&view.split) {
+                continue;
+            }
+            let truth = quantize(&image_tensor(&read_image(&images, index)?));
+            let render = renders.get(index)?;
+            let predicted = match &model {
+                Some(model) => quantize(&decode(model.as_ref(), &render)?),
+                None => quantize(&render.clamp(0.0, 1.0)),
+            };
+            if predicted.size() != truth.size() {
+                bail!(
+                    "view {:?}: the render decodes to {:?} but the image is {:?}",
+                    view.name,
+                    predicted.size(),
+                    truth.size()
+                );
+            }
+            let reconstruction = match &model {
+                Some(model) => Some(quantize(&decode(
+                    model.as_ref(),
+                    &encode_view(model.as_ref(), &images, index)?,
+                )?)),
+                None => None,
+            };
+            let score = |image: &Tensor| score(lpips_model.as_ref(), image, &truth);
+            let entry = ViewScores {
+                name: view.name.clone(),
+                split: view.split,
+                render: score(&predicted)?,
+                reconstruction: reconstruction.as_ref().map(score).transpose()?,
+            };
+            if self.images {
+                let mut panels = vec![&truth, &predicted];
+                panels.extend(reconstruction.as_ref());
+                let false_colour = normalization.map(|n| false_colour(&n.normalize(&render), truth.size()[1]));
+                panels.extend(false_colour.as_ref());
+                let stem = Path::new(&view.name).with_extension("");
+                let name = stem.to_string_lossy().replace(['/', '\\'], "_");
+                write_png(&out.join(format!("{name}.png")), &side_by_side(&panels)?)?;
+            }
+            scored.push(entry);
+        }
+        if scored.is_empty() {
+            bail!(
+                "no rendered views in the splits {:?}; check the render stage's `splits`",
+                self.splits
+            );
+        }
+        let summary = [Split::Test, Split::Train]
+            .into_iter()
+            .filter_map(|split| summarize(&scored, split))
+            .collect();
+        let field_name = match field.space {
+            FieldSpace::Latent { .. } => "latent",
+            FieldSpace::Rgb => "rgb",
+        };
+        write_json(
+            &out.join(METRICS_FILE),
+            &Evaluation {
+                scene: views.scene.clone(),
+                field: field_name.into(),
+                field_downsampling: field.downsampling,
+                gaussians: field.gaussians,
+                fit_seconds: field.seconds,
+                fit_seconds_per_iteration: field.seconds_per_iteration,
+                fit_iterations: field.iterations,
+                fit_peak_memory_mib: field.peak_memory_mib,
+                summary,
+                views: scored,
+            },
+        )
+    }
+}
+
+/// `[C, h, w]` raw latent → `[3, H, W]` image in [0, 1].
+fn decode(model: &dyn Autoencoder, latent: &Tensor) -> anyhow::Result<Tensor> {
+    let decoded = decode_tiled(model, &latent.unsqueeze(0), TilePlan::default())?;
+    Ok(model.input_range().to_unit(&decoded).squeeze_dim(0).clamp(0.0, 1.0))
+}
+
+/// Rounds to 8-bit levels, as saving and reloading a PNG would.
+fn quantize(image: &Tensor) -> Tensor {
+    (image.clamp(0.0, 1.0) * 255.0).round() / 255.0
+}
+
+fn score(model: Option<&Lpips>, image: &Tensor, truth: &Tensor) -> anyhow::Result<Scores> {
+    let (a, b) = (image.unsqueeze(0), truth.unsqueeze(0));
+    Ok(Scores {
+        psnr: psnr(&a, &b)?,
+        ssim: ssim(&a, &b)?.double_value(&[]),
+        lpips: lpips(model, &a, &b)?,
+    })
+}
+
+fn summarize(views: &[ViewScores], split: Split) -> Option<SplitSummary> {
+    let chosen: Vec<&ViewScores> = views.iter().filter(|v| v.split == split).collect();
+    if chosen.is_empty() {
+        return None;
+    }
+    let mean = |scores: Vec<&Scores>| -> Scores {
+        let n = scores.len() as f64;
+        let lpips = scores
+            .iter()
+            .map(|s| match s.lpips {
+                MetricValue::Value(v) => Some(v),
+                MetricValue::Unavailable => None,
+            })
+            .sum::<Option<f64>>()
+            .map_or(MetricValue::Unavailable, |total| MetricValue::Value(total / n));
+        Scores {
+            psnr: scores.iter().map(|s| s.psnr).sum::<f64>() / n,
+            ssim: scores.iter().map(|s| s.ssim).sum::<f64>() / n,
+            lpips,
+        }
+    };
+    let reconstruction: Option<Vec<&Scores>> = chosen.iter().map(|v| v.reconstruction.as_ref()).collect();
+    Some(SplitSummary {
+        split,
+        views: chosen.len(),
+        render: mean(chosen.iter().map(|v| &v.render).collect()),
+        reconstruction: reconstruction.map(mean),
+    })
+}
+
+/// The first three channels of a normalised latent, clamped to [0, 1] and enlarged (nearest) to `height`.
+fn false_colour(normalized: &Tensor, height: i64) -> Tensor {
+    let channels = normalized.size()[0].min(3);
+    let mut rgb = normalized.narrow(0, 0, channels).clamp(0.0, 1.0);
+    if channels < 3 {
+        rgb = Tensor::cat(
+            &[&rgb, &rgb.zeros_like().narrow(0, 0, 1).repeat([3 - channels, 1, 1])],
+            0,
+        );
+    }
+    let factor = height / normalized.size()[1].max(1);
+    rgb.repeat_interleave_self_int(factor, 1, None)
+        .repeat_interleave_self_int(factor, 2, None)
+}
+
+/// Panels `[3, H, W]` of one height, left to right.
+fn side_by_side(panels: &[&Tensor]) -> anyhow::Result<ImageF32> {
+    let joined = Tensor::cat(panels, 2).contiguous();
+    let size = joined.size();
+    Ok(ImageF32 {
+        channels: 3,
+        width: size[2] as u32,
+        height: size[1] as u32,
+        data: Vec::<f32>::try_from(joined.view([-1]))?,
+    })
+}
+
+/// [`MetricValue`] as a number or "unavailable", both ways.
+mod metric_value {
+    use lrf_vae::metrics::MetricValue;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &MetricValue, serializer: S) -> Result<S::Ok, S::Error> {
+        value.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MetricValue, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Number(f64),
+            Text(String),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(v) => Ok(MetricValue::Value(v)),
+            Stored::Text(t) if t == "unavailable" => Ok(MetricValue::Unavailable),
+            Stored::Text(t) => Err(serde::de::Error::custom(format!(
+                "LPIPS {t:?} is neither a number nor \"unavailable\""
+            ))),
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! `latent-3dgs-fit` (Stage II: a Gaussian field fitted to a scene's normalised latents) and `rgb-3dgs-fit`
+//! (the image-space baselines: 3DGS on RGB at 1/8 resolution, "3DGS/8", or at full resolution). Both run the
+//! one trainer of lrf-splat with the 3DGS schedule and the loss (1−λ)·L1 + λ·D-SSIM.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use lrf_formats::Camera;
+use lrf_formats::image::ImageF32;
+use lrf_formats::scene::Split;
+use lrf_formats::shard::ShardReader;
+use lrf_formats::views::{IMAGES_FILE, Points, ViewSet, read_image};
+use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_splat::train::{GaussianField, PointInit, TrainConfig, Trainer, scene_extent};
+use lrf_vae::losses::{dssim, l1};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::ResolvePaths;
+use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, write_json};
+use crate::encode::{Latents, image_tensor};
+
+pub const FIELD_FILE: &str = "field.safetensors";
+pub const FIELD_INFO: &str = "field.json";
+pub const PLY_FILE: &str = "point_cloud.ply";
+
+/// How a latent field's Gaussians get their initial colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitColors {
+    /// The normalised latent at each point's observations in the training views, averaged.
+    Latent,
+    /// The official LRF code's: the point's RGB in the first three channels, 0.5 in the others.
+    Rgb,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LatentFit {
+    pub train: TrainConfig,
+    pub init_colors: InitColors,
+    /// λ in (1−λ)·L1 + λ·D-SSIM.
+    pub dssim_weight: f64,
+    /// Loss-curve and log interval, in iterations.
+    pub log_every: u32,
+}
+
+impl Default for LatentFit {
+    fn default() -> Self {
+        LatentFit {
+            train: TrainConfig::default(),
+            init_colors: InitColors::Latent,
+            dssim_weight: 0.2,
+            log_every: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RgbFit {
+    pub train: TrainConfig,
+    /// Train on images downsampled by this factor (8: "3DGS/8", the paper's baseline; 1: full resolution).
+    pub downsampling: u32,
+    pub dssim_weight: f64,
+    pub log_every: u32,
+}
+
+impl Default for RgbFit {
+    fn default() -> Self {
+        RgbFit {
+            train: TrainConfig::default(),
+            downsampling: 8,
+            dssim_weight: 0.2,
+            log_every: 100,
+        }
+    }
+}
+
+impl ResolvePaths for LatentFit {}
+impl ResolvePaths for RgbFit {}
+
+fn validate(train: &TrainConfig, dssim_weight: f64, log_every: u32) -> Result<(), String> {
+    train.validate().map_err(|e| format!("train.{e}"))?;
+    if !(0.0..=1.0).contains(&dssim_weight) {
+        return Err(format!("dssim_weight = {dssim_weight} must be in [0, 1]"));
+    }
+    if log_every == 0 {
+        return Err("log_every must be at least 1".into());
+    }
+    Ok(())
+}
+
+impl StageKind for LatentFit {
+    const KIND: &'static str = "latent-3dgs-fit";
+    const VERSION: u32 = 1;
+
+    fn signature(&self) -> Signature {
+        Signature {
+            scope: Scope::PerScene,
+            inputs: vec![Port::new("views", "views"), Port::new("latents", "latents")],
+            outputs: vec![Port::new("field", "field")],
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        validate(&self.train, self.dssim_weight, self.log_every)
+    }
+
+    fn run(&self, job: &Job) -> anyhow::Result<()> {
+        let views_dir = input_dir(job, "views")?;
+        let views = ViewSet::read(views_dir)?;
+        let latents = Latents::open(input_dir(job, "latents")?)?;
+        let factor = latents.info.downsampling;
+        let channels = latents.info.channels;
+        let mut samples = Vec::new();
+        for index in views.indices(Split::Train) {
+            let target = latents.normalized(index)?;
+            let camera = latent_camera(&views.views[index].camera, factor, &target)?;
+            samples.push(Sample { index, camera, target });
+        }
+        let points = Points::read(views_dir)?;
+        let colors = match self.init_colors {
+            InitColors::Latent => colors_from_latents(&points, &samples, factor, channels)?,
+            InitColors::Rgb => points
+                .colors
+                .iter()
+                .flat_map(|rgb| (0..channels).map(move |c| rgb.get(c).map_or(0.5, |&v| v as f32 / 255.0)))
+                .collect(),
+        };
+        let space = FieldSpace::Latent {
+            autoencoder: latents.info.autoencoder.clone(),
+            normalization: latents.info.normalization.clone(),
+        };
+        let fit = Fit {
+            train: &self.train,
+            dssim_weight: self.dssim_weight,
+            log_every: self.log_every,
+            space,
+            channels,
+            downsampling: factor,
+        };
+        fit.run(&views, &points, &colors, &samples, &output_dir(job, "field")?)
+    }
+}
+
+impl StageKind for RgbFit {
+    const KIND: &'static str = "rgb-3dgs-fit";
+    const VERSION: u32 = 1;
+
+    fn signature(&self) -> Signature {
+        Signature {
+            scope: Scope::PerScene,
+            inputs: vec![Port::new("views", "views")],
+            outputs: vec![Port::new("field", "field")],
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !matches!(self.downsampling, 1 | 2 | 4 | 8) {
+            return Err(format!("downsampling = {} must be 1, 2, 4 or 8", self.downsampling));
+        }
+        validate(&self.train, self.dssim_weight, self.log_every)
+    }
+
+    fn run(&self, job: &Job) -> anyhow::Result<()> {
+        let views_dir = input_dir(job, "views")?;
+        let views = ViewSet::read(views_dir)?;
+        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let d = self.downsampling as usize;
+        let mut samples = Vec::new();
+        for index in views.indices(Split::Train) {
+            let image = image_tensor(&read_image(&images, index)?);
+            let target = downsample(&image, d);
+            let camera = latent_camera(&views.views[index].camera, d, &target)?;
+            samples.push(Sample { index, camera, target });
+        }
+        let points = Points::read(views_dir)?;
+        let colors: Vec<f32> = points.colors.iter().flatten().map(|&v| v as f32 / 255.0).collect();
+        let fit = Fit {
+            train: &self.train,
+            dssim_weight: self.dssim_weight,
+            log_every: self.log_every,
+            space: FieldSpace::Rgb,
+            channels: 3,
+            downsampling: d,
+        };
+        fit.run(&views, &points, &colors, &samples, &output_dir(job, "field")?)
+    }
+}
+
+/// Area-average downsampling of a `[C, H, W]` image by `factor` (H and W are multiples of it after ingest).
+pub fn downsample(image: &Tensor, factor: usize) -> Tensor {
+    if factor == 1 {
+        return image.shallow_clone();
+    }
+    let f = factor as i64;
+    image
+        .unsqueeze(0)
+        .avg_pool2d([f, f], [f, f], [0, 0], false, true, None)
+        .squeeze_dim(0)
+}
+
+/// The camera of a view seen at 1/`factor` of its size, checked against the target's size.
+fn latent_camera(camera: &Camera, factor: usize, target: &Tensor) -> anyhow::Result<Camera> {
+    let size = target.size();
+    let (w, h) = (camera.width as usize / factor, camera.height as usize / factor);
+    if size[1..] != [h as i64, w as i64] || camera.width as usize % factor != 0 || camera.height as usize % factor != 0
+    {
+        bail!(
+            "a {}×{} view and its {:?} target do not match at downsampling {factor}",
+            camera.width,
+            camera.height,
+            size
+        );
+    }
+    Ok(camera.resized(w as u32, h as u32))
+}
+
+/// One training view: its index in the scene, its camera at the target's resolution and the target.
+struct Sample {
+    index: usize,
+    camera: Camera,
+    target: Tensor,
+}
+
+/// Each point's normalised latent, averaged over its observations in the training views; points seen by no
+/// training view start at mid-range (0.5).
+fn colors_from_latents(
+    points: &Points,
+    samples: &[Sample],
+    factor: usize,
+    channels: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let mut by_view = vec![None; samples.iter().map(|s| s.index + 1).max().unwrap_or(0)];
+    for sample in samples {
+        let size = sample.target.size();
+        let data = Vec::<f32>::try_from(sample.target.contiguous().view([-1])).context("reading a latent")?;
+        by_view[sample.index] = Some(ImageF32 {
+            channels,
+            width: size[2] as u32,
+            height: size[1] as u32,
+            data,
+        });
+    }
+    let mut sums = vec![0f64; points.positions.len() * channels];
+    let mut counts = vec![0u32; points.positions.len()];
+    for ((&point, &view), pixel) in points
+        .track_point
+        .iter()
+        .zip(&points.track_view)
+        .zip(&points.track_pixel)
+    {
+        let Some(Some(latent)) = by_view.get(view as usize) else {
+            continue;
+        };
+        let (x, y) = (pixel[0] as f64 / factor as f64, pixel[1] as f64 / factor as f64);
+        let point = point as usize;
+        for c in 0..channels {
+            sums[point * channels + c] += latent.sample_bilinear(c, x, y) as f64;
+        }
+        counts[point] += 1;
+    }
+    Ok(sums
+        .chunks(channels)
+        .zip(&counts)
+        .flat_map(|(sum, &n)| {
+            sum.iter()
+                .map(move |&s| if n == 0 { 0.5 } else { (s / n as f64) as f32 })
+        })
+        .collect())
+}
+
+/// Runs this thread's libtorch operations on one thread while alive. The rasterizer's rayon threads do the heavy
+/// work between libtorch's small operations, and libtorch's OpenMP threads would spin-wait for their next
+/// region meanwhile, taking the cores the rasterizer needs (a third of a fit's time on 2 cores, measured).
+struct SingleThreadedLibtorch(i32);
+
+impl SingleThreadedLibtorch {
+    fn enter() -> Self {
+        let previous = tch::get_num_threads();
+        tch::set_num_threads(1);
+        SingleThreadedLibtorch(previous)
+    }
+}
+
+impl Drop for SingleThreadedLibtorch {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
+/// What both fit stages share: the schedule, the loss, and the field's description.
+struct Fit<'a> {
+    train: &'a TrainConfig,
+    dssim_weight: f64,
+    log_every: u32,
+    space: FieldSpace,
+    channels: usize,
+    downsampling: usize,
+}
+
+impl Fit<'_> {
+    fn run(
+        &self,
+        views: &ViewSet,
+        points: &Points,
+        colors: &[f32],
+        samples: &[Sample],
+        out: &Path,
+    ) -> anyhow::Result<()> {
+        if samples.is_empty() {
+            bail!("scene {:?} has no training views", views.scene);
+        }
+        if points.positions.is_empty() {
+            bail!(
+                "scene {:?} has no sparse points to start the Gaussians from",
+                views.scene
+            );
+        }
+        let init = PointInit {
+            positions: &points.positions,
+            colors,
+            channels: self.channels,
+        };
+        let field = GaussianField::from_points(&init, self.train.sh_degree)?;
+        let _threads = SingleThreadedLibtorch::enter();
+        let cameras: Vec<&Camera> = views
+            .views
+            .iter()
+            .filter(|v| v.split == Split::Train)
+            .map(|v| &v.camera)
+            .collect();
+        let extent = scene_extent(&cameras);
+        let mut trainer = Trainer::new(field, self.train.clone(), extent, vec![], true)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed);
+        let mut order: Vec<usize> = Vec::new();
+        let (mut loss_curve, mut gaussian_curve) = (Vec::new(), Vec::new());
+        let (mut loss_sum, mut loss_count) = (0.0, 0u32);
+        let started = Instant::now();
+        let λ = self.dssim_weight;
+        for _ in 0..self.train.iterations {
+            if order.is_empty() {
+                order = (0..samples.len()).collect();
+                order.shuffle(&mut rng);
+            }
+            let sample = &samples[order.pop().expect("refilled above")];
+            let report = trainer
+                .step(&sample.camera, |image| -> lrf_vae::Result<Tensor> {
+                    let l1 = l1(image, &sample.target)?;
+                    Ok(if λ > 0.0 {
+                        l1 * (1.0 - λ) + dssim(image, &sample.target)? * λ
+                    } else {
+                        l1
+                    })
+                })
+                .with_context(|| format!("scene {:?}, view {:?}", views.scene, views.views[sample.index].name))?;
+            loss_sum += report.loss;
+            loss_count += 1;
+            if report.densified.is_some() {
+                gaussian_curve.push((report.iteration, report.gaussians));
+            }
+            if report.iteration % self.log_every == 0 || report.iteration == self.train.iterations {
+                let mean = loss_sum / loss_count as f64;
+                loss_curve.push((report.iteration, mean));
+                tracing::info!(
+                    scene = views.scene,
+                    iteration = report.iteration,
+                    loss = mean,
+                    gaussians = report.gaussians,
+                    "fitting"
+                );
+                (loss_sum, loss_count) = (0.0, 0);
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let field = trainer.into_field();
+        field.save(&out.join(FIELD_FILE))?;
+        lrf_formats::ply::write_ply(&out.join(PLY_FILE), &field.to_ply()?)?;
+        write_json(
+            &out.join(FIELD_INFO),
+            &FieldInfo {
+                space: self.space.clone(),
+                channels: self.channels,
+                downsampling: self.downsampling,
+                gaussians: field.len(),
+                iterations: self.train.iterations,
+                seconds,
+                seconds_per_iteration: seconds / self.train.iterations as f64,
+                peak_memory_mib: peak_memory_mib(),
+                loss_curve,
+                gaussian_curve,
+            },
+        )
+    }
+}
