@@ -178,7 +178,11 @@ fn drive(worker: &mut timely::worker::Worker, executor: &Arc<Executor>) {
         }
     }
     scenes.advance_to(1);
-    worker.step_while(|| probe.less_than(scenes.time()));
+    // Park between events: a worker whose scenes are done must not spin (`step_while` never parks) and take
+    // a core from the workers still computing; messages from other workers unpark it.
+    while probe.less_than(scenes.time()) {
+        worker.step_or_park(None);
+    }
 }
 
 /// A stage's input streams, tagged by slot and routed: per-scene records by scene to a
