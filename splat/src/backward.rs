@@ -6,7 +6,7 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{SplatBlend, Tile, TileRows, eval_pair};
+use crate::blend::{Tile, TileRows, eval_pair};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
 use crate::simd::SimdTask;
@@ -64,10 +64,10 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 continue;
             }
             let s = id as usize;
-            let Some((r0, r1)) = tile.rows_of(splats, s) else {
+            let blend = &splats.blend[s];
+            let Some((r0, r1)) = tile.rows_of(blend) else {
                 continue;
             };
-            let blend = SplatBlend::load(splats, s);
             let [a, b, c] = blend.conic;
             let color = &splats.colors[s * channels..(s + 1) * channels];
             v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
@@ -84,8 +84,9 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 // ∂α/∂(o·G) where the pair composited, 0 elsewhere: it masks every geometry gradient below.
                 let mut dalpha = [R::ZERO; TILE_SIZE];
                 let mut stops = 0usize;
+                let mut row_composited = 0usize;
                 for l in 0..TILE_SIZE {
-                    let pair = eval_pair::<R, SMOOTH>(&blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
+                    let pair = eval_pair::<R, SMOOTH>(blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
                     weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
                     dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
                     alpha[l] = pair.alpha;
@@ -94,8 +95,14 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     t[l] = if pair.composite { pair.next_t } else { t[l] };
                     live[l] &= !pair.stop;
                     stops += pair.stop as usize;
+                    row_composited += pair.composite as usize;
                 }
                 remaining -= stops;
+                // A row that composites nothing has zero weight and zero ∂α/∂(o·G) in every lane: everything
+                // below would add exact zeros.
+                if row_composited == 0 {
+                    continue;
+                }
                 // Σ_k g_k c_k and Σ_k g_k S_k, with S the colour behind this splat.
                 let mut g_dot_c = [R::ZERO; TILE_SIZE];
                 let mut g_dot_s = [R::ZERO; TILE_SIZE];

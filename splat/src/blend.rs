@@ -5,8 +5,9 @@
 //! fixed-size rows let the compiler drop bounds checks inside the lane loops.
 
 use crate::constants::{ALPHA_THRESHOLD, MAX_ALPHA, PIXEL_CENTER, TILE_SIZE, TRANSMITTANCE_THRESHOLD};
+use crate::projection::Splat;
 use crate::real::Real;
-use crate::tiling::{Splats, pixel_span};
+use crate::tiling::pixel_span;
 
 /// Width of the test-only smooth alpha cutoff: alpha is multiplied by a C¹ smoothstep rising from 0 at
 /// ALPHA_THRESHOLD to 1 at ALPHA_THRESHOLD + this, so finite differences see a differentiable image.
@@ -49,10 +50,10 @@ impl Tile {
         std::array::from_fn(|l| R::of((self.x0 + l) as f64 + PIXEL_CENTER))
     }
 
-    /// Tile-local rows (inclusive) that splat `s` can reach.
+    /// Tile-local rows (inclusive) that a splat can reach.
     #[inline(always)]
-    pub fn rows_of<R: Real>(&self, splats: &Splats<R>, s: usize) -> Option<(usize, usize)> {
-        let (lo, hi) = pixel_span(splats.mean_y[s], splats.extent_y[s], self.y0 + self.rows)?;
+    pub fn rows_of<R: Real>(&self, s: &SplatBlend<R>) -> Option<(usize, usize)> {
+        let (lo, hi) = pixel_span(s.mean[1], s.extent_y, self.y0 + self.rows)?;
         (hi >= self.y0).then(|| (lo.max(self.y0) - self.y0, hi - self.y0))
     }
 
@@ -75,21 +76,27 @@ impl Tile {
     }
 }
 
-/// One splat's blend inputs, loaded once per (splat, tile).
+/// One splat's blend inputs, stored contiguously per splat and aligned so that one (splat, tile) step of the
+/// blend reads a single cache line.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(32))]
 pub(crate) struct SplatBlend<R> {
     pub mean: [R; 2],
     pub conic: [R; 3],
     pub opacity: R,
+    pub depth: R,
+    /// Half-height in pixels of the rows the splat can reach.
+    pub extent_y: R,
 }
 
 impl<R: Real> SplatBlend<R> {
-    #[inline(always)]
-    pub fn load(splats: &Splats<R>, s: usize) -> Self {
+    pub fn new(s: &Splat<R>) -> Self {
         SplatBlend {
-            mean: [splats.mean_x[s], splats.mean_y[s]],
-            conic: [splats.conic_a[s], splats.conic_b[s], splats.conic_c[s]],
-            opacity: splats.opacity[s],
+            mean: s.mean2d,
+            conic: s.conic,
+            opacity: s.opacity,
+            depth: s.depth,
+            extent_y: s.extent[1],
         }
     }
 }

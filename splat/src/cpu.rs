@@ -62,6 +62,9 @@ pub struct GaussianGrads<R> {
     pub pairs_evaluated: u64,
 }
 
+/// Splats per parallel work item when reducing partial gradients: enough to amortise rayon's per-item cost.
+const REDUCE_CHUNK: usize = 256;
+
 /// Renders Gaussians with the CPU kernel.
 pub fn rasterize<R: Real>(g: &GaussianSlices<R>, camera: &Camera, options: &RenderOptions) -> Result<Frame<R>> {
     rasterize_with(g, camera, options, Cutoff::Hard)
@@ -133,7 +136,7 @@ pub(crate) fn rasterize_with<R: Real>(
     }
     let mut radii = vec![0i32; g.len()];
     for s in 0..splats.len() {
-        radii[splats.gaussian[s] as usize] = splats.extent_x[s].max(splats.extent_y[s]).ceil().to_f64() as i32;
+        radii[splats.gaussian[s] as usize] = splats.extent_x[s].max(splats.blend[s].extent_y).ceil().to_f64() as i32;
     }
     Ok(Frame {
         width,
@@ -239,20 +242,22 @@ pub fn rasterize_backward<R: Real>(
             }
         })
         .sum();
-    // Intersections of each splat, in tile order: a counting sort by compact id.
-    let mut offsets = vec![0usize; splats.len() + 1];
-    for &s in &bins.ids {
-        offsets[s as usize + 1] += 1;
-    }
-    for s in 0..splats.len() {
-        offsets[s + 1] += offsets[s];
-    }
-    let mut cursor = offsets.clone();
-    let mut by_splat = vec![0usize; bins.ids.len()];
-    for (isect, &s) in bins.ids.iter().enumerate() {
-        by_splat[cursor[s as usize]] = isect;
-        cursor[s as usize] += 1;
-    }
+    // Per splat, in depth order: its intersections' partials summed in tile order. Consecutive splats' partials
+    // lie at increasing positions within each tile's range, so this pass streams through `partials`.
+    let mut reduced = vec![R::ZERO; splats.len() * stride];
+    reduced
+        .par_chunks_mut(stride)
+        .with_min_len(REDUCE_CHUNK)
+        .enumerate()
+        .for_each(|(s, sum)| {
+            for &isect in bins.isects_of(s) {
+                let isect = isect as usize;
+                for (acc, &v) in sum.iter_mut().zip(&partials[isect * stride..(isect + 1) * stride]) {
+                    *acc += v;
+                }
+            }
+        });
+    drop(partials);
     let mut compact_of = vec![u32::MAX; g.len()];
     for (s, &gid) in splats.gaussian.iter().enumerate() {
         compact_of[gid as usize] = s as u32;
@@ -295,11 +300,11 @@ pub fn rasterize_backward<R: Real>(
                     return;
                 }
                 let s = s as usize;
-                sum.fill(R::ZERO);
-                for &isect in &by_splat[offsets[s]..offsets[s + 1]] {
-                    for (acc, &v) in sum.iter_mut().zip(&partials[isect * stride..(isect + 1) * stride]) {
-                        *acc += v;
-                    }
+                sum.copy_from_slice(&reduced[s * stride..(s + 1) * stride]);
+                // Splats hidden behind others or below the alpha cutoff everywhere get no gradient: skip their
+                // VJPs, whose results would be zero.
+                if sum.iter().all(|&v| v == R::ZERO) {
+                    return;
                 }
                 let v = SplatGrad {
                     mean2d: [sum[0], sum[1]],

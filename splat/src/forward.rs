@@ -1,7 +1,7 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
 //! per-row culling of each splat and an early exit once every pixel is done.
 
-use crate::blend::{SplatBlend, Tile, TileRows, eval_pair};
+use crate::blend::{Tile, TileRows, eval_pair};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
 use crate::simd::SimdTask;
@@ -55,12 +55,11 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 break;
             }
             let s = id as usize;
-            let Some((r0, r1)) = tile.rows_of(splats, s) else {
+            let blend = &splats.blend[s];
+            let Some((r0, r1)) = tile.rows_of(blend) else {
                 continue;
             };
-            let blend = SplatBlend::load(splats, s);
             let color = &splats.colors[s * channels..(s + 1) * channels];
-            let depth = splats.depth[s];
             let mut composited = 0usize;
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
@@ -68,14 +67,22 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 let live = &mut active[r];
                 let mut weight = [R::ZERO; TILE_SIZE];
                 let mut stops = 0usize;
+                let mut row_composited = 0usize;
                 for l in 0..TILE_SIZE {
-                    let pair = eval_pair::<R, SMOOTH>(&blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
+                    let pair = eval_pair::<R, SMOOTH>(blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
                     weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
                     t[l] = if pair.composite { pair.next_t } else { t[l] };
                     live[l] &= !pair.stop;
                     stops += pair.stop as usize;
-                    composited += pair.composite as usize;
+                    row_composited += pair.composite as usize;
                 }
+                remaining -= stops;
+                // Most reached rows composite nothing (the extent is the ellipse's bounding box, pixels end):
+                // adding their zero weights would not change a bit.
+                if row_composited == 0 {
+                    continue;
+                }
+                composited += row_composited;
                 for (acc, &c) in out.color.iter_mut().zip(color) {
                     let acc = &mut acc[r];
                     for l in 0..TILE_SIZE {
@@ -84,9 +91,8 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 }
                 let acc = &mut out.depth[r];
                 for l in 0..TILE_SIZE {
-                    acc[l] += weight[l] * depth;
+                    acc[l] += weight[l] * blend.depth;
                 }
-                remaining -= stops;
             }
             out.pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             if composited > 0 {

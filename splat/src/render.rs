@@ -67,22 +67,61 @@ trait Backward {
     fn backward(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<ScreenGradients>;
 }
 
-/// The Gaussians copied to host memory once per render, and the tensors their gradients flow back into.
+/// The Gaussians' values on the host, the tensors their gradients flow back into, and those tensors' versions at
+/// render time, so a backward after an in-place change is refused rather than silently wrong.
 struct CpuState<R> {
-    host: [Vec<R>; 5],
+    host: [HostData<R>; 5],
     layout: ColorLayout,
     camera: Camera,
     options: RenderOptions,
     frame: Frame<R>,
     tensors: [Tensor; 5],
+    versions: [Option<i64>; 5],
+}
+
+/// The tensor's in-place modification counter (inference-mode tensors have none).
+fn version(t: &Tensor) -> Option<i64> {
+    t.f_internal_version().ok()
 }
 
 pub(crate) fn to_host<R: Real>(t: &Tensor) -> Result<Vec<R>> {
     Ok(Vec::<R>::try_from(t.detach().to_kind(R::KIND).contiguous().view([-1]))?)
 }
 
-fn slices<R: Real>(host: &[Vec<R>; 5], layout: ColorLayout) -> GaussianSlices<'_, R> {
-    let [means, log_scales, quats, opacity_logits, colors] = host;
+/// A tensor's values as a host slice: the tensor's own memory when it already is a contiguous CPU tensor of the
+/// kernel's kind (training's case: no copy of parameters that can take hundreds of MB), else a converted copy.
+enum HostData<R> {
+    /// A detached handle that shares the storage and keeps it alive.
+    Shared(Tensor),
+    Copied(Vec<R>),
+}
+
+impl<R: Real> HostData<R> {
+    fn of(t: &Tensor) -> Result<Self> {
+        let shareable = t.device() == Device::Cpu && t.kind() == R::KIND && t.is_contiguous();
+        Ok(if shareable {
+            HostData::Shared(t.detach())
+        } else {
+            HostData::Copied(to_host(t)?)
+        })
+    }
+
+    fn as_slice(&self) -> &[R] {
+        match self {
+            HostData::Shared(t) if t.numel() > 0 => {
+                // SAFETY: `t` is a contiguous CPU tensor of element type R (checked in `of`), so its `numel`
+                // elements lie initialised from `data_ptr`, which is aligned for R; the storage lives as long as
+                // `t`, which the returned borrow cannot outlive.
+                unsafe { std::slice::from_raw_parts(t.data_ptr() as *const R, t.numel()) }
+            }
+            HostData::Shared(_) => &[],
+            HostData::Copied(v) => v,
+        }
+    }
+}
+
+fn slices<R: Real>(host: &[HostData<R>; 5], layout: ColorLayout) -> GaussianSlices<'_, R> {
+    let [means, log_scales, quats, opacity_logits, colors] = host.each_ref().map(HostData::as_slice);
     GaussianSlices {
         means,
         log_scales,
@@ -99,13 +138,10 @@ fn render_cpu<R: Real>(
     camera: &Camera,
     options: &RenderOptions,
 ) -> Result<Rendered> {
-    let host: [Vec<R>; 5] = [
-        to_host(&g.means)?,
-        to_host(&g.log_scales)?,
-        to_host(&g.quats)?,
-        to_host(&g.opacity_logits)?,
-        to_host(&g.colors)?,
-    ];
+    let tensors = g.tensors().map(Tensor::shallow_clone);
+    let versions = tensors.each_ref().map(version);
+    let [means, log_scales, quats, opacity_logits, colors] = tensors.each_ref().map(HostData::<R>::of);
+    let host = [means?, log_scales?, quats?, opacity_logits?, colors?];
     let frame = rasterize(&slices(&host, layout), camera, options)?;
     let state = CpuState {
         host,
@@ -113,7 +149,8 @@ fn render_cpu<R: Real>(
         camera: camera.clone(),
         options: options.clone(),
         frame,
-        tensors: g.tensors().map(Tensor::shallow_clone),
+        tensors,
+        versions,
     };
     let f = &state.frame;
     let (c, h, w) = (f.channels as i64, f.height as i64, f.width as i64);
@@ -134,15 +171,20 @@ fn render_cpu<R: Real>(
 
 impl<R: Real> Backward for CpuState<R> {
     fn backward(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<ScreenGradients> {
-        let v_image = to_host::<R>(v_image)?;
-        let v_alpha = v_alpha.map(to_host::<R>).transpose()?;
+        if self.tensors.each_ref().map(version) != self.versions {
+            return Err(SplatError::Shape(
+                "Gaussian tensors were modified in place between render and backward".into(),
+            ));
+        }
+        let v_image = HostData::<R>::of(v_image)?;
+        let v_alpha = v_alpha.map(HostData::<R>::of).transpose()?;
         let grads = rasterize_backward(
             &slices(&self.host, self.layout),
             &self.camera,
             &self.options,
             &self.frame,
-            &v_image,
-            v_alpha.as_deref(),
+            v_image.as_slice(),
+            v_alpha.as_ref().map(HostData::as_slice),
         )?;
         let parts = [
             &grads.means,
