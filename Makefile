@@ -13,7 +13,6 @@ export HF_HUB_OFFLINE := 1
 export LRF_DATA ?= $(abspath $(CURDIR)/../shared/data)
 CARGO ?= cargo
 BIN := target/debug/lrf-flow
-DEMO_OUT ?= work/demo
 
 .PHONY: setup build demo test fmt fuzz clean-venv
 
@@ -24,7 +23,7 @@ build: setup
 	$(CARGO) build -p lrf-flow
 
 demo: build
-	$(BIN) synth --out $(DEMO_OUT) --scenes 2 --views 24 --size 256x192 --seed 7
+	$(BIN) run pipelines/demo.yaml
 
 test: setup
 	$(CARGO) test --workspace --no-fail-fast

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lrf_graph::{Cluster, Registry, RunOptions, Session, WorkerInit};
+use lrf_graph::{Cluster, Registry, RunOptions, Session, Status, WorkerInit};
 
 use crate::print;
 
@@ -141,6 +141,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .write(&session.pipeline.work_dir)
         .context("writing the run report")?;
     print(&report.summary())?;
+    // Global stages gather results over every scene (the demo's summary table): show where they are.
+    for outcome in &report.outcomes {
+        if outcome.scene.is_none() && matches!(outcome.status, Status::Cached | Status::Computed) {
+            print(&format!(
+                "{}: {}\n",
+                outcome.stage,
+                session.store.path(&outcome.key).display()
+            ))?;
+        }
+    }
     print(&format!("report: {}\n", path.display()))?;
     match report.failed() {
         0 => Ok(()),

@@ -11,6 +11,12 @@ use tch::Device;
 
 /// The name that selects the bundled model.
 pub const BUNDLED: &str = "taef2";
+/// The name that makes a stage take its autoencoder from an `autoencoder` input port (a fine-tuned model
+/// written by another stage) instead of a file.
+pub const FROM_INPUT: &str = "input";
+/// The port type of an autoencoder artifact: a folder [`open_autoencoder`] reads (a TAESD encoder/decoder
+/// pair or a diffusers folder), written with [`Autoencoder::save_folder`].
+pub const AUTOENCODER_TYPE: &str = "autoencoder";
 
 /// An autoencoder as a stage parameter resolved it: its name as written, its absolute path (none for the
 /// bundled model) and a hash of its files, so replacing the weights changes every downstream artifact key.
@@ -45,6 +51,15 @@ impl AutoencoderSource {
             name: spec.into(),
             path: Some(path),
             content,
+        })
+    }
+
+    /// An autoencoder artifact produced by a stage (`dir` is its output folder).
+    pub fn from_artifact(dir: &Path) -> anyhow::Result<Self> {
+        Ok(AutoencoderSource {
+            name: format!("artifact {}", dir.display()),
+            path: Some(dir.to_path_buf()),
+            content: hash_model(dir).with_context(|| format!("autoencoder artifact {}", dir.display()))?,
         })
     }
 

@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 
 use crate::ResolvePaths;
 use crate::artifacts::{LatentsInfo, Normalization, input_dir, output_dir, read_json, write_json};
-use crate::autoencoder::{AutoencoderSource, BUNDLED};
+use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
 
 pub const LATENTS_FILE: &str = "latents.safetensors";
 pub const LATENTS_INFO: &str = "latents.json";
@@ -23,8 +23,9 @@ pub const LATENTS_INFO: &str = "latents.json";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaeEncode {
-    /// `taef2` (bundled) or the path of a TAESD folder, a diffusers folder or an AutoencoderKL safetensors
-    /// file, relative to the pipeline file.
+    /// `taef2` (bundled), the path of a TAESD folder, a diffusers folder or an AutoencoderKL safetensors
+    /// file (relative to the pipeline file), or `input`: the model on the `autoencoder` input port (a
+    /// fine-tuned encoder from Stage I).
     pub autoencoder: String,
     #[serde(skip_deserializing)]
     pub resolved: Option<AutoencoderSource>,
@@ -41,7 +42,9 @@ impl Default for VaeEncode {
 
 impl ResolvePaths for VaeEncode {
     fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
-        self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        if self.autoencoder != FROM_INPUT {
+            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        }
         Ok(())
     }
 }
@@ -53,16 +56,20 @@ impl StageKind for VaeEncode {
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::PerScene,
-            inputs: vec![Port::new("views", "views")],
+            inputs: if self.autoencoder == FROM_INPUT {
+                vec![Port::new("views", "views"), Port::new("autoencoder", AUTOENCODER_TYPE)]
+            } else {
+                vec![Port::new("views", "views")]
+            },
             outputs: vec![Port::new("latents", "latents")],
         }
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let source = self
-            .resolved
-            .clone()
-            .context("the autoencoder was not resolved when the stage was built")?;
+        let source = match &self.resolved {
+            Some(source) => source.clone(),
+            None => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
+        };
         let views_dir = input_dir(job, "views")?;
         let views = ViewSet::read(views_dir)?;
         let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;

@@ -606,4 +606,8 @@ impl Autoencoder for AutoencoderKL {
     fn decoder_output_weight(&self) -> Tensor {
         self.decoder.conv_out.ws.shallow_clone()
     }
+
+    fn save_folder(&self, dir: &Path) -> Result<()> {
+        self.save(dir)
+    }
 }

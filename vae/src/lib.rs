@@ -96,6 +96,9 @@ pub trait Autoencoder {
     /// The weight of the decoder's last convolution, where [`PatchGan::generator_loss`] balances
     /// the reconstruction and adversarial gradients.
     fn decoder_output_weight(&self) -> Tensor;
+    /// Writes the model into `dir` in a layout [`open_autoencoder`] reads back and other tools load (a TAESD
+    /// encoder/decoder pair, a diffusers folder), e.g. after fine-tuning one half.
+    fn save_folder(&self, dir: &Path) -> Result<()>;
 
     /// Encodes images given in [0, 1], whatever range the model wants.
     fn encode_unit(&self, images: &Tensor) -> Result<Posterior> {

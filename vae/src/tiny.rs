@@ -278,4 +278,15 @@ impl Autoencoder for TinyAutoencoder {
             _ => unreachable!("the TAESD decoder sequence ends with a convolution"),
         }
     }
+
+    fn save_folder(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| VaeError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        self.save(
+            &dir.join("taesd_encoder.safetensors"),
+            &dir.join("taesd_decoder.safetensors"),
+        )
+    }
 }
