@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod camera;
 pub mod colmap;
+pub mod correspondences;
 pub mod distortion;
 mod error;
 pub mod image;
