@@ -149,6 +149,7 @@ fn plain_loop(session: &Session, dir: &Path) -> anyhow::Result<f64> {
                 scene,
                 inputs: &inputs,
                 out,
+                status: &crate::stage::no_status,
             };
             node.stage.run(&job)?;
         }

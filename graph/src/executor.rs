@@ -87,11 +87,14 @@ impl Executor {
             Instant::now(),
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
         );
+        let label = scene_name.unwrap_or("global");
+        let status = |message: &str| self.progress.started(stage, &format!("{label}: {message}"));
         let job = Job {
             stage_id: &node.id,
             scene: scene_name,
             inputs: &inputs,
             out: &pending.dir,
+            status: &status,
         };
         let result = match catch_unwind(AssertUnwindSafe(|| node.stage.run(&job))) {
             Ok(result) => result,

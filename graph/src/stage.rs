@@ -55,15 +55,35 @@ pub enum Input {
 
 /// Everything a stage run gets: its scene (per-scene stages), inputs by port, and the directory
 /// to write its outputs into (each output port `p` as the file or folder `out/p`).
-#[derive(Debug)]
 pub struct Job<'a> {
     pub stage_id: &'a str,
     pub scene: Option<&'a str>,
     pub inputs: &'a BTreeMap<String, Input>,
     pub out: &'a Path,
+    /// Where a long-running stage says how far it is (shown beside its progress bar).
+    pub status: &'a (dyn Fn(&str) + Sync),
 }
 
+impl std::fmt::Debug for Job<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("stage_id", &self.stage_id)
+            .field("scene", &self.scene)
+            .field("inputs", &self.inputs)
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A status sink that shows nothing (for jobs run outside a progress display).
+pub fn no_status(_: &str) {}
+
 impl Job<'_> {
+    /// Reports progress, e.g. `iteration 1200/7000, loss 0.012`; the scene is added by the engine.
+    pub fn status(&self, message: &str) {
+        (self.status)(message);
+    }
+
     /// The input on `port`, or an error naming the port (for stages reading their inputs).
     pub fn input(&self, port: &str) -> anyhow::Result<&Input> {
         self.inputs

@@ -143,7 +143,7 @@ impl StageKind for LatentFit {
             channels,
             downsampling: factor,
         };
-        fit.run(&views, &points, &colors, &samples, &output_dir(job, "field")?)
+        fit.run(job, &views, &points, &colors, &samples, &output_dir(job, "field")?)
     }
 }
 
@@ -188,7 +188,7 @@ impl StageKind for RgbFit {
             channels: 3,
             downsampling: d,
         };
-        fit.run(&views, &points, &colors, &samples, &output_dir(job, "field")?)
+        fit.run(job, &views, &points, &colors, &samples, &output_dir(job, "field")?)
     }
 }
 
@@ -306,6 +306,7 @@ struct Fit<'a> {
 impl Fit<'_> {
     fn run(
         &self,
+        job: &Job,
         views: &ViewSet,
         points: &Points,
         colors: &[f32],
@@ -367,12 +368,17 @@ impl Fit<'_> {
                 let mean = loss_sum / loss_count as f64;
                 loss_curve.push((report.iteration, mean));
                 tracing::info!(
+                    stage = job.stage_id,
                     scene = views.scene,
                     iteration = report.iteration,
                     loss = mean,
                     gaussians = report.gaussians,
                     "fitting"
                 );
+                job.status(&format!(
+                    "iteration {}/{}, loss {mean:.4}, {} Gaussians",
+                    report.iteration, self.train.iterations, report.gaussians
+                ));
                 (loss_sum, loss_count) = (0.0, 0);
             }
         }

@@ -20,6 +20,9 @@ pub struct ColmapIngest {
     /// Image folder inside the scene (`images`, `images_8`, ...), or a list of them in order of preference:
     /// each scene uses the first it has (corpora rarely share one set of downsampled folders).
     pub images: ImageFolders,
+    /// Instead of `images`: the largest `images*` folder whose images' longer side is at most this many
+    /// pixels, so scenes of different native sizes come in at comparable sizes.
+    pub max_size: Option<u32>,
     /// What to do with distorted cameras: `undistort`, `ignore` (the official LRF code's choice) or `reject`.
     pub distortion: DistortionPolicy,
     /// Every `test_every`-th view in name order is a test view (LLFF's hold-out 8); 0 holds out none.
@@ -32,6 +35,7 @@ impl Default for ColmapIngest {
     fn default() -> Self {
         ColmapIngest {
             images: ImageFolders::One("images".into()),
+            max_size: None,
             distortion: DistortionPolicy::Undistort,
             test_every: 8,
             multiple: 8,
@@ -66,6 +70,44 @@ impl ImageFolders {
     }
 }
 
+/// The `images*` folder of `root` with the largest images whose longer side is at most `limit`.
+fn largest_folder_within(root: &std::path::Path, limit: u32) -> anyhow::Result<String> {
+    let mut best: Option<(u32, String)> = None;
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("images") || !entry.path().is_dir() {
+            continue;
+        }
+        let mut files: Vec<_> = std::fs::read_dir(entry.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let Some(size) = files.iter().find_map(|f| lrf_formats::image::image_size(f).ok()) else {
+            continue;
+        };
+        let side = size.0.max(size.1);
+        seen.push(format!("{name} ({}×{})", size.0, size.1));
+        if side <= limit && best.as_ref().is_none_or(|(b, _)| side > *b) {
+            best = Some((side, name));
+        }
+    }
+    match best {
+        Some((_, name)) => Ok(name),
+        None => bail!(
+            "{}: no image folder has images of at most {limit} pixels on the longer side (found: {})",
+            root.display(),
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
+        ),
+    }
+}
+
 impl ResolvePaths for ColmapIngest {}
 
 impl StageKind for ColmapIngest {
@@ -93,7 +135,10 @@ impl StageKind for ColmapIngest {
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         let root = input_dir(job, "scene")?;
-        let images_folder = self.images.pick(root)?;
+        let images_folder = match self.max_size {
+            Some(limit) => largest_folder_within(root, limit)?,
+            None => self.images.pick(root)?,
+        };
         let options = SceneOptions {
             images: images_folder.clone(),
             distortion: self.distortion,
