@@ -102,8 +102,18 @@ pub fn python_script(name: &str) -> PathBuf {
 /// Runs `python/<script>` with `args` under [`python()`] and parses its stdout as JSON. Panics
 /// with the script's stderr if it fails.
 pub fn run_python_json(script: &str, args: &[&Path]) -> serde_json::Value {
+    run_script_json(&python(), script, args)
+}
+
+/// Runs `python/<script>` with `args` under `interpreter` (from [`python`] or [`python_with`]) and parses
+/// its stdout as JSON. Panics with the script's stderr if it fails.
+pub fn run_script_json(
+    interpreter: &Path,
+    script: &str,
+    args: &[impl AsRef<std::ffi::OsStr> + std::fmt::Debug],
+) -> serde_json::Value {
     let script = python_script(script);
-    let output = Command::new(python())
+    let output = Command::new(interpreter)
         .arg(&script)
         .args(args)
         .output()

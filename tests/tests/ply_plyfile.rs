@@ -9,30 +9,14 @@
 //! order that is coefficient-major instead of 3DGS's channel-major) fails the checks.
 
 use std::ffi::OsStr;
-use std::process::Command;
 
 use lrf_formats::{GaussianPly, read_ply, write_ply};
-use lrf_tests::{python_script, python_with};
+use lrf_tests::{python_with, run_script_json};
 use serde_json::Value;
 
 /// Runs `python/ply_dump.py` with `args` under the plyfile interpreter and parses its JSON.
 fn ply_dump(args: &[&OsStr]) -> Value {
-    let script = python_script("ply_dump.py");
-    let output = Command::new(python_with(&["plyfile", "numpy"]))
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    if !output.status.success() {
-        panic!(
-            "{} {:?} failed ({}):\n{}",
-            script.display(),
-            args,
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{} printed invalid JSON: {e}", script.display()))
+    run_script_json(&python_with(&["plyfile", "numpy"]), "ply_dump.py", args)
 }
 
 fn u32s(value: &Value, what: &str) -> Vec<u32> {
