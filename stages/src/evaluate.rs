@@ -1,8 +1,9 @@
 //! `evaluate`: renders against the real images. Latent renders are decoded (denormalised → decode → clamp);
 //! RGB renders are compared as they are. PSNR (mean of per-view values), SSIM (3DGS's), LPIPS when the user
 //! gives backbone weights, and for latent fields the autoencoder's own reconstruction of the same views, the
-//! ceiling a latent field cannot pass. Images are quantised to 8 bits first, as the official evaluation reads
-//! saved PNGs. Writes per-view JSON, a summary, and side-by-side PNGs:
+//! ceiling a latent field cannot pass; with `autoencoder: input` both decode with the model on the
+//! `autoencoder` port instead (e.g. Stage III's aligned decoder). Images are quantised to 8 bits first, as the
+//! official evaluation reads saved PNGs. Writes per-view JSON, a summary, and side-by-side PNGs:
 //! ground truth | decoded render | autoencoder reconstruction | latent channels 0–2 as false colour.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use tch::{Device, Tensor};
 
 use crate::ResolvePaths;
 use crate::artifacts::{FieldSpace, input_dir, output_dir, write_json};
+use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource};
 use crate::encode::{encode_view, image_tensor};
 use crate::render::Renders;
 
@@ -31,6 +33,23 @@ pub const METRICS_FILE: &str = "metrics.json";
 pub enum LpipsBackbone {
     Vgg,
     Alex,
+}
+
+/// Which autoencoder decodes latent renders (and makes the reconstruction ceiling).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeWith {
+    /// The one the field was fitted with, as its manifest records.
+    #[default]
+    Field,
+    /// The model on the `autoencoder` input port (e.g. a decoder aligned by `decoder-align`).
+    Input,
+}
+
+impl DecodeWith {
+    fn is_field(&self) -> bool {
+        *self == DecodeWith::Field
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +63,10 @@ pub struct Evaluate {
     pub lpips_backbone: LpipsBackbone,
     /// Write the side-by-side PNGs.
     pub images: bool,
+    /// `field` (default) or `input`. Left out of the canonical parameters when `field`, so the keys of
+    /// evaluations made before this option existed still hold.
+    #[serde(skip_serializing_if = "DecodeWith::is_field")]
+    pub autoencoder: DecodeWith,
     #[serde(skip_deserializing)]
     pub lpips_content: Option<String>,
     #[serde(skip)]
@@ -57,6 +80,7 @@ impl Default for Evaluate {
             lpips: None,
             lpips_backbone: LpipsBackbone::Vgg,
             images: true,
+            autoencoder: DecodeWith::Field,
             lpips_content: None,
             lpips_path: None,
         }
@@ -125,7 +149,14 @@ impl StageKind for Evaluate {
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::PerScene,
-            inputs: vec![Port::new("renders", "renders"), Port::new("views", "views")],
+            inputs: match self.autoencoder {
+                DecodeWith::Field => vec![Port::new("renders", "renders"), Port::new("views", "views")],
+                DecodeWith::Input => vec![
+                    Port::new("renders", "renders"),
+                    Port::new("views", "views"),
+                    Port::new("autoencoder", AUTOENCODER_TYPE),
+                ],
+            },
             outputs: vec![Port::new("evaluation", "evaluation")],
         }
     }
@@ -147,8 +178,17 @@ impl StageKind for Evaluate {
             FieldSpace::Latent {
                 autoencoder,
                 normalization,
-            } => (Some(autoencoder.open()?), Some(normalization)),
+            } => {
+                let source = match self.autoencoder {
+                    DecodeWith::Field => autoencoder.clone(),
+                    DecodeWith::Input => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
+                };
+                (Some(source.open()?), Some(normalization))
+            }
             FieldSpace::Rgb => {
+                if self.autoencoder == DecodeWith::Input {
+                    bail!("`autoencoder: input` decodes latent renders, but these renders are of an RGB field");
+                }
                 if renders.info.downsampling != 1 {
                     bail!("RGB renders must be at full resolution to be scored; render with `resolution: full`");
                 }

@@ -7,15 +7,25 @@
 //! | `vae-encode` | per scene | views → latents | [`encode`] |
 //! | `latent-3dgs-fit`, `rgb-3dgs-fit` | per scene | views (+ latents) → field | [`fit`] |
 //! | `render` | per scene | field, views → renders | [`render`] |
-//! | `evaluate` | per scene | renders, views → evaluation | [`evaluate`] |
+//! | `evaluate` | per scene | renders, views (+ autoencoder) → evaluation | [`evaluate`] |
+//! | `correspondence-mine` | per scene | scene, views → correspondences | [`correspond`] |
+//! | `encoder-finetune` | global | views, correspondences of the training scenes → autoencoder | [`finetune`] |
+//! | `latent-consistency` | per scene | latents, correspondences, views → consistency | [`consistency`] |
+//! | `pair-emit` | per scene | renders, views → pairs | [`pairs`] |
+//! | `decoder-align` | global | pairs of several scenes (+ autoencoder) → autoencoder | [`align`] |
 //! | `summary` | global | evaluations of several methods → report | [`summary`] |
 
+pub mod align;
 pub mod artifacts;
 pub mod autoencoder;
+pub mod consistency;
+pub mod correspond;
 pub mod encode;
 pub mod evaluate;
+pub mod finetune;
 pub mod fit;
 pub mod ingest;
+pub mod pairs;
 pub mod render;
 pub mod summary;
 
@@ -32,6 +42,11 @@ pub fn register(registry: &mut Registry) {
     register_kind::<fit::RgbFit>(registry);
     register_kind::<render::Render>(registry);
     register_kind::<evaluate::Evaluate>(registry);
+    register_kind::<pairs::PairEmit>(registry);
+    register_kind::<correspond::CorrespondenceMine>(registry);
+    register_kind::<consistency::LatentConsistency>(registry);
+    register_kind::<finetune::EncoderFinetune>(registry);
+    register_kind::<align::DecoderAlign>(registry);
     register_kind::<summary::Summary>(registry);
 }
 

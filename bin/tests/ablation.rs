@@ -1,0 +1,138 @@
+//! The ablation chain of issue 7 through the CLI at toy scale: correspondences, Stage I, Stage II with both
+//! encoders, Stage III for both, the four evaluation rows on a scene the training never saw, the latent
+//! consistency before and after Stage I, and the summary. Checks wiring and artifacts, not quality (the
+//! schedules are a few steps).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lrf_formats::shard::ShardReader;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lrf-flow");
+
+fn pipeline() -> String {
+    let ablation = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/ablation.yaml"))
+        .expect("pipelines/ablation.yaml");
+    // The shipped pipeline, on three small generated scenes (two for training, one for evaluation) with
+    // toy schedules.
+    let stages = &ablation[ablation.find("stages:").expect("stages")..];
+    let stages = stages.replace("steps: 300", "steps: 3, log_every: 1").replace(
+        "{iterations: 2000, densify_until: 1000, opacity_reset_interval: 3000, sh_degree: 1, sh_degree_interval: 1000}",
+        "{iterations: 20, densify_from: 5, densify_until: 15, densify_interval: 5, sh_degree: 0}",
+    );
+    format!(
+        "pipeline: ablation-test\nwork_dir: work\nworkers: 2\nscenes:\n  - generate: synth\n    params: {{scenes: 2, \
+         views: 8, size: 128x96, seed: 5, points: 300}}\n    role: train\n  - {{glob: held-out/*, role: eval}}\n{stages}"
+    )
+}
+
+fn artifacts(dir: &Path, port: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("work/store"))
+        .expect("store")
+        .map(|e| e.expect("entry").path().join(port))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = pipeline();
+    assert!(text.contains("steps: 3") && text.contains("iterations: 20"), "{text}");
+    std::fs::write(dir.path().join("p.yaml"), text).expect("pipeline");
+    // The evaluation scene: generated apart (another seed) and renamed, as scene names must be unique.
+    let synth = Command::new(BIN)
+        .args([
+            "synth", "--out", "eval", "--scenes", "1", "--views", "8", "--size", "128x96", "--seed", "6",
+        ])
+        .args(["--points", "300"])
+        .current_dir(dir.path())
+        .output()
+        .expect("synth");
+    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
+    std::fs::create_dir(dir.path().join("held-out")).expect("folder");
+    std::fs::rename(dir.path().join("eval/scene000"), dir.path().join("held-out/bird")).expect("rename");
+    let output = Command::new(BIN)
+        .args(["run", "p.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{log}");
+
+    let report = artifacts(dir.path(), "report");
+    let summary = std::fs::read_to_string(report[0].join("summary.md")).expect("summary");
+    for row in ["original", "plus-stage1", "plus-stage3", "plus-both"] {
+        assert!(
+            summary.contains(&format!("| {row} | bird |")),
+            "{row} missing:\n{summary}"
+        );
+    }
+    assert_eq!(artifacts(dir.path(), "evaluation").len(), 4, "{log}");
+    assert_eq!(artifacts(dir.path(), "consistency").len(), 2, "{log}");
+
+    // Three fine-tuned models: Stage I changes the encoder only, Stage III the decoder only.
+    let models = artifacts(dir.path(), "autoencoder");
+    assert_eq!(models.len(), 3, "{models:?}");
+    let weights = |file: &Path| {
+        let shard = ShardReader::open(file).expect("model file");
+        let mut names: Vec<String> = shard.names().map(str::to_owned).collect();
+        names.sort();
+        // The bundled weights are f16, saved models f32: compare as f32.
+        let values = |n: &str| {
+            let t = shard
+                .tensor(n)
+                .expect("tensor")
+                .to_kind(tch::Kind::Float)
+                .flatten(0, -1);
+            Vec::<f32>::try_from(t).expect("f32 values")
+        };
+        names.iter().map(|n| (n.clone(), values(n))).collect::<Vec<_>>()
+    };
+    let half = |model: &Path, half: &str| weights(&model.join(format!("taesd_{half}.safetensors")));
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/taef2");
+    let (original_encoder, original_decoder) = (
+        weights(&bundled.join("taef2_encoder.safetensors")),
+        weights(&bundled.join("taef2_decoder.safetensors")),
+    );
+    let is_stage1 = |m: &PathBuf| {
+        std::fs::read_to_string(m.join("training.json"))
+            .expect("training.json")
+            .contains("\"first_step\"")
+    };
+    let (stage1, stage3): (Vec<&PathBuf>, Vec<&PathBuf>) = models.iter().partition(|m| is_stage1(m));
+    assert_eq!((stage1.len(), stage3.len()), (1, 2));
+    let stage1_encoder = half(stage1[0], "encoder");
+    assert_ne!(stage1_encoder, original_encoder, "Stage I left the encoder unchanged");
+    assert_eq!(
+        half(stage1[0], "decoder"),
+        original_decoder,
+        "Stage I changed the decoder"
+    );
+    // Stage III: one run started from the original model, the other from Stage I's; each keeps its encoder.
+    let mut starts: Vec<&str> = stage3
+        .iter()
+        .map(|m| {
+            assert_ne!(
+                half(m, "decoder"),
+                original_decoder,
+                "Stage III left the decoder unchanged"
+            );
+            let encoder = half(m, "encoder");
+            if encoder == stage1_encoder {
+                "stage1"
+            } else {
+                assert_eq!(encoder, original_encoder, "Stage III changed the encoder");
+                "original"
+            }
+        })
+        .collect();
+    starts.sort();
+    assert_eq!(starts, ["original", "stage1"]);
+}

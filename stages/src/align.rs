@@ -1,0 +1,725 @@
+//! `decoder-align` (Stage III, global over the scenes whose pairs it gets): fine-tunes the decoder only on
+//! (rendered latent, real image) pairs from `pair-emit`, so it learns to decode the latents a radiance field
+//! actually renders (DESIGN.md §2, LRF eq. 11):
+//!
+//! L = train_weight·|D(Z_train) − I_train|_1 + novel_weight·|D(Z_novel) − I_novel|_1
+//!
+//! with images in [0, 1] and D's output unclamped. Each step draws `batch` pairs (half train, half novel when
+//! a scene set has both) from all scenes, each a random `window`² crop of latent pixels and the image region
+//! it decodes to; pairs of one shape go through the decoder together, the others accumulate gradients. The
+//! encoder is frozen and saved unchanged. The output is the whole model as a folder other stages open
+//! (`vae-encode`/`evaluate` with `autoencoder: input`), with `training.json` beside it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
+use lrf_vae::{Autoencoder, Part, TilePlan, decode_tiled};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::OptimizerConfig;
+use tch::{Kind, Tensor, nn};
+
+use crate::ResolvePaths;
+use crate::artifacts::{input_dir, output_dir, write_json};
+use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
+use crate::pairs::{PAIRS_TYPE, PairKind, Pairs};
+
+pub const TRAINING_FILE: &str = "training.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecoderAlign {
+    /// The autoencoder whose decoder is aligned: `taef2`, a path (see vae-encode), or `input`: the model on
+    /// the `autoencoder` input port (e.g. Stage I's fine-tuned encoder with its decoder).
+    pub autoencoder: String,
+    pub steps: u32,
+    /// Adam learning rate for the decoder (the paper used 4.5e-6 for Stage I, with large batches).
+    pub lr: f64,
+    /// Pairs per step: half training views, half novel views when both exist (an odd count alternates).
+    pub batch: usize,
+    pub train_weight: f64,
+    pub novel_weight: f64,
+    /// Each pair is trained on a random square window of this many latent pixels (0: the whole pair); the
+    /// default equals the tile that tiled decoding uses at evaluation.
+    pub window: i64,
+    /// The L1 before and after training is measured on at most this many pairs of each kind, spread evenly
+    /// over all of them (0: every pair).
+    pub eval_pairs: usize,
+    pub seed: u64,
+    pub log_every: u32,
+    #[serde(skip_deserializing)]
+    pub resolved: Option<AutoencoderSource>,
+}
+
+impl Default for DecoderAlign {
+    fn default() -> Self {
+        DecoderAlign {
+            autoencoder: BUNDLED.into(),
+            steps: 2000,
+            lr: 1e-4,
+            batch: 4,
+            train_weight: 0.5,
+            novel_weight: 0.5,
+            window: TilePlan::default().tile,
+            eval_pairs: 32,
+            seed: 0,
+            log_every: 100,
+            resolved: None,
+        }
+    }
+}
+
+impl ResolvePaths for DecoderAlign {
+    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
+        if self.autoencoder != FROM_INPUT {
+            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        }
+        Ok(())
+    }
+}
+
+/// A pair by scene (index into the opened pairs) and number within the scene.
+#[derive(Debug, Clone, Copy)]
+struct PairRef {
+    scene: usize,
+    k: usize,
+}
+
+/// The mean L1 over the pairs of each kind (`None` where there are none).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KindL1 {
+    pub train: Option<f64>,
+    pub novel: Option<f64>,
+    /// How many pairs of each kind were measured.
+    pub train_pairs: usize,
+    pub novel_pairs: usize,
+}
+
+/// One logged interval: means over its steps.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CurvePoint {
+    pub step: u32,
+    pub loss: f64,
+    pub train_l1: Option<f64>,
+    pub novel_l1: Option<f64>,
+}
+
+/// `autoencoder/training.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlignTraining {
+    pub autoencoder: AutoencoderSource,
+    pub scenes: Vec<String>,
+    pub train_pairs: usize,
+    pub novel_pairs: usize,
+    pub steps: u32,
+    pub seconds: f64,
+    pub seconds_per_step: f64,
+    /// Whole-pair L1 (decoder output unclamped, tiled decoding) before and after training.
+    pub before: KindL1,
+    pub after: KindL1,
+    pub curve: Vec<CurvePoint>,
+}
+
+impl StageKind for DecoderAlign {
+    const KIND: &'static str = "decoder-align";
+    const VERSION: u32 = 1;
+
+    fn signature(&self) -> Signature {
+        let mut inputs = vec![Port::new("pairs", PAIRS_TYPE)];
+        if self.autoencoder == FROM_INPUT {
+            inputs.push(Port::new("autoencoder", AUTOENCODER_TYPE));
+        }
+        Signature {
+            scope: Scope::Global,
+            inputs,
+            outputs: vec![Port::new("autoencoder", AUTOENCODER_TYPE)],
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 || self.log_every == 0 || self.batch == 0 {
+            return Err("steps, log_every and batch must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr = {} must be a number > 0", self.lr));
+        }
+        for (name, value) in [("train_weight", self.train_weight), ("novel_weight", self.novel_weight)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{name} = {value} must be a number ≥ 0"));
+            }
+        }
+        if self.train_weight + self.novel_weight <= 0.0 {
+            return Err("train_weight and novel_weight must not both be 0".into());
+        }
+        if self.window < 0 {
+            return Err(format!("window = {} must be ≥ 0 (0: whole pairs)", self.window));
+        }
+        Ok(())
+    }
+
+    fn run(&self, job: &Job) -> anyhow::Result<()> {
+        let source = match &self.resolved {
+            Some(source) => source.clone(),
+            None => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
+        };
+        let Input::PerScene(dirs) = job.input("pairs")? else {
+            bail!("decoder-align input `pairs` must come from a per-scene pair-emit stage");
+        };
+        let dirs: BTreeMap<_, _> = dirs.iter().collect();
+        let mut scenes = Vec::with_capacity(dirs.len());
+        for (name, dir) in dirs {
+            scenes.push(Pairs::open(dir).with_context(|| format!("the pairs of scene {name:?}"))?);
+        }
+        let mut model = source.open()?;
+        let (mut train, mut novel) = (Vec::new(), Vec::new());
+        for (s, scene) in scenes.iter().enumerate() {
+            let info = &scene.info;
+            if info.channels as i64 != model.latent_channels() || info.downsampling as i64 != model.downsampling() {
+                bail!(
+                    "scene {:?}: the pairs hold {}-channel latents at 1/{} resolution, but autoencoder {:?} has {} \
+                     channels at 1/{}; align the autoencoder the field was fitted with",
+                    info.scene,
+                    info.channels,
+                    info.downsampling,
+                    source.name,
+                    model.latent_channels(),
+                    model.downsampling()
+                );
+            }
+            if info.autoencoder.content != source.content {
+                tracing::warn!(
+                    scene = info.scene,
+                    field = info.autoencoder.name,
+                    aligning = source.name,
+                    "the field was fitted with another autoencoder than the one being aligned"
+                );
+            }
+            for (k, pair) in info.pairs.iter().enumerate() {
+                match pair.kind {
+                    PairKind::Train => train.push(PairRef { scene: s, k }),
+                    PairKind::Novel => novel.push(PairRef { scene: s, k }),
+                }
+            }
+        }
+        if train.is_empty() && novel.is_empty() {
+            bail!("decoder-align got no pairs; check the stage's roles and the render stage's `splits`");
+        }
+
+        model.vars_mut(Part::Encoder).freeze();
+        let mut optimizer = nn::Adam::default().build(model.vars(Part::Decoder), self.lr)?;
+        let before = self.measure(model.as_ref(), &scenes, &train, &novel)?;
+        tracing::info!(?before, "decoder alignment: L1 before");
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        tch::manual_seed(self.seed as i64);
+        let started = Instant::now();
+        let mut curve = Vec::new();
+        let mut interval = Interval::default();
+        for step in 1..=self.steps {
+            let (n_train, n_novel) = match (train.is_empty(), novel.is_empty()) {
+                (false, false) => {
+                    let n_train = (self.batch + (step as usize % 2)) / 2;
+                    (n_train, self.batch - n_train)
+                }
+                (false, true) => (self.batch, 0),
+                _ => (0, self.batch),
+            };
+            let mut chosen = Vec::with_capacity(self.batch);
+            for (pool, n, kind, weight) in [
+                (&train, n_train, PairKind::Train, self.train_weight),
+                (&novel, n_novel, PairKind::Novel, self.novel_weight),
+            ] {
+                for pair in draw(pool, n, &mut rng) {
+                    chosen.push((pair, kind, weight / n as f64));
+                }
+            }
+            let measured = self.step(model.as_ref(), &scenes, &chosen, &mut rng, &mut optimizer)?;
+            interval.add(&measured);
+            if step % self.log_every == 0 || step == self.steps {
+                let point = interval.point(step);
+                tracing::info!(stage = job.stage_id, step, loss = point.loss, "decoder alignment");
+                job.status(&format!("step {step}/{}, loss {:.4}", self.steps, point.loss));
+                curve.push(point);
+                interval = Interval::default();
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let after = self.measure(model.as_ref(), &scenes, &train, &novel)?;
+        tracing::info!(?after, "decoder alignment: L1 after");
+
+        let out = output_dir(job, "autoencoder")?;
+        model.save_folder(&out).context("saving the aligned autoencoder")?;
+        write_json(
+            &out.join(TRAINING_FILE),
+            &AlignTraining {
+                autoencoder: source,
+                scenes: scenes.iter().map(|s| s.info.scene.clone()).collect(),
+                train_pairs: train.len(),
+                novel_pairs: novel.len(),
+                steps: self.steps,
+                seconds,
+                seconds_per_step: seconds / self.steps as f64,
+                before,
+                after,
+                curve,
+            },
+        )
+    }
+}
+
+/// `n` pairs of `pool`: distinct when the pool is large enough, with repeats otherwise.
+fn draw(pool: &[PairRef], n: usize, rng: &mut ChaCha8Rng) -> Vec<PairRef> {
+    if n <= pool.len() {
+        pool.choose_multiple(rng, n).copied().collect()
+    } else {
+        (0..n).map(|_| pool[rng.random_range(0..pool.len())]).collect()
+    }
+}
+
+/// One pair of a step: its (cropped) latent and image, its kind and its weight in the loss.
+struct Sample {
+    z: Tensor,
+    image: Tensor,
+    kind: PairKind,
+    weight: f64,
+}
+
+/// What one step measured: the weighted loss and each pair's L1 by kind.
+#[derive(Debug, Default)]
+struct StepValues {
+    loss: f64,
+    l1: Vec<(PairKind, f64)>,
+}
+
+#[derive(Debug, Default)]
+struct Interval {
+    steps: u32,
+    loss: f64,
+    train: (f64, usize),
+    novel: (f64, usize),
+}
+
+impl Interval {
+    fn add(&mut self, values: &StepValues) {
+        self.steps += 1;
+        self.loss += values.loss;
+        for &(kind, l1) in &values.l1 {
+            let slot = match kind {
+                PairKind::Train => &mut self.train,
+                PairKind::Novel => &mut self.novel,
+            };
+            slot.0 += l1;
+            slot.1 += 1;
+        }
+    }
+
+    fn point(&self, step: u32) -> CurvePoint {
+        let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
+        CurvePoint {
+            step,
+            loss: self.loss / self.steps.max(1) as f64,
+            train_l1: mean(self.train),
+            novel_l1: mean(self.novel),
+        }
+    }
+}
+
+impl DecoderAlign {
+    /// One optimiser step over `chosen` (pair, kind, weight): pairs whose windows have one shape are decoded
+    /// as one batch; the gradients of the batches add up before the step.
+    fn step(
+        &self,
+        model: &dyn Autoencoder,
+        scenes: &[Pairs],
+        chosen: &[(PairRef, PairKind, f64)],
+        rng: &mut ChaCha8Rng,
+        optimizer: &mut nn::Optimizer,
+    ) -> anyhow::Result<StepValues> {
+        let factor = model.downsampling();
+        let mut groups: BTreeMap<Vec<i64>, Vec<Sample>> = BTreeMap::new();
+        for &(pair, kind, weight) in chosen {
+            let pairs = &scenes[pair.scene];
+            let (z, image) = self.crop(&pairs.latent(pair.k)?, &pairs.image(pair.k)?, factor, rng);
+            groups
+                .entry(z.size())
+                .or_default()
+                .push(Sample { z, image, kind, weight });
+        }
+        optimizer.zero_grad();
+        let mut values = StepValues::default();
+        for group in groups.values() {
+            let z = Tensor::stack(&group.iter().map(|g| &g.z).collect::<Vec<_>>(), 0);
+            let target = Tensor::stack(&group.iter().map(|g| &g.image).collect::<Vec<_>>(), 0);
+            let weights: Vec<f32> = group.iter().map(|g| g.weight as f32).collect();
+            let decoded = model.input_range().to_unit(&model.decode(&z)?);
+            let l1 = (decoded - target).abs().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+            let loss = (&l1 * Tensor::from_slice(&weights)).sum(Kind::Float);
+            loss.backward();
+            values.loss += loss.double_value(&[]);
+            let l1 = Vec::<f64>::try_from(l1.detach().to_kind(Kind::Double))?;
+            values.l1.extend(group.iter().map(|g| g.kind).zip(l1));
+        }
+        optimizer.step();
+        if !values.loss.is_finite() {
+            bail!("the decoder-align loss became {}; lower lr", values.loss);
+        }
+        Ok(values)
+    }
+
+    /// A random `window`² crop of a `[C, h, w]` latent and the `[3, H, W]` image region it decodes to.
+    fn crop(&self, z: &Tensor, image: &Tensor, factor: i64, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
+        let (h, w) = (z.size()[1], z.size()[2]);
+        let size = self.window;
+        if size == 0 || (h <= size && w <= size) {
+            return (z.shallow_clone(), image.shallow_clone());
+        }
+        let (wh, ww) = (size.min(h), size.min(w));
+        let (top, left) = (rng.random_range(0..=h - wh), rng.random_range(0..=w - ww));
+        let z = z.narrow(1, top, wh).narrow(2, left, ww);
+        let image = image
+            .narrow(1, top * factor, wh * factor)
+            .narrow(2, left * factor, ww * factor);
+        (z, image)
+    }
+
+    /// The mean whole-pair L1 of each kind over at most `eval_pairs` pairs, spread evenly.
+    fn measure(
+        &self,
+        model: &dyn Autoencoder,
+        scenes: &[Pairs],
+        train: &[PairRef],
+        novel: &[PairRef],
+    ) -> anyhow::Result<KindL1> {
+        let _guard = tch::no_grad_guard();
+        let mean = |pool: &[PairRef]| -> anyhow::Result<(Option<f64>, usize)> {
+            let chosen = spread(pool, self.eval_pairs);
+            let mut total = 0.0;
+            for pair in &chosen {
+                let pairs = &scenes[pair.scene];
+                let decoded = decode_tiled(model, &pairs.latent(pair.k)?.unsqueeze(0), TilePlan::default())?;
+                let decoded = model.input_range().to_unit(&decoded).squeeze_dim(0);
+                total += (decoded - pairs.image(pair.k)?)
+                    .abs()
+                    .mean(Kind::Float)
+                    .double_value(&[]);
+            }
+            Ok(((!chosen.is_empty()).then(|| total / chosen.len() as f64), chosen.len()))
+        };
+        let (train, train_pairs) = mean(train)?;
+        let (novel, novel_pairs) = mean(novel)?;
+        Ok(KindL1 {
+            train,
+            novel,
+            train_pairs,
+            novel_pairs,
+        })
+    }
+}
+
+/// At most `limit` entries of `pool` (all when `limit` is 0), evenly spaced.
+fn spread(pool: &[PairRef], limit: usize) -> Vec<PairRef> {
+    if limit == 0 || pool.len() <= limit {
+        return pool.to_vec();
+    }
+    (0..limit).map(|i| pool[i * pool.len() / limit]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    use glam::{DMat3, DVec3};
+    use lrf_formats::camera::Camera;
+    use lrf_formats::image::ImageF32;
+    use lrf_formats::scene::Split;
+    use lrf_formats::shard::{ShardReader, write_tch_shard};
+    use lrf_formats::views::{IMAGES_FILE, Points, ViewRecord, ViewSet, view_key, write_images};
+    use lrf_vae::{TinyAutoencoder, open_autoencoder};
+    use serde_json::json;
+    use tch::Device;
+
+    use super::*;
+    use crate::artifacts::{FieldInfo, FieldSpace, Normalization, RendersInfo, read_json};
+    use crate::encode::encode_view;
+    use crate::evaluate::{Evaluate, Evaluation, METRICS_FILE};
+    use crate::pairs::{PAIRS_FILE, PAIRS_INFO, PairEmit, PairsInfo};
+    use crate::render::{RENDERS_FILE, RENDERS_INFO};
+
+    const SPLITS: [Split; 4] = [Split::Test, Split::Train, Split::Train, Split::Test];
+
+    /// A stage as the registry builds it: parameters parsed, validated and resolved.
+    fn stage<T: StageKind + ResolvePaths>(params: serde_json::Value, base: &Path) -> T {
+        let mut stage: T = serde_json::from_value(params).expect("parameters");
+        stage.validate().expect("valid parameters");
+        stage.resolve(base).expect("resolved");
+        stage
+    }
+
+    fn run_stage(stage: &dyn lrf_graph::Stage, inputs: &[(&str, Input)], out: &Path) -> anyhow::Result<()> {
+        let inputs: BTreeMap<String, Input> = inputs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let job = Job {
+            stage_id: stage.kind(),
+            scene: Some("s"),
+            inputs: &inputs,
+            out,
+            status: &|_: &str| {},
+        };
+        stage.run(&job)
+    }
+
+    /// A 4-view 64×48 scene (`views`) and a hand-made latent `renders` artifact: TAEF2 latents of the images,
+    /// scaled, shifted and noised, so the decoder has something to learn. `space` overrides the field space.
+    fn fixture(dir: &Path, rgb: bool, downsampling: usize) -> (PathBuf, PathBuf) {
+        let views_dir = dir.join("views");
+        std::fs::create_dir_all(&views_dir).unwrap();
+        let (width, height) = (64u32, 48u32);
+        let views = ViewSet {
+            scene: "s".into(),
+            images: "images".into(),
+            views: SPLITS
+                .iter()
+                .enumerate()
+                .map(|(i, &split)| ViewRecord {
+                    name: format!("{i:05}.png"),
+                    split,
+                    camera: Camera {
+                        rotation: DMat3::IDENTITY,
+                        translation: DVec3::new(i as f64 * 0.1, 0.0, 3.0),
+                        fx: 60.0,
+                        fy: 60.0,
+                        cx: 32.0,
+                        cy: 24.0,
+                        width,
+                        height,
+                    },
+                })
+                .collect(),
+        };
+        views.write(&views_dir).unwrap();
+        let images: Vec<ImageF32> = (0..SPLITS.len())
+            .map(|i| {
+                let mut image = ImageF32::new(3, width, height);
+                for y in 0..height {
+                    for x in 0..width {
+                        let (u, v) = (x as f32 / width as f32, y as f32 / height as f32);
+                        image.set(0, x, y, 0.2 + 0.6 * u);
+                        image.set(1, x, y, 0.3 + 0.5 * v);
+                        image.set(2, x, y, 0.5 + 0.3 * ((u * 6.0 + i as f32).sin() * (v * 4.0).cos()));
+                    }
+                }
+                image
+            })
+            .collect();
+        write_images(&views_dir, &images).unwrap();
+        Points::default().write(&views_dir).unwrap();
+
+        let renders_dir = dir.join("renders");
+        std::fs::create_dir_all(&renders_dir).unwrap();
+        let model = TinyAutoencoder::taef2(Device::Cpu).unwrap();
+        let shard = ShardReader::open(&views_dir.join(IMAGES_FILE)).unwrap();
+        tch::manual_seed(7);
+        let renders: Vec<Tensor> = (0..SPLITS.len())
+            .map(|i| {
+                if rgb {
+                    return crate::encode::image_tensor(&images[i]);
+                }
+                let z = tch::no_grad(|| encode_view(&model, &shard, i)).unwrap();
+                &z * 0.7 + 0.3 + z.randn_like() * 0.1
+            })
+            .collect();
+        let all = Tensor::stack(&renders, 0);
+        let channels = all.size()[1];
+        let to_vec = |t: Tensor| Vec::<f32>::try_from(t).unwrap();
+        let normalization = Normalization {
+            min: to_vec(all.amin(&[0i64, 2, 3][..], false)),
+            max: to_vec(all.amax(&[0i64, 2, 3][..], false)),
+        };
+        let names: Vec<String> = (0..SPLITS.len()).map(view_key).collect();
+        let tensors: Vec<(&str, &Tensor)> = names.iter().map(String::as_str).zip(&renders).collect();
+        write_tch_shard(&renders_dir.join(RENDERS_FILE), &tensors, &HashMap::new()).unwrap();
+        let space = if rgb {
+            FieldSpace::Rgb
+        } else {
+            FieldSpace::Latent {
+                autoencoder: AutoencoderSource::resolve(BUNDLED, dir).unwrap(),
+                normalization,
+            }
+        };
+        let field = FieldInfo {
+            space,
+            channels: channels as usize,
+            downsampling: if rgb { 1 } else { 8 },
+            gaussians: 0,
+            iterations: 0,
+            seconds: 0.0,
+            seconds_per_iteration: 0.0,
+            peak_memory_mib: None,
+            loss_curve: vec![],
+            gaussian_curve: vec![],
+        };
+        let info = RendersInfo {
+            field,
+            views: (0..SPLITS.len()).collect(),
+            downsampling,
+            seconds_per_view: 0.0,
+        };
+        write_json(&renders_dir.join(RENDERS_INFO), &info).unwrap();
+        (views_dir, renders_dir)
+    }
+
+    fn one(path: &Path) -> Input {
+        Input::One(path.to_path_buf())
+    }
+
+    #[test]
+    fn pair_emit_then_decoder_align_trains_the_decoder_only_and_evaluate_can_use_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        // One libtorch thread (for this test's thread only): on a small, busy machine OpenMP's spin-waiting
+        // makes these tiny convolutions several times slower.
+        tch::set_num_threads(1);
+        let (views, renders) = fixture(base, false, 8);
+
+        let emit: PairEmit = stage(json!({}), base);
+        let emitted = base.join("emit");
+        run_stage(&emit, &[("renders", one(&renders)), ("views", one(&views))], &emitted).unwrap();
+        let info: PairsInfo = read_json(&emitted.join("pairs").join(PAIRS_INFO)).unwrap();
+        assert_eq!(info.scene, "s");
+        let kinds: Vec<PairKind> = info.pairs.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            [PairKind::Novel, PairKind::Train, PairKind::Train, PairKind::Novel]
+        );
+        assert_eq!(info.pairs[1].latent_shape, [32, 6, 8]);
+        assert_eq!(info.pairs[1].image_shape, [3, 48, 64]);
+        let shard = ShardReader::open(&emitted.join("pairs").join(PAIRS_FILE)).unwrap();
+        assert_eq!(shard.tensor("image_0002").unwrap().kind(), Kind::Uint8);
+        assert_eq!(shard.tensor("latent_0003").unwrap().kind(), Kind::Float);
+
+        let align: DecoderAlign = stage(
+            json!({"steps": 30, "lr": 1e-3, "batch": 2, "log_every": 10, "eval_pairs": 0, "seed": 1}),
+            base,
+        );
+        let aligned = base.join("align");
+        let pairs = Input::PerScene([("s".to_string(), emitted.join("pairs"))].into());
+        run_stage(&align, &[("pairs", pairs)], &aligned).unwrap();
+        let folder = aligned.join("autoencoder");
+        let training: serde_json::Value = read_json(&folder.join(TRAINING_FILE)).unwrap();
+        let value = |path: &str| training.pointer(path).and_then(|v| v.as_f64()).unwrap();
+        let (before, after) = (value("/before/train"), value("/after/train"));
+        let (novel_before, novel_after) = (value("/before/novel"), value("/after/novel"));
+        assert!(after < 0.9 * before, "train L1 {before} → {after}\n{training}");
+        assert!(
+            novel_after < novel_before,
+            "novel L1 {novel_before} → {novel_after}\n{training}"
+        );
+        assert_eq!(training["curve"].as_array().unwrap().len(), 3, "{training}");
+        assert_eq!(
+            (training["train_pairs"].as_u64(), training["novel_pairs"].as_u64()),
+            (Some(2), Some(2))
+        );
+
+        // The saved model re-opens; its encoder is TAEF2's bit for bit, its decoder is not.
+        let reopened = open_autoencoder(&folder, Device::Cpu).unwrap();
+        let original = TinyAutoencoder::taef2(Device::Cpu).unwrap();
+        let same = |part: Part| -> Vec<bool> {
+            let ours = reopened.vars(part).variables();
+            let theirs = original.vars(part).variables();
+            assert_eq!(ours.len(), theirs.len());
+            ours.iter().map(|(name, t)| t.equal(&theirs[name])).collect()
+        };
+        assert!(same(Part::Encoder).iter().all(|&s| s), "the encoder changed");
+        assert!(same(Part::Decoder).iter().any(|&s| !s), "the decoder did not change");
+        let z = Pairs::open(&emitted.join("pairs"))
+            .unwrap()
+            .latent(0)
+            .unwrap()
+            .unsqueeze(0);
+        assert_eq!(reopened.decode(&z).unwrap().size(), [1, 3, 48, 64]);
+
+        // evaluate with `autoencoder: input` decodes with the aligned model: better on the training pairs.
+        let evaluate = |params: serde_json::Value, inputs: &[(&str, Input)], name: &str| -> Evaluation {
+            let stage: Evaluate = stage(params, base);
+            let ports: Vec<String> = stage.signature().inputs.iter().map(|p| p.name.clone()).collect();
+            assert_eq!(ports.len(), inputs.len(), "{ports:?}");
+            run_stage(&stage, inputs, &base.join(name)).unwrap();
+            read_json(&base.join(name).join("evaluation").join(METRICS_FILE)).unwrap()
+        };
+        let common = [("renders", one(&renders)), ("views", one(&views))];
+        let field = evaluate(json!({"splits": ["train"], "images": false}), &common, "eval-field");
+        let mut with_input = common.to_vec();
+        with_input.push(("autoencoder", one(&folder)));
+        let input = evaluate(
+            json!({"splits": ["train"], "images": false, "autoencoder": "input"}),
+            &with_input,
+            "eval-input",
+        );
+        let (field_psnr, input_psnr) = (field.summary[0].render.psnr, input.summary[0].render.psnr);
+        assert!(
+            input_psnr > field_psnr,
+            "PSNR with the field's decoder {field_psnr}, aligned {input_psnr}"
+        );
+        // The reconstruction ceiling uses the given model too.
+        let ceiling = |e: &Evaluation| e.summary[0].reconstruction.as_ref().unwrap().psnr;
+        assert_ne!(ceiling(&field), ceiling(&input));
+    }
+
+    #[test]
+    fn pair_emit_refuses_rgb_renders_and_renders_not_at_trained_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let emit: PairEmit = stage(json!({}), dir.path());
+        let (views, renders) = fixture(&dir.path().join("rgb"), true, 1);
+        let error = run_stage(
+            &emit,
+            &[("renders", one(&renders)), ("views", one(&views))],
+            &dir.path().join("a"),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("RGB field"), "{error:#}");
+        let (views, renders) = fixture(&dir.path().join("full"), false, 1);
+        let error = run_stage(
+            &emit,
+            &[("renders", one(&renders)), ("views", one(&views))],
+            &dir.path().join("b"),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("resolution: trained"), "{error:#}");
+    }
+
+    #[test]
+    fn ports_follow_the_autoencoder_parameter_and_evaluate_keeps_its_default_parameters() {
+        let base = Path::new("/tmp");
+        let ports = |s: Signature| -> Vec<(String, String)> { s.inputs.into_iter().map(|p| (p.name, p.ty)).collect() };
+        let from_input: DecoderAlign = stage(json!({"autoencoder": "input"}), base);
+        assert_eq!(
+            ports(from_input.signature()),
+            [
+                ("pairs".into(), "pairs".into()),
+                ("autoencoder".into(), "autoencoder".into())
+            ]
+        );
+        let bundled: DecoderAlign = stage(json!({}), base);
+        assert_eq!(ports(bundled.signature()), [("pairs".into(), "pairs".into())]);
+        assert_eq!(bundled.signature().scope, Scope::Global);
+        for bad in [
+            json!({"batch": 0}),
+            json!({"lr": 0.0}),
+            json!({"train_weight": 0, "novel_weight": 0}),
+        ] {
+            let stage: DecoderAlign = serde_json::from_value(bad.clone()).unwrap();
+            assert!(stage.validate().is_err(), "{bad}");
+        }
+
+        let evaluate: Evaluate = stage(json!({"autoencoder": "input"}), base);
+        assert!(ports(evaluate.signature()).contains(&("autoencoder".into(), "autoencoder".into())));
+        // The default is left out of the canonical parameters, so earlier evaluation keys still hold.
+        let default = lrf_graph::Stage::params(&Evaluate::default());
+        assert!(default.get("autoencoder").is_none(), "{default}");
+        assert_eq!(lrf_graph::Stage::params(&evaluate)["autoencoder"], "input");
+    }
+}
