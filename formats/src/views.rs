@@ -86,6 +86,11 @@ impl ViewSet {
     }
 }
 
+/// The image shard of an ingested scene folder.
+pub fn open_images(dir: &Path) -> Result<ShardReader> {
+    ShardReader::open(&dir.join(IMAGES_FILE))
+}
+
 /// Writes the views' images as 8-bit (they came from 8-bit files, so nothing is lost).
 pub fn write_images(dir: &Path, images: &[ImageF32]) -> Result<()> {
     let bytes: Vec<Vec<u8>> = images

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use lrf_formats::atomic::write_atomic;
+use lrf_formats::shard::ShardReader;
+use lrf_formats::views::{ViewSet, open_images};
 use lrf_graph::{Input, Job};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,12 @@ pub fn input_dir<'a>(job: &'a Job, port: &str) -> anyhow::Result<&'a Path> {
             job.stage_id
         ),
     }
+}
+
+/// The `views` input of a per-scene stage: the view set and its images.
+pub fn views_input(job: &Job) -> anyhow::Result<(ViewSet, ShardReader)> {
+    let dir = input_dir(job, "views")?;
+    Ok((ViewSet::read(dir)?, open_images(dir)?))
 }
 
 /// Creates and returns the folder of output port `port`.

@@ -7,14 +7,14 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use lrf_formats::scene::Split;
 use lrf_formats::shard::{ShardReader, write_tch_shard};
-use lrf_formats::views::{IMAGES_FILE, ViewSet, read_image, view_key};
+use lrf_formats::views::{ViewSet, read_image, view_key};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_vae::{Autoencoder, TilePlan, encode_tiled};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::ResolvePaths;
-use crate::artifacts::{LatentsInfo, Normalization, input_dir, output_dir, read_json, write_json};
+use crate::artifacts::{LatentsInfo, Normalization, input_dir, output_dir, read_json, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
 
 pub const LATENTS_FILE: &str = "latents.safetensors";
@@ -70,9 +70,7 @@ impl StageKind for VaeEncode {
             Some(source) => source.clone(),
             None => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
         };
-        let views_dir = input_dir(job, "views")?;
-        let views = ViewSet::read(views_dir)?;
-        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let (views, images) = views_input(job)?;
         let model = source.open()?;
         let _guard = tch::no_grad_guard();
         let mut latents = Vec::with_capacity(views.views.len());

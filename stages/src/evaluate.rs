@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use lrf_formats::image::{ImageF32, write_png};
 use lrf_formats::scene::Split;
-use lrf_formats::shard::ShardReader;
-use lrf_formats::views::{IMAGES_FILE, ViewSet, read_image};
+use lrf_formats::views::read_image;
 use lrf_graph::key::hash_file;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_vae::metrics::{MetricValue, lpips, psnr, ssim};
@@ -21,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::ResolvePaths;
-use crate::artifacts::{FieldSpace, input_dir, output_dir, write_json};
+use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource};
 use crate::encode::{encode_view, image_tensor};
 use crate::render::Renders;
@@ -170,9 +169,7 @@ impl StageKind for Evaluate {
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         let renders = Renders::open(input_dir(job, "renders")?)?;
-        let views_dir = input_dir(job, "views")?;
-        let views = ViewSet::read(views_dir)?;
-        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let (views, images) = views_input(job)?;
         let field = &renders.info.field;
         let (model, normalization) = match &field.space {
             FieldSpace::Latent {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use lrf_formats::correspondences::Correspondences;
 use lrf_formats::shard::ShardReader;
-use lrf_formats::views::{IMAGES_FILE, ViewSet, read_image};
+use lrf_formats::views::{ViewSet, open_images, read_image};
 use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
 use lrf_vae::losses::{DiagonalGaussian, kl_diagonal};
 use lrf_vae::{Autoencoder, Part, Posterior};
@@ -97,7 +97,7 @@ struct TrainingScene {
 impl TrainingScene {
     fn open(name: &str, views_dir: &Path, correspondences_dir: &Path) -> anyhow::Result<Self> {
         let views = ViewSet::read(views_dir)?;
-        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let images = open_images(views_dir)?;
         let correspondences = Correspondences::read(correspondences_dir, views.views.len())?;
         let mut pairs: BTreeMap<usize, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
         for (row, (&i, &j)) in correspondences.view_i.iter().zip(&correspondences.view_j).enumerate() {

@@ -9,8 +9,7 @@ use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::image::ImageF32;
 use lrf_formats::scene::Split;
-use lrf_formats::shard::ShardReader;
-use lrf_formats::views::{IMAGES_FILE, Points, ViewSet, read_image};
+use lrf_formats::views::{Points, ViewSet, read_image};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_splat::train::{GaussianField, PointInit, TrainConfig, Trainer, scene_extent};
 use lrf_vae::losses::{dssim, l1};
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::ResolvePaths;
-use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, write_json};
+use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, views_input, write_json};
 use crate::encode::{Latents, image_tensor};
 
 pub const FIELD_FILE: &str = "field.safetensors";
@@ -167,9 +166,8 @@ impl StageKind for RgbFit {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
+        let (views, images) = views_input(job)?;
         let views_dir = input_dir(job, "views")?;
-        let views = ViewSet::read(views_dir)?;
-        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
         let d = self.downsampling as usize;
         let mut samples = Vec::new();
         for index in views.indices(Split::Train) {

@@ -14,13 +14,13 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use lrf_formats::scene::Split;
 use lrf_formats::shard::{ShardReader, write_tch_shard};
-use lrf_formats::views::{IMAGES_FILE, ViewSet, view_key};
+use lrf_formats::views::view_key;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::ResolvePaths;
-use crate::artifacts::{FieldSpace, input_dir, output_dir, read_json, write_json};
+use crate::artifacts::{FieldSpace, input_dir, output_dir, read_json, views_input, write_json};
 use crate::autoencoder::AutoencoderSource;
 use crate::render::Renders;
 
@@ -82,9 +82,7 @@ impl StageKind for PairEmit {
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         let renders = Renders::open(input_dir(job, "renders")?)?;
-        let views_dir = input_dir(job, "views")?;
-        let views = ViewSet::read(views_dir)?;
-        let images = ShardReader::open(&views_dir.join(IMAGES_FILE))?;
+        let (views, images) = views_input(job)?;
         let field = &renders.info.field;
         let FieldSpace::Latent { autoencoder, .. } = &field.space else {
             bail!(
