@@ -186,6 +186,13 @@ impl Validator<'_> {
                 self.error(&stage.id.referenced, Some(&stage.id.value), "duplicate stage id".into());
                 continue;
             }
+            // Inputs name `stage.port`, so an id with a dot could never be referenced.
+            let id = &stage.id.value;
+            if id.is_empty() || id == "scenes" || !id.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') {
+                let message = format!("stage id {id:?} must be letters, digits, `-` or `_` (and not `scenes`)");
+                self.error(&stage.id.referenced, Some(id), message);
+                continue;
+            }
             if let Some(b) = self.build(stage, at, registry, &base_dir) {
                 built.push(b);
             }

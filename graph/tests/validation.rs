@@ -165,3 +165,12 @@ fn yaml_syntax_errors_have_a_position() {
     let errors = errors("  - {id: a, kind: [unclosed\n");
     assert!(errors.0[0].line > 0, "{errors}");
 }
+
+#[test]
+fn a_stage_id_that_inputs_could_not_name_is_rejected() {
+    let message = one("  - {id: t2.5e-5, kind: test-source, inputs: {scene: scenes}}\n");
+    assert!(
+        message.contains("stage id \"t2.5e-5\" must be letters, digits"),
+        "{message}"
+    );
+}
