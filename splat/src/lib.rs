@@ -7,8 +7,8 @@
 //!
 //! Module map: `projection` (one Gaussian to the screen and back), `sh` (spherical harmonics), `tiling`
 //! (cull, depth order, tile lists), `blend` (one pair, shared by both passes), `forward` / `backward`
-//! (per-tile blend), `simd` (instruction-set dispatch), `cpu` (the kernel's passes), `reference`, `render` (tch entry point), `train` (the trainable field, Adam,
-//! densification and the 3DGS schedule).
+//! (per-tile blend), `simd` (instruction-set dispatch), `cpu` (the kernel's passes), `reference`, `render` (tch
+//! entry point), `train` (the trainable field, Adam, densification and the 3DGS schedule).
 
 mod backward;
 mod blend;
