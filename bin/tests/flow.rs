@@ -118,9 +118,10 @@ fn validation_errors_point_at_the_line() {
     assert_eq!(output.status.code(), Some(1));
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(
-        error.contains("example-exec.yaml:24:11: stage `summary`: unknown stage kind `exce`; known kinds: exec"),
+        error.contains("example-exec.yaml:24:11: stage `summary`: unknown stage kind `exce`; known kinds:"),
         "{error}"
     );
+    assert!(error.contains(", exec, "), "the known kinds should list exec: {error}");
 }
 
 /// Two free loopback ports (bound then released).
