@@ -8,6 +8,9 @@ use std::process::Command;
 
 use lrf_formats::shard::ShardReader;
 
+mod common;
+use common::artifacts;
+
 const BIN: &str = env!("CARGO_BIN_EXE_lrf-flow");
 
 fn pipeline() -> String {
@@ -24,16 +27,6 @@ fn pipeline() -> String {
         "pipeline: ablation-test\nwork_dir: work\nworkers: 2\nscenes:\n  - generate: synth\n    params: {{scenes: 2, \
          views: 8, size: 128x96, seed: 5, points: 300}}\n    role: train\n  - {{glob: held-out/*, role: eval}}\n{stages}"
     )
-}
-
-fn artifacts(dir: &Path, port: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("work/store"))
-        .expect("store")
-        .map(|e| e.expect("entry").path().join(port))
-        .filter(|p| p.is_dir())
-        .collect();
-    found.sort();
-    found
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! latent fit → render → evaluate, the 3DGS/8 baseline beside it, and the summary; then a scene with a
 //! corrupt image failing alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::artifacts;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lrf-flow");
 
@@ -53,17 +56,6 @@ fn run(dir: &Path) -> (Output, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output, text)
-}
-
-/// Every artifact folder of the store holding `port` (the store keeps one folder per key, outputs inside).
-fn artifacts(dir: &Path, port: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("work/store"))
-        .expect("store")
-        .map(|e| e.expect("entry").path().join(port))
-        .filter(|p| p.is_dir())
-        .collect();
-    found.sort();
-    found
 }
 
 /// The `computed` column of the run table, per stage.
