@@ -12,6 +12,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
   exit 0
 fi
 start=$(date +%s)
+# pip fails deep in a traceback when the disk fills; say it plainly before downloading ~5 GB.
+need_gib=7
+free_gib=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1024 / 1024 ))
+if [ ! -x "$venv/bin/python" ] && [ "$free_gib" -lt "$need_gib" ]; then
+  echo "setup: only ${free_gib} GiB free on the disk holding $PWD; the virtualenv needs about ${need_gib} GiB" >&2
+  echo "       (torch==2.13.0 with its CUDA libraries, plus pip's download buffer). Free some space and rerun." >&2
+  exit 1
+fi
 if [ -x "$venv/bin/python" ]; then
   echo "setup: $requirements changed; installing what is missing into $venv"
 else
