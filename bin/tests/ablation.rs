@@ -17,9 +17,21 @@ fn pipeline() -> String {
     let ablation = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/ablation.yaml"))
         .expect("pipelines/ablation.yaml");
     // The shipped pipeline, on three small generated scenes (two for training, one for evaluation) with
-    // toy schedules.
+    // toy schedules; Stage I's L_AE gets LPIPS and a PatchGAN that starts at its second step.
     let stages = &ablation[ablation.find("stages:").expect("stages")..];
-    let stages = stages.replace("steps: 300", "steps: 3, log_every: 1").replace(
+    let stage1 = "{steps: 300, views_per_step: 2, reconstruction_window: 16}";
+    assert!(
+        stages.contains(stage1),
+        "Stage I's parameters changed: update this test"
+    );
+    let stages = stages
+        .replace(
+            stage1,
+            "{steps: 300, views_per_step: 2, reconstruction_window: 16, gan: {start_step: 2}, \
+             perceptual: {weights: lpips/lpips_alex.safetensors, backbone: alex}}",
+        )
+        .replace("steps: 300", "steps: 3, log_every: 1")
+        .replace(
         "{iterations: 2000, densify_until: 1000, opacity_reset_interval: 3000, sh_degree: 1, sh_degree_interval: 1000}",
         "{iterations: 20, densify_from: 5, densify_until: 15, densify_interval: 5, sh_degree: 0}",
     );
@@ -35,6 +47,22 @@ fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
     let text = pipeline();
     assert!(text.contains("steps: 3") && text.contains("iterations: 20"), "{text}");
     std::fs::write(dir.path().join("p.yaml"), text).expect("pipeline");
+    // Random-backbone LPIPS weights from the `lpips` package (nothing downloaded).
+    let lpips_dir = dir.path().join("lpips");
+    std::fs::create_dir(&lpips_dir).expect("folder");
+    let python = std::env::var("LRF_PYTHON").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.venv/bin/python")
+            .display()
+            .to_string()
+    });
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vae/tests/fixtures/lpips_reference.py");
+    let lpips = Command::new(&python)
+        .arg(fixture)
+        .arg(&lpips_dir)
+        .output()
+        .expect("python");
+    assert!(lpips.status.success(), "{}", String::from_utf8_lossy(&lpips.stderr));
     // The evaluation scene: generated apart (another seed) and renamed, as scene names must be unique.
     let synth = Command::new(BIN)
         .args([
@@ -101,6 +129,23 @@ fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
     };
     let (stage1, stage3): (Vec<&PathBuf>, Vec<&PathBuf>) = models.iter().partition(|m| is_stage1(m));
     assert_eq!((stage1.len(), stage3.len()), (1, 2));
+    // L_AE's extra terms: LPIPS from the first step, the GAN from its start step on.
+    let training: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stage1[0].join("training.json")).expect("training.json"))
+            .expect("json");
+    let curve = training["curve"].as_array().expect("curve");
+    assert_eq!(curve.len(), 3, "{training}");
+    let term = |step: usize, name: &str| curve[step][1][name].as_f64().expect("term");
+    assert!((0..3).all(|s| term(s, "perceptual") > 0.0), "{training}");
+    assert_eq!(
+        (term(0, "adversarial"), term(0, "discriminator")),
+        (0.0, 0.0),
+        "{training}"
+    );
+    assert!(
+        (1..3).all(|s| term(s, "adversarial") != 0.0 && term(s, "discriminator") > 0.0),
+        "{training}"
+    );
     let stage1_encoder = half(stage1[0], "encoder");
     assert_ne!(stage1_encoder, original_encoder, "Stage I left the encoder unchanged");
     assert_eq!(

@@ -89,13 +89,27 @@ impl Default for Evaluate {
 impl ResolvePaths for Evaluate {
     fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
         if let Some(spec) = &self.lpips {
-            let path = base_dir.join(spec);
-            let hash = hash_file(&path).map_err(|e| format!("LPIPS weights {spec:?} ({}): {e}", path.display()))?;
-            self.lpips_content = Some(hash.to_hex().to_string());
+            let (content, path) = resolve_lpips(spec, base_dir)?;
+            self.lpips_content = Some(content);
             self.lpips_path = Some(path);
         }
         Ok(())
     }
+}
+
+/// LPIPS weights named in a pipeline: their content hash (for artifact keys) and path.
+pub(crate) fn resolve_lpips(spec: &str, base_dir: &Path) -> Result<(String, PathBuf), String> {
+    let path = base_dir.join(spec);
+    let hash = hash_file(&path).map_err(|e| format!("LPIPS weights {spec:?} ({}): {e}", path.display()))?;
+    Ok((hash.to_hex().to_string(), path))
+}
+
+pub(crate) fn open_lpips(backbone: LpipsBackbone, path: &Path) -> anyhow::Result<Lpips> {
+    let net = match backbone {
+        LpipsBackbone::Vgg => LpipsNet::Vgg16,
+        LpipsBackbone::Alex => LpipsNet::Alex,
+    };
+    Lpips::open(net, path, Device::Cpu).with_context(|| format!("LPIPS weights {}", path.display()))
 }
 
 /// Scores of one image against its ground truth.
@@ -193,13 +207,7 @@ impl StageKind for Evaluate {
             }
         };
         let lpips_model = match &self.lpips_path {
-            Some(path) => {
-                let net = match self.lpips_backbone {
-                    LpipsBackbone::Vgg => LpipsNet::Vgg16,
-                    LpipsBackbone::Alex => LpipsNet::Alex,
-                };
-                Some(Lpips::open(net, path, Device::Cpu).with_context(|| format!("LPIPS weights {}", path.display()))?)
-            }
+            Some(path) => Some(open_lpips(self.lpips_backbone, path)?),
             None => None,
         };
         let _guard = tch::no_grad_guard();

@@ -2,7 +2,8 @@
 //! encoder, L = L_AE + λ1·L_corres + λ2·L_reg (DESIGN.md §2, LRF eq. 7):
 //! - L_corres = Σ λ_ij |z_i(x_i/8) − z_j(x_j/8)|, latents sampled bilinearly at the correspondences of a group of
 //!   views of one scene, λ_ij = APE_ij / Σ APE over the step's correspondences;
-//! - L_AE = L1 of the (frozen) decoder's reconstruction, plus the KL to N(0, I) with weight 1e-6 for KL VAEs;
+//! - L_AE = L1 of the (frozen) decoder's reconstruction, plus LPIPS and a PatchGAN term when configured
+//!   ([`AutoencoderLoss`]), plus the KL to N(0, I) with weight 1e-6 for KL VAEs;
 //! - L_reg = KL to the frozen original encoder's posterior (KL VAEs) or the mean squared difference to its
 //!   latents (deterministic encoders).
 //!
@@ -18,8 +19,8 @@ use lrf_formats::correspondences::Correspondences;
 use lrf_formats::shard::ShardReader;
 use lrf_formats::views::{ViewSet, open_images, read_image};
 use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
-use lrf_vae::losses::{DiagonalGaussian, kl_diagonal};
-use lrf_vae::{Autoencoder, Part, Posterior};
+use lrf_vae::losses::{AutoencoderLoss, DiagonalGaussian, kl_diagonal};
+use lrf_vae::{Autoencoder, GanConfig, InputRange, Part, PatchGan, Posterior};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,6 +33,7 @@ use crate::artifacts::{output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED};
 use crate::correspond::{pixels_tensor, sample_latents};
 use crate::encode::image_tensor;
+use crate::evaluate::{LpipsBackbone, open_lpips, resolve_lpips};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +55,17 @@ pub struct EncoderFinetune {
     /// L_AE is measured on a random square window of this many latent pixels per view (0: the whole
     /// image): decoding is the costly part of a step.
     pub reconstruction_window: i64,
+    /// Each view of a step is encoded as a square crop of at most this many image pixels (a multiple of
+    /// the downsampling factor; 0: the whole image), as LDM trains on 256² crops: encoding with gradients
+    /// is most of a step's time. The anchor's crop is centred on one of its correspondences, each other
+    /// view's on where the anchor crop's correspondences land in it.
+    pub crop: i64,
+    /// A perceptual (LPIPS) term in L_AE; left out: L1 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perceptual: Option<Perceptual>,
+    /// A PatchGAN discriminator in L_AE (LRF: from step 501, weight 0.5); left out: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gan: Option<GanSchedule>,
     pub seed: u64,
     pub log_every: u32,
     #[serde(skip_deserializing)]
@@ -71,6 +84,9 @@ impl Default for EncoderFinetune {
             reg_weight: 1.0,
             kl_weight: 1e-6,
             reconstruction_window: 32,
+            crop: 256,
+            perceptual: None,
+            gan: None,
             seed: 0,
             log_every: 50,
             resolved: None,
@@ -78,9 +94,62 @@ impl Default for EncoderFinetune {
     }
 }
 
+/// LPIPS in Stage I's L_AE, with user-supplied weights (none ship with lrf-flow).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Perceptual {
+    /// Safetensors with the `lpips` package's keys, relative to the pipeline file.
+    pub weights: String,
+    #[serde(default = "vgg")]
+    pub backbone: LpipsBackbone,
+    /// LDM's `perceptual_weight`.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The weights' content hash, so that new weights make a new model.
+    #[serde(skip_deserializing)]
+    pub content: Option<String>,
+    #[serde(skip)]
+    path: Option<PathBuf>,
+}
+
+fn vgg() -> LpipsBackbone {
+    LpipsBackbone::Vgg
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// When the PatchGAN enters L_AE and how strongly (see [`GanConfig`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GanSchedule {
+    pub start_step: i64,
+    /// Multiplies the adaptive weight.
+    pub weight: f64,
+    /// The discriminator's Adam learning rate (LDM: the autoencoder's, with β = (0.5, 0.9)).
+    pub lr: Option<f64>,
+}
+
+impl Default for GanSchedule {
+    fn default() -> Self {
+        let ldm = GanConfig::default();
+        GanSchedule {
+            start_step: ldm.start_step,
+            weight: ldm.weight,
+            lr: None,
+        }
+    }
+}
+
 impl ResolvePaths for EncoderFinetune {
     fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
         self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        if let Some(perceptual) = &mut self.perceptual {
+            let (content, path) = resolve_lpips(&perceptual.weights, base_dir)?;
+            perceptual.content = Some(content);
+            perceptual.path = Some(path);
+        }
         Ok(())
     }
 }
@@ -121,11 +190,17 @@ struct Terms {
     reconstruction: f64,
     correspondence: f64,
     regularisation: f64,
+    /// The LPIPS distance inside `reconstruction`, unweighted (0 without LPIPS weights).
+    perceptual: f64,
+    /// The weighted PatchGAN generator term inside `reconstruction` (0 before the GAN starts).
+    adversarial: f64,
+    /// The discriminator's hinge loss (0 before it starts).
+    discriminator: f64,
 }
 
 impl StageKind for EncoderFinetune {
     const KIND: &'static str = "encoder-finetune";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn signature(&self) -> Signature {
         Signature {
@@ -161,6 +236,28 @@ impl StageKind for EncoderFinetune {
         if self.reconstruction_window < 0 {
             return Err("reconstruction_window must be ≥ 0".into());
         }
+        if self.crop < 0 {
+            return Err(format!("crop = {} must be ≥ 0 (0: whole images)", self.crop));
+        }
+        if let Some(perceptual) = &self.perceptual
+            && !(perceptual.weight.is_finite() && perceptual.weight >= 0.0)
+        {
+            return Err(format!(
+                "perceptual.weight = {} must be a number ≥ 0",
+                perceptual.weight
+            ));
+        }
+        if let Some(gan) = &self.gan {
+            if gan.start_step < 1 || !(gan.weight.is_finite() && gan.weight >= 0.0) {
+                return Err(format!(
+                    "gan.start_step = {} must be ≥ 1 and gan.weight = {} ≥ 0",
+                    gan.start_step, gan.weight
+                ));
+            }
+            if gan.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
+                return Err("gan.lr must be a number > 0".into());
+            }
+        }
         Ok(())
     }
 
@@ -171,6 +268,33 @@ impl StageKind for EncoderFinetune {
         let original = source.open()?;
         model.vars_mut(Part::Decoder).freeze();
         let mut optimizer = nn::Adam::default().build(model.vars(Part::Encoder), self.lr)?;
+        let mut loss = AutoencoderLoss {
+            perceptual: None,
+            gan: None,
+        };
+        if let Some(perceptual) = &self.perceptual {
+            let path = perceptual
+                .path
+                .as_deref()
+                .context("the LPIPS weights were not resolved")?;
+            loss.perceptual = Some((open_lpips(perceptual.backbone, path)?, perceptual.weight));
+        }
+        let mut discriminator_optimizer = None;
+        if let Some(schedule) = &self.gan {
+            let config = GanConfig {
+                start_step: schedule.start_step,
+                weight: schedule.weight,
+                ..GanConfig::default()
+            };
+            let gan = PatchGan::new(config, tch::Device::Cpu);
+            let adam = nn::Adam {
+                beta1: 0.5,
+                beta2: 0.9,
+                ..Default::default()
+            };
+            discriminator_optimizer = Some(adam.build(gan.vars(), schedule.lr.unwrap_or(self.lr))?);
+            loss.gan = Some(gan);
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         tch::manual_seed(self.seed as i64);
         let started = Instant::now();
@@ -180,20 +304,25 @@ impl StageKind for EncoderFinetune {
         for step in 1..=self.steps {
             let scene = scenes.choose(&mut rng).expect("at least one scene");
             let group = self.pick_group(scene, &mut rng);
-            let terms = self.step(
-                model.as_ref(),
-                original.as_ref(),
-                scene,
-                &group,
-                &mut rng,
-                &mut optimizer,
-            )?;
+            let mut optimizers = Optimizers {
+                encoder: &mut optimizer,
+                discriminator: discriminator_optimizer.as_mut(),
+            };
+            let models = Models {
+                model: model.as_ref(),
+                original: original.as_ref(),
+                loss: &loss,
+            };
+            let terms = self.step(models, scene, &group, step as i64, &mut rng, &mut optimizers)?;
             first.get_or_insert(terms);
             let (sum, count) = &mut window;
             sum.total += terms.total;
             sum.reconstruction += terms.reconstruction;
             sum.correspondence += terms.correspondence;
             sum.regularisation += terms.regularisation;
+            sum.perceptual += terms.perceptual;
+            sum.adversarial += terms.adversarial;
+            sum.discriminator += terms.discriminator;
             *count += 1;
             if step % self.log_every == 0 || step == self.steps {
                 let n = *count as f64;
@@ -202,6 +331,9 @@ impl StageKind for EncoderFinetune {
                     reconstruction: sum.reconstruction / n,
                     correspondence: sum.correspondence / n,
                     regularisation: sum.regularisation / n,
+                    perceptual: sum.perceptual / n,
+                    adversarial: sum.adversarial / n,
+                    discriminator: sum.discriminator / n,
                 };
                 tracing::info!(step, ?mean, "encoder fine-tuning");
                 curve.push((step, mean));
@@ -264,19 +396,27 @@ impl EncoderFinetune {
 
     fn step(
         &self,
-        model: &dyn Autoencoder,
-        original: &dyn Autoencoder,
+        Models { model, original, loss }: Models,
         scene: &TrainingScene,
         group: &[usize],
+        step: i64,
         rng: &mut ChaCha8Rng,
-        optimizer: &mut nn::Optimizer,
+        optimizers: &mut Optimizers,
     ) -> anyhow::Result<Terms> {
-        let mut posteriors: Vec<(usize, Posterior, Tensor)> = Vec::new();
+        let range = model.input_range();
+        let factor = model.downsampling();
+        let images = group
+            .iter()
+            .map(|&view| Ok(image_tensor(&read_image(&scene.images, view)?).unsqueeze(0)))
+            .collect::<anyhow::Result<Vec<Tensor>>>()?;
+        let crops = self.crops(scene, group, &images, factor, rng);
+        let mut encoded: Vec<(usize, Posterior, Crop)> = Vec::new();
         let mut reconstruction = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
         let mut regularisation = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
-        for &view in group {
-            let image = image_tensor(&read_image(&scene.images, view)?).unsqueeze(0);
-            let input = model.input_range().from_unit(&image);
+        let (mut perceptual, mut adversarial, mut reconstructions) = (0.0, 0.0, Vec::new());
+        for ((&view, image), crop) in group.iter().zip(&images).zip(crops) {
+            let image = crop.apply(image);
+            let input = range.from_unit(&image);
             let posterior = model.encode(&input)?;
             let frozen = tch::no_grad(|| original.encode(&input))?;
             regularisation += match (&posterior.logvar, &frozen.logvar) {
@@ -293,9 +433,14 @@ impl EncoderFinetune {
                 _ => (&posterior.mean - &frozen.mean).square().mean(Kind::Float),
             };
             let z = posterior.sample();
-            let (z, target) = self.window(&z, &image, model.downsampling(), rng);
-            let decoded = model.input_range().to_unit(&model.decode(&z)?);
-            reconstruction += (decoded - target).abs().mean(Kind::Float);
+            let (z, target) = self.window(&z, &image, factor, rng);
+            // Compared in [0, 1] whatever the model's range, so the weights mean the same for every model.
+            let decoded = range.to_unit(&model.decode(&z)?);
+            let terms = loss.generator(&decoded, &target, InputRange::Unit, &z, step)?;
+            perceptual += terms.perceptual.unwrap_or(0.0);
+            adversarial += terms.adversarial.unwrap_or(0.0);
+            reconstruction += terms.total;
+            reconstructions.push((decoded, target));
             if let Some(logvar) = &posterior.logvar {
                 let prior = DiagonalGaussian {
                     mean: &posterior.mean,
@@ -303,21 +448,38 @@ impl EncoderFinetune {
                 };
                 reconstruction += kl_diagonal(prior, None)? * self.kl_weight;
             }
-            posteriors.push((view, posterior, image));
+            encoded.push((view, posterior, crop));
         }
         let n = group.len() as f64;
         let (reconstruction, regularisation) = (reconstruction / n, regularisation / n);
-        let correspondence = self.correspondence_term(scene, &posteriors, model.downsampling(), rng)?;
+        let correspondence = self.correspondence_term(scene, &encoded, factor, rng);
         let total = &reconstruction + &correspondence * self.corres_weight + &regularisation * self.reg_weight;
-        optimizer.zero_grad();
+        optimizers.encoder.zero_grad();
         total.backward();
-        optimizer.step();
+        optimizers.encoder.step();
+        let mut discriminator = 0.0;
+        if let Some(optimizer) = optimizers.discriminator.as_mut() {
+            let mut hinge = Vec::new();
+            for (decoded, target) in &reconstructions {
+                hinge.extend(loss.discriminator(decoded, target, step)?);
+            }
+            if !hinge.is_empty() {
+                let hinge = Tensor::stack(&hinge, 0).mean(Kind::Float);
+                optimizer.zero_grad();
+                hinge.backward();
+                optimizer.step();
+                discriminator = hinge.double_value(&[]);
+            }
+        }
         let value = |t: &Tensor| t.double_value(&[]);
         let terms = Terms {
             total: value(&total),
             reconstruction: value(&reconstruction),
             correspondence: value(&correspondence),
             regularisation: value(&regularisation),
+            perceptual: perceptual / n,
+            adversarial: adversarial / n,
+            discriminator,
         };
         if !terms.total.is_finite() {
             bail!(
@@ -327,6 +489,42 @@ impl EncoderFinetune {
             );
         }
         Ok(terms)
+    }
+
+    /// Each group view's crop: the anchor's around one of its correspondences drawn at random, every
+    /// other view's around the median of where the anchor crop's correspondences land in it, so that
+    /// most of them fall inside both crops.
+    fn crops(
+        &self,
+        scene: &TrainingScene,
+        group: &[usize],
+        images: &[Tensor],
+        factor: i64,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Crop> {
+        let c = &scene.correspondences;
+        let anchor = group[0];
+        let place = |image: &Tensor, centre: [f32; 2]| Crop::around(centre, image.size(), self.crop, factor);
+        let anchor_rows: Vec<usize> = scene.pairs[&anchor].values().flatten().copied().collect();
+        let row = *anchor_rows.choose(rng).expect("anchors have correspondences");
+        let anchor_crop = place(&images[0], oriented(c, row, anchor).0);
+        let mut crops = vec![anchor_crop];
+        for (&other, image) in group[1..].iter().zip(&images[1..]) {
+            let rows = &scene.pairs[&anchor][&other];
+            let landing = |inside_only: bool| -> Vec<[f32; 2]> {
+                rows.iter()
+                    .map(|&row| oriented(c, row, anchor))
+                    .filter(|(a, _)| !inside_only || anchor_crop.contains(*a))
+                    .map(|(_, b)| b)
+                    .collect()
+            };
+            let mut points = landing(true);
+            if points.is_empty() {
+                points = landing(false);
+            }
+            crops.push(place(image, median(&points)));
+        }
+        crops
     }
 
     /// A random `reconstruction_window`² window of the latent and the image region it decodes to.
@@ -345,43 +543,48 @@ impl EncoderFinetune {
         (z, image)
     }
 
-    /// Σ λ_ij |z_i − z_j| over the anchor's correspondences with the other views of the group, λ the APE
-    /// normalised over the step's correspondences; latents are the posterior means (what LRF encodes with).
+    /// Σ λ_ij |z_i − z_j| over the anchor's correspondences inside both crops, λ the APE normalised over
+    /// the step's correspondences; latents are the posterior means (what LRF encodes with). Zero when no
+    /// correspondence falls inside the crops.
     fn correspondence_term(
         &self,
         scene: &TrainingScene,
-        posteriors: &[(usize, Posterior, Tensor)],
+        encoded: &[(usize, Posterior, Crop)],
         factor: i64,
         rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<Tensor> {
-        let (anchor, anchor_posterior, _) = &posteriors[0];
-        let per_pair = (self.correspondences_per_step / (posteriors.len() - 1)).max(1);
+    ) -> Tensor {
+        let (anchor, anchor_posterior, anchor_crop) = &encoded[0];
+        let per_pair = (self.correspondences_per_step / (encoded.len() - 1)).max(1);
         let c = &scene.correspondences;
         let mut differences = Vec::new();
         let mut weights = Vec::new();
-        for (other, posterior, _) in &posteriors[1..] {
-            let rows = &scene.pairs[anchor][other];
-            let chosen: Vec<usize> = if rows.len() > per_pair {
-                rows.choose_multiple(rng, per_pair).copied().collect()
-            } else {
-                rows.clone()
-            };
-            // Orient each correspondence as (anchor pixel, other pixel).
+        for (other, posterior, crop) in &encoded[1..] {
+            let inside: Vec<usize> = scene.pairs[anchor][other]
+                .iter()
+                .copied()
+                .filter(|&row| {
+                    let (a, b) = oriented(c, row, *anchor);
+                    anchor_crop.contains(a) && crop.contains(b)
+                })
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            let chosen: Vec<usize> = inside.choose_multiple(rng, per_pair).copied().collect();
             let (mut anchor_pixels, mut other_pixels) = (Vec::new(), Vec::new());
             for &row in &chosen {
-                let (a, b) = if c.view_i[row] as usize == *anchor {
-                    (c.pixel_i[row], c.pixel_j[row])
-                } else {
-                    (c.pixel_j[row], c.pixel_i[row])
-                };
-                anchor_pixels.push(a);
-                other_pixels.push(b);
+                let (a, b) = oriented(c, row, *anchor);
+                anchor_pixels.push(anchor_crop.local(a));
+                other_pixels.push(crop.local(b));
                 weights.push(c.ape[row]);
             }
             let f = factor as f64;
             let z_anchor = sample_latents(&anchor_posterior.mean.squeeze_dim(0), &pixels_tensor(&anchor_pixels), f);
             let z_other = sample_latents(&posterior.mean.squeeze_dim(0), &pixels_tensor(&other_pixels), f);
             differences.push((z_anchor - z_other).abs().mean_dim(1, false, Kind::Float));
+        }
+        if differences.is_empty() {
+            return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
         }
         let total: f32 = weights.iter().sum();
         if total <= 0.0 {
@@ -390,6 +593,126 @@ impl EncoderFinetune {
         }
         let weights = Tensor::from_slice(&weights);
         let weights = &weights / weights.sum(Kind::Float);
-        Ok((Tensor::cat(&differences, 0) * weights).sum(Kind::Float))
+        (Tensor::cat(&differences, 0) * weights).sum(Kind::Float)
+    }
+}
+
+/// The networks a step evaluates: the model being fine-tuned, the frozen original, and L_AE.
+#[derive(Clone, Copy)]
+struct Models<'a> {
+    model: &'a dyn Autoencoder,
+    original: &'a dyn Autoencoder,
+    loss: &'a AutoencoderLoss,
+}
+
+struct Optimizers<'a> {
+    encoder: &'a mut nn::Optimizer,
+    discriminator: Option<&'a mut nn::Optimizer>,
+}
+
+/// Correspondence `row` as (pixel in `anchor`, pixel in the other view).
+fn oriented(c: &Correspondences, row: usize, anchor: usize) -> ([f32; 2], [f32; 2]) {
+    if c.view_i[row] as usize == anchor {
+        (c.pixel_i[row], c.pixel_j[row])
+    } else {
+        (c.pixel_j[row], c.pixel_i[row])
+    }
+}
+
+/// Per-coordinate median of a non-empty set of pixels.
+fn median(points: &[[f32; 2]]) -> [f32; 2] {
+    let mut centre = [0.0; 2];
+    for (axis, value) in centre.iter_mut().enumerate() {
+        let mut values: Vec<f32> = points.iter().map(|p| p[axis]).collect();
+        values.sort_by(f32::total_cmp);
+        *value = values[values.len() / 2];
+    }
+    centre
+}
+
+/// A view's encoded region in image pixels. Offsets are multiples of the downsampling factor, so the
+/// crop's latent grid lies on the whole image's and correspondences keep their latent positions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Crop {
+    top: i64,
+    left: i64,
+    height: i64,
+    width: i64,
+}
+
+impl Crop {
+    /// The `side`² crop (each side at most the image's, rounded down to a multiple of `factor`; 0: the whole
+    /// image) nearest to being centred on `centre`, for an image of size `[1, C, H, W]`.
+    fn around(centre: [f32; 2], image_size: Vec<i64>, side: i64, factor: i64) -> Crop {
+        let (height, width) = (image_size[2], image_size[3]);
+        if side == 0 {
+            return Crop {
+                top: 0,
+                left: 0,
+                height,
+                width,
+            };
+        }
+        let extent = |full: i64| (side.min(full) / factor * factor).max(factor.min(full));
+        let offset = |centre: f32, extent: i64, full: i64| {
+            let wanted = (centre as f64 - extent as f64 / 2.0) / factor as f64;
+            let highest = (full - extent) / factor;
+            (wanted.round() as i64).clamp(0, highest.max(0)) * factor
+        };
+        let (h, w) = (extent(height), extent(width));
+        Crop {
+            top: offset(centre[1], h, height),
+            left: offset(centre[0], w, width),
+            height: h,
+            width: w,
+        }
+    }
+
+    fn apply(&self, image: &Tensor) -> Tensor {
+        image.narrow(2, self.top, self.height).narrow(3, self.left, self.width)
+    }
+
+    fn contains(&self, [x, y]: [f32; 2]) -> bool {
+        let (x, y) = (x as f64, y as f64);
+        x >= self.left as f64
+            && x < (self.left + self.width) as f64
+            && y >= self.top as f64
+            && y < (self.top + self.height) as f64
+    }
+
+    /// A full-image pixel position in the crop's coordinates.
+    fn local(&self, [x, y]: [f32; 2]) -> [f32; 2] {
+        [x - self.left as f32, y - self.top as f32]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_stay_inside_the_image_on_the_latent_grid() {
+        let size = vec![1, 3, 376, 504];
+        let centred = Crop::around([252.0, 188.0], size.clone(), 256, 8);
+        assert_eq!((centred.height, centred.width), (256, 256));
+        assert_eq!((centred.top % 8, centred.left % 8), (0, 0));
+        assert!(centred.contains([252.0, 188.0]));
+        let corner = Crop::around([0.0, 0.0], size.clone(), 256, 8);
+        assert_eq!((corner.top, corner.left), (0, 0));
+        let far = Crop::around([503.9, 375.9], size.clone(), 256, 8);
+        assert_eq!((far.top + far.height, far.left + far.width), (376, 504));
+        let whole = Crop::around([10.0, 10.0], size.clone(), 0, 8);
+        assert_eq!((whole.top, whole.left, whole.height, whole.width), (0, 0, 376, 504));
+        let small = Crop::around([10.0, 10.0], vec![1, 3, 120, 200], 256, 8);
+        assert_eq!((small.height, small.width), (120, 200));
+        assert_eq!(
+            far.local([503.5, 375.5]),
+            [503.5 - far.left as f32, 375.5 - far.top as f32]
+        );
+    }
+
+    #[test]
+    fn median_per_axis() {
+        assert_eq!(median(&[[0.0, 9.0], [5.0, 1.0], [2.0, 4.0]]), [2.0, 4.0]);
     }
 }
