@@ -3,6 +3,8 @@
 //! when each instance runs. Per-scene records are exchanged by scene across workers; a global
 //! stage gathers its inputs on one worker, runs when its input frontier has passed (every scene
 //! of its roles has arrived), and its one record is broadcast to the per-scene stages after it.
+//! Operators hand instances to the job pool ([`crate::pool`]) and hold their capability until the
+//! answer comes back, so worker threads never block on a computation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 use crate::executor::Executor;
 use crate::pipeline::{Pipeline, Source};
 use crate::plan::Plan;
+use crate::pool::{JobPool, Submission};
 use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::stage::Scope;
@@ -30,8 +33,9 @@ type Record = (u32, bool);
 /// (input slot, scene, success) — a record as it enters a stage; slot 0 is the scene trigger.
 type Tagged = (u16, u32, bool);
 
-/// Called on each worker thread before it starts, with (worker index, worker count): the place
-/// to size per-thread pools (libtorch's) so workers × threads does not oversubscribe the cores.
+/// Called on each job thread (one per worker) before it starts, with (thread index, thread count):
+/// the place to size per-thread pools (libtorch's) so workers × threads does not oversubscribe the
+/// cores.
 pub type WorkerInit = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
 /// Several processes sharing one store: timely's cluster mode, configured from our own options.
@@ -101,23 +105,22 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         communication,
         worker: timely::WorkerConfig::default(),
     };
-    let shared = executor.clone();
-    let init = options.worker_init.clone();
+    let pool = Arc::new(
+        JobPool::new(workers, executor.clone(), options.worker_init.clone())
+            .map_err(|e| anyhow::anyhow!("starting the job threads: {e}"))?,
+    );
     let connected = options
         .cluster
         .as_ref()
         .map(|c| startup_watchdog(c, options.startup_timeout));
-    let guards = timely::execute(config, move |worker| {
-        if let Some(init) = &init {
-            init(worker.index(), worker.peers());
-        }
-        drive(worker, &shared);
-    })
-    .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
+    let shared = (executor.clone(), pool.clone());
+    let guards = timely::execute(config, move |worker| drive(worker, &shared.0, &shared.1))
+        .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
     drop(connected);
     for result in guards.join() {
         result.map_err(|e| anyhow::anyhow!("a worker thread died: {e}"))?;
     }
+    drop(pool);
     let outcomes = executor.take_outcomes();
     Ok(RunReport::new(
         &pipeline,
@@ -148,7 +151,7 @@ fn startup_watchdog(cluster: &Cluster, timeout: Duration) -> std::sync::mpsc::Se
 }
 
 /// Builds the dataflow on one worker, feeds the scenes (worker 0) and runs it to completion.
-fn drive(worker: &mut timely::worker::Worker, executor: &Arc<Executor>) {
+fn drive(worker: &mut timely::worker::Worker, executor: &Arc<Executor>, pool: &Arc<JobPool>) {
     let mut scenes = InputHandle::<u64, CapacityContainerBuilder<Vec<Record>>>::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
@@ -165,8 +168,14 @@ fn drive(worker: &mut timely::worker::Worker, executor: &Arc<Executor>) {
             );
             let merged = scope.concatenate(inputs);
             let output = match executor.pipeline.stages[stage].scope() {
-                Scope::PerScene => per_scene(merged, executor.clone(), stage),
-                Scope::Global => global(merged, executor.clone(), stage, scope.index() == stage % scope.peers()),
+                Scope::PerScene => per_scene(merged, executor.clone(), pool.clone(), stage),
+                Scope::Global => global(
+                    merged,
+                    executor.clone(),
+                    pool.clone(),
+                    stage,
+                    scope.index() == stage % scope.peers(),
+                ),
             };
             outputs.push(output);
         }
@@ -220,6 +229,8 @@ fn stage_inputs<'s>(
 /// What a stage has received for one timestamp.
 struct Received {
     capability: Capability<u64>,
+    /// Instances handed to the pool and not yet answered.
+    running: usize,
     /// Per scene: how many per-scene slots arrived, and the ids of failed inputs.
     scenes: HashMap<u32, (usize, Vec<String>)>,
     /// Global input slots: arrived, and whether it succeeded.
@@ -260,18 +271,22 @@ impl Slots {
     }
 }
 
-/// A per-scene stage: runs each scene as soon as all its inputs for that scene (and every global
-/// input) have arrived.
+/// A per-scene stage: submits each scene as soon as all its inputs for that scene (and every global
+/// input) have arrived, and passes on each answer.
 fn per_scene<'s>(
     input: StreamVec<'s, u64, Tagged>,
     executor: Arc<Executor>,
+    pool: Arc<JobPool>,
     stage: usize,
 ) -> StreamVec<'s, u64, Record> {
     let slots = Slots::of(&executor.pipeline, stage);
     let name = executor.pipeline.stages[stage].id.clone();
-    input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, _| {
+    let worker = input.scope().worker().clone();
+    input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, info| {
         drop(initial);
         let mut pending: BTreeMap<u64, Received> = BTreeMap::new();
+        let (done, answers) = crossbeam_channel::unbounded();
+        let address = info.address.to_vec();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 let Some(cap) = cap.retain_least(output.output_index()) else {
@@ -280,6 +295,7 @@ fn per_scene<'s>(
                 let time = *cap.time();
                 let received = pending.entry(time).or_insert_with(|| Received {
                     capability: cap,
+                    running: 0,
                     scenes: HashMap::new(),
                     globals: BTreeMap::new(),
                 });
@@ -295,7 +311,7 @@ fn per_scene<'s>(
                     }
                 }
             });
-            for received in pending.values_mut() {
+            for (&time, received) in pending.iter_mut() {
                 if received.globals.len() < slots.global {
                     continue;
                 }
@@ -311,33 +327,52 @@ fn per_scene<'s>(
                     .filter(|(_, (n, _))| *n == slots.per_scene)
                     .map(|(s, _)| *s)
                     .collect();
-                let mut session = output.session(&received.capability);
                 for scene in ready {
                     let (_, mut blocked) = received.scenes.remove(&scene).unwrap_or_default();
                     blocked.extend(failed_globals.iter().cloned());
-                    let ok = executor.execute(stage, Some(scene as usize), &blocked);
-                    session.give((scene, ok));
+                    received.running += 1;
+                    pool.submit(Submission {
+                        stage,
+                        scene: Some(scene as usize),
+                        blocked,
+                        done: done.clone(),
+                        time,
+                        wake: worker.sync_activator_for(address.clone()),
+                    });
                 }
             }
-            // Once the frontier has passed a time, every scene of it has arrived and run.
-            pending.retain(|time, _| frontier.less_equal(time));
+            for (time, scene, ok) in answers.try_iter() {
+                let received = pending.get_mut(&time).expect("answers come for pending times");
+                received.running -= 1;
+                let scene = scene.expect("per-scene submissions carry their scene") as u32;
+                output.session(&received.capability).give((scene, ok));
+            }
+            // Once the frontier has passed a time, every scene of it has arrived; once its instances
+            // are answered, it is done.
+            pending.retain(|time, received| frontier.less_equal(time) || received.running > 0);
         }
     })
 }
 
-/// A global stage: on the worker its inputs were sent to, runs once the frontier has passed the
-/// timestamp, i.e. when every input record has arrived.
+/// A global stage: on the worker its inputs were sent to, submits its instance once the frontier has
+/// passed the timestamp, i.e. when every input record has arrived, and passes on the answer.
 fn global<'s>(
     input: StreamVec<'s, u64, Tagged>,
     executor: Arc<Executor>,
+    pool: Arc<JobPool>,
     stage: usize,
     is_target: bool,
 ) -> StreamVec<'s, u64, Record> {
     let slots = Slots::of(&executor.pipeline, stage);
     let name = executor.pipeline.stages[stage].id.clone();
-    input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, _| {
+    let worker = input.scope().worker().clone();
+    input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, info| {
         let mut capability = is_target.then_some(initial);
+        let mut submitted = false;
         let mut failed: Vec<String> = Vec::new();
+        let (done, answers) = crossbeam_channel::unbounded();
+        let wake = worker.sync_activator_for(info.address.to_vec());
+        let mut wake = Some(wake);
         move |(input, frontier), output| {
             input.for_each_stamp(|_, data| {
                 for (slot, scene, ok) in data.flat_map(|d| d.drain(..)) {
@@ -351,10 +386,20 @@ fn global<'s>(
                     }
                 }
             });
-            if !frontier.less_equal(&0)
+            if capability.is_some() && !submitted && !frontier.less_equal(&0) {
+                submitted = true;
+                pool.submit(Submission {
+                    stage,
+                    scene: None,
+                    blocked: std::mem::take(&mut failed),
+                    done: done.clone(),
+                    time: 0,
+                    wake: wake.take().expect("submitted once"),
+                });
+            }
+            if let Some((_, _, ok)) = answers.try_iter().next()
                 && let Some(cap) = capability.take()
             {
-                let ok = executor.execute(stage, None, &failed);
                 output.session(&cap).give((GLOBAL, ok));
             }
         }

@@ -14,6 +14,7 @@ mod executor;
 pub mod key;
 pub mod pipeline;
 pub mod plan;
+mod pool;
 mod progress;
 pub mod registry;
 pub mod report;

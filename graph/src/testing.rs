@@ -81,6 +81,10 @@ struct TestParams {
     fail_on: Vec<String>,
     /// Sleeps this long per run (for crash tests), at most 10 000.
     sleep_ms: u64,
+    /// Waits (up to 10 s, then fails) until this stage has run `await_count` times: shows that the
+    /// engine goes on with other work while this instance runs.
+    await_stage: Option<String>,
+    await_count: usize,
 }
 
 struct TestStage {
@@ -163,6 +167,20 @@ impl Stage for TestStage {
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         self.counter.record(job);
         std::thread::sleep(std::time::Duration::from_millis(self.params.sleep_ms));
+        if let Some(stage) = &self.params.await_stage {
+            let started = std::time::Instant::now();
+            let count = || self.counter.runs().iter().filter(|(s, _)| s == stage).count();
+            while count() < self.params.await_count {
+                if started.elapsed().as_secs() >= 10 {
+                    anyhow::bail!(
+                        "waited 10 s for {} runs of {stage} and saw {}: they did not run meanwhile",
+                        self.params.await_count,
+                        count()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         if let Some(scene) = job.scene.filter(|s| self.params.fail_on.iter().any(|f| f == s)) {
             anyhow::bail!("test stage asked to fail on scene {scene}");
         }

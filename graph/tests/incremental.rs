@@ -218,3 +218,36 @@ fn gc_removes_unreferenced_artifacts_and_keeps_the_current_ones() {
     let (_, executed) = project.run(1);
     assert_eq!(executed, vec![]);
 }
+
+#[test]
+fn per_scene_work_goes_on_while_a_global_stage_runs() {
+    // `finetune` (global, worker 1) waits until `features` has run on all four scenes; `features` needs the
+    // other global stage, `prepare` (worker 0), so it can only start after `finetune` has. This succeeds
+    // only if workers hand instances to the job pool: run inline, `finetune` held worker 1, whose scenes'
+    // `features` then never ran.
+    let pipeline = r#"
+pipeline: test
+work_dir: work
+scenes:
+  - {glob: "scenes/train/*", role: train}
+stages:
+  - id: ingest
+    kind: test-source
+    inputs: {scene: scenes}
+  - id: finetune
+    kind: test-reduce
+    inputs: {items: ingest}
+    params: {await_stage: features, await_count: 4}
+  - id: prepare
+    kind: test-reduce
+    inputs: {items: ingest}
+    params: {sleep_ms: 200}
+  - id: features
+    kind: test-apply
+    inputs: {data: ingest, model: prepare}
+"#;
+    let project = Project::new(pipeline, &["a", "b", "c", "d"], &[]);
+    let (report, executed) = project.run(2);
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert_eq!(executed.len(), 10, "{executed:?}");
+}
