@@ -9,7 +9,7 @@
 use crate::blend::{Tile, TileRows, eval_pair};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
-use crate::simd::SimdTask;
+use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch};
 use crate::tiling::Splats;
 
 /// Values per intersection in the partial-gradient buffer: mean2d (2), conic (3), opacity (1), then colour.
@@ -58,10 +58,13 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
         // Lane accumulators, reduced once per intersection.
         let mut v_color = vec![[R::ZERO; TILE_SIZE]; channels];
         let mut pairs = 0u64;
-        for (&id, partial) in ids.iter().zip(partials.chunks_exact_mut(stride)) {
+        for (k, (&id, partial)) in ids.iter().zip(partials.chunks_exact_mut(stride)).enumerate() {
             partial.fill(R::ZERO);
             if remaining == 0 {
                 continue;
+            }
+            if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
+                prefetch(&splats.blend[ahead as usize]);
             }
             let s = id as usize;
             let blend = &splats.blend[s];

@@ -4,7 +4,7 @@
 use crate::blend::{Tile, TileRows, eval_pair};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
-use crate::simd::SimdTask;
+use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch};
 use crate::tiling::Splats;
 
 /// A tile's forward result.
@@ -50,9 +50,12 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
         let mut active = tile.on_image();
         let mut remaining = active.as_flattened().iter().filter(|&&a| a).count();
         let lane_x = tile.lane_x::<R>();
-        for &id in ids {
+        for (k, &id) in ids.iter().enumerate() {
             if remaining == 0 {
                 break;
+            }
+            if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
+                prefetch(&splats.blend[ahead as usize]);
             }
             let s = id as usize;
             let blend = &splats.blend[s];

@@ -35,3 +35,19 @@ unsafe fn run_avx512<T: SimdTask>(task: T) -> T::Output {
 unsafe fn run_avx2<T: SimdTask>(task: T) -> T::Output {
     task.run()
 }
+
+/// How many splats ahead of the one being blended the blend loops prefetch: tile lists visit splats in depth
+/// order, i.e. scattered over memory, and each visit would otherwise wait for its cache line.
+pub(crate) const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the CPU to start loading `value`'s cache line; a hint with no effect on results.
+#[inline(always)]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, even for invalid addresses, and `value` is valid.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
