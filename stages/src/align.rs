@@ -38,7 +38,10 @@ pub struct DecoderAlign {
     /// the `autoencoder` input port (e.g. Stage I's fine-tuned encoder with its decoder).
     pub autoencoder: String,
     pub steps: u32,
-    /// Adam learning rate for the decoder (the paper used 4.5e-6 for Stage I, with large batches).
+    /// Adam learning rate for the decoder (the paper used 4.5e-6 for Stage I, with large batches). Measured
+    /// on the ablation (TAEF2, 300 steps, three training scenes, the bird held out): 1e-4 took test PSNR on the
+    /// held-out scene from 24.49 to 23.24 dB and its autoencoder ceiling from 38.1 to 29.0 dB; 1e-5 to 23.95
+    /// and 31.6 dB. A small corpus teaches a fast-moving decoder its own colours.
     pub lr: f64,
     /// Pairs per step: half training views, half novel views when both exist (an odd count alternates).
     pub batch: usize,
@@ -61,7 +64,7 @@ impl Default for DecoderAlign {
         DecoderAlign {
             autoencoder: BUNDLED.into(),
             steps: 2000,
-            lr: 1e-4,
+            lr: 1e-5,
             batch: 4,
             train_weight: 0.5,
             novel_weight: 0.5,
