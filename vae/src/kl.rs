@@ -16,6 +16,13 @@ use crate::{Autoencoder, InputRange, Part, Posterior, check_nchw};
 /// Every GroupNorm in the model uses this epsilon (diffusers' `resnet_eps`, LDM's `Normalize`).
 const NORM_EPS: f64 = 1e-6;
 
+/// The encoder level types: plain, or with self-attention after each resnet (LDM's `attn_resolutions`).
+const DOWN_BLOCK: &str = "DownEncoderBlock2D";
+const ATTN_DOWN_BLOCK: &str = "AttnDownEncoderBlock2D";
+/// The decoder level types, likewise.
+const UP_BLOCK: &str = "UpDecoderBlock2D";
+const ATTN_UP_BLOCK: &str = "AttnUpDecoderBlock2D";
+
 /// The architecture, with the names and defaults of diffusers' `config.json` (unknown fields ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -50,8 +57,8 @@ impl Default for KlConfig {
             use_post_quant_conv: true,
             mid_block_add_attention: true,
             act_fn: "silu".into(),
-            down_block_types: vec!["DownEncoderBlock2D".into()],
-            up_block_types: vec!["UpDecoderBlock2D".into()],
+            down_block_types: vec![DOWN_BLOCK.into()],
+            up_block_types: vec![UP_BLOCK.into()],
             scaling_factor: 0.18215,
         }
     }
@@ -65,24 +72,42 @@ impl KlConfig {
             block_out_channels: vec![128, 256, 512, 512],
             layers_per_block: 2,
             latent_channels,
-            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            down_block_types: vec![DOWN_BLOCK.into(); 4],
+            up_block_types: vec![UP_BLOCK.into(); 4],
             ..Default::default()
         }
     }
 
     /// Reads a diffusers `config.json`, refusing block types and activations this model lacks.
     pub fn from_json_file(path: &Path) -> Result<Self> {
+        Self::read_json_file(path).map(|(config, _)| config)
+    }
+
+    /// [`KlConfig::from_json_file`], also returning the file's other fields (`shift_factor`,
+    /// `force_upcast`, `latents_mean`, …, but not diffusers' `_class_name`-style bookkeeping), which
+    /// this model does not use but a saved copy must keep for the tools that do.
+    fn read_json_file(path: &Path) -> Result<(Self, serde_json::Map<String, serde_json::Value>)> {
         let text = std::fs::read_to_string(path).map_err(|source| VaeError::Io {
             path: path.into(),
             source,
         })?;
-        let config: KlConfig = serde_json::from_str(&text)
-            .map_err(|e| VaeError::checkpoint(path.display().to_string(), format!("invalid config: {e}")))?;
+        let invalid =
+            |e: serde_json::Error| VaeError::checkpoint(path.display().to_string(), format!("invalid config: {e}"));
+        let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).map_err(invalid)?;
+        let config: KlConfig = serde_json::from_value(fields.clone().into()).map_err(invalid)?;
         config
             .validate()
             .map_err(|m| VaeError::checkpoint(path.display().to_string(), m))?;
-        Ok(config)
+        let known = config.to_json();
+        fields.retain(|k, _| !k.starts_with('_') && !known.contains_key(k));
+        Ok((config, fields))
+    }
+
+    fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self).expect("KlConfig serialises") {
+            serde_json::Value::Object(fields) => fields,
+            other => unreachable!("KlConfig serialises to an object, not {other}"),
+        }
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -94,13 +119,23 @@ impl KlConfig {
                 self.up_block_types.len()
             ));
         }
-        if let Some(t) = self.down_block_types.iter().find(|t| *t != "DownEncoderBlock2D") {
+        if let Some(t) = self
+            .down_block_types
+            .iter()
+            .find(|t| ![DOWN_BLOCK, ATTN_DOWN_BLOCK].contains(&t.as_str()))
+        {
             return Err(format!(
-                "down block type {t} is not supported (only DownEncoderBlock2D)"
+                "down block type {t} is not supported (only {DOWN_BLOCK} and {ATTN_DOWN_BLOCK})"
             ));
         }
-        if let Some(t) = self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
-            return Err(format!("up block type {t} is not supported (only UpDecoderBlock2D)"));
+        if let Some(t) = self
+            .up_block_types
+            .iter()
+            .find(|t| ![UP_BLOCK, ATTN_UP_BLOCK].contains(&t.as_str()))
+        {
+            return Err(format!(
+                "up block type {t} is not supported (only {UP_BLOCK} and {ATTN_UP_BLOCK})"
+            ));
         }
         if self.act_fn != "silu" {
             return Err(format!("act_fn {} is not supported (only silu)", self.act_fn));
@@ -115,7 +150,8 @@ impl KlConfig {
     }
 
     /// Reads the architecture off an LDM checkpoint's shapes (LDM files carry no config; their YAML's
-    /// ddconfig is implied by the weights). LDM's GroupNorms always have 32 groups.
+    /// ddconfig is implied by the weights). LDM's GroupNorms always have 32 groups; a level listed in
+    /// `attn_resolutions` holds `encoder.down.N.attn.*` and `decoder.up.N.attn.*` (attention levels).
     fn infer_ldm(ckpt: &Checkpoint) -> Result<Self> {
         let mut block_out_channels = Vec::new();
         while let Some(shape) = ckpt.shape(&format!(
@@ -128,6 +164,18 @@ impl KlConfig {
             .take_while(|j| ckpt.get(&format!("encoder.down.0.block.{j}.conv1.weight")).is_some())
             .count() as i64;
         let levels = block_out_channels.len();
+        // An attention level's type; diffusers numbers decoder levels from the latent, LDM from the
+        // image (see `diffusers_to_ldm`).
+        let level_type = |ldm_level: String, attention: &str, plain: &str| {
+            let has_attention = ckpt.get(&format!("{ldm_level}.attn.0.q.weight")).is_some();
+            (if has_attention { attention } else { plain }).to_string()
+        };
+        let down_block_types = (0..levels)
+            .map(|i| level_type(format!("encoder.down.{i}"), ATTN_DOWN_BLOCK, DOWN_BLOCK))
+            .collect();
+        let up_block_types = (0..levels)
+            .map(|i| level_type(format!("decoder.up.{}", levels - 1 - i), ATTN_UP_BLOCK, UP_BLOCK))
+            .collect();
         let config = KlConfig {
             in_channels: ckpt.require_shape("encoder.conv_in.weight")?[1],
             out_channels: ckpt.require_shape("decoder.conv_out.weight")?[0],
@@ -138,8 +186,8 @@ impl KlConfig {
             use_quant_conv: ckpt.get("quant_conv.weight").is_some(),
             use_post_quant_conv: ckpt.get("post_quant_conv.weight").is_some(),
             mid_block_add_attention: ckpt.get("encoder.mid.attn_1.q.weight").is_some(),
-            down_block_types: vec!["DownEncoderBlock2D".into(); levels],
-            up_block_types: vec!["UpDecoderBlock2D".into(); levels],
+            down_block_types,
+            up_block_types,
             ..Default::default()
         };
         config
@@ -208,8 +256,12 @@ fn diffusers_to_ldm(name: &str, levels: usize) -> String {
             ["down_blocks", b, "resnets", r, ..] => {
                 (vec!["down".into(), b.to_string(), "block".into(), r.to_string()], 4)
             }
+            ["down_blocks", b, "attentions", a, ..] => {
+                (vec!["down".into(), b.to_string(), "attn".into(), a.to_string()], 4)
+            }
             ["down_blocks", b, "downsamplers", "0", ..] => (vec!["down".into(), b.to_string(), "downsample".into()], 4),
             ["up_blocks", b, "resnets", r, ..] => (vec!["up".into(), up(b), "block".into(), r.to_string()], 4),
+            ["up_blocks", b, "attentions", a, ..] => (vec!["up".into(), up(b), "attn".into(), a.to_string()], 4),
             ["up_blocks", b, "upsamplers", "0", ..] => (vec!["up".into(), up(b), "upsample".into()], 4),
             ["mid_block", "resnets", r, ..] => {
                 let n = r.parse::<usize>().map_or(0, |r| r + 1);
@@ -343,11 +395,43 @@ impl MidBlock {
     }
 }
 
-/// One resolution level: its resnets, then a resampling convolution except at the last level.
+/// One resolution level: its resnets, each followed by a self-attention in attention levels
+/// (`Attn…Block2D`), then a resampling convolution except at the last level.
 #[derive(Debug)]
 struct Level {
     resnets: Vec<Resnet>,
+    attentions: Vec<Attention>,
     resample: Option<nn::Conv2D>,
+}
+
+impl Level {
+    /// `num_resnets` resnets from `cin` to `cout` channels under `p` (a `down_blocks.N` or `up_blocks.N`),
+    /// with one attention per resnet when `attention`; the resampling convolution is added by the caller.
+    fn new(p: &nn::Path, cin: i64, cout: i64, num_resnets: usize, attention: bool, groups: i64) -> Self {
+        let resnets = (0..num_resnets)
+            .map(|j| Resnet::new(p / "resnets" / j, if j == 0 { cin } else { cout }, cout, groups))
+            .collect();
+        let attentions = (0..if attention { num_resnets } else { 0 })
+            .map(|j| Attention::new(p / "attentions" / j, cout, groups))
+            .collect();
+        Level {
+            resnets,
+            attentions,
+            resample: None,
+        }
+    }
+
+    /// The resnets (and attentions); resampling is left to the caller, which differs by direction.
+    fn forward_blocks(&self, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (j, r) in self.resnets.iter().enumerate() {
+            h = r.forward(&h);
+            if let Some(a) = self.attentions.get(j) {
+                h = a.forward(&h);
+            }
+        }
+        h
+    }
 }
 
 #[derive(Debug)]
@@ -369,12 +453,11 @@ impl Encoder {
             .map(|i| {
                 let lp = &p / "down_blocks" / i;
                 let cin = if i == 0 { ch[0] } else { ch[i - 1] };
-                let resnets = (0..c.layers_per_block as usize)
-                    .map(|j| Resnet::new(&lp / "resnets" / j, if j == 0 { cin } else { ch[i] }, ch[i], g))
-                    .collect();
-                let resample =
+                let attention = c.down_block_types[i] == ATTN_DOWN_BLOCK;
+                let mut level = Level::new(&lp, cin, ch[i], c.layers_per_block as usize, attention, g);
+                level.resample =
                     (i + 1 < ch.len()).then(|| conv(&lp / "downsamplers" / 0 / "conv", ch[i], ch[i], 3, 2, 0, true));
-                Level { resnets, resample }
+                level
             })
             .collect();
         let top = *ch.last().expect("validated non-empty");
@@ -394,9 +477,7 @@ impl Encoder {
     fn forward(&self, x: &Tensor) -> Tensor {
         let mut h = x.apply(&self.conv_in);
         for level in &self.levels {
-            for r in &level.resnets {
-                h = r.forward(&h);
-            }
+            h = level.forward_blocks(&h);
             if let Some(down) = &level.resample {
                 // Asymmetric padding (right and bottom only), as LDM and diffusers do.
                 h = h.constant_pad_nd([0, 1, 0, 1]).apply(down);
@@ -429,12 +510,11 @@ impl Decoder {
             .map(|i| {
                 let lp = &p / "up_blocks" / i;
                 let cin = if i == 0 { ch[0] } else { ch[i - 1] };
-                let resnets = (0..=c.layers_per_block as usize)
-                    .map(|j| Resnet::new(&lp / "resnets" / j, if j == 0 { cin } else { ch[i] }, ch[i], g))
-                    .collect();
-                let resample =
+                let attention = c.up_block_types[i] == ATTN_UP_BLOCK;
+                let mut level = Level::new(&lp, cin, ch[i], c.layers_per_block as usize + 1, attention, g);
+                level.resample =
                     (i + 1 < ch.len()).then(|| conv(&lp / "upsamplers" / 0 / "conv", ch[i], ch[i], 3, 1, 1, true));
-                Level { resnets, resample }
+                level
             })
             .collect();
         let bottom = *ch.last().expect("validated non-empty");
@@ -458,9 +538,7 @@ impl Decoder {
         };
         let mut h = self.mid.forward(&z.apply(&self.conv_in));
         for level in &self.levels {
-            for r in &level.resnets {
-                h = r.forward(&h);
-            }
+            h = level.forward_blocks(&h);
             if let Some(up) = &level.resample {
                 let (hh, ww) = (h.size()[2], h.size()[3]);
                 h = h.upsample_nearest2d([hh * 2, ww * 2], 2.0, 2.0).apply(up);
@@ -473,6 +551,8 @@ impl Decoder {
 /// A KL autoencoder; its encoder returns a diagonal Gaussian posterior, images are in [-1, 1].
 pub struct AutoencoderKL {
     config: KlConfig,
+    /// The fields of the opened `config.json` that [`KlConfig`] lacks, written back by [`AutoencoderKL::save`].
+    extra_config: serde_json::Map<String, serde_json::Value>,
     encoder_vars: nn::VarStore,
     encoder: Encoder,
     decoder_vars: nn::VarStore,
@@ -489,6 +569,7 @@ impl AutoencoderKL {
         let decoder = Decoder::new(decoder_vars.root(), &config);
         Ok(AutoencoderKL {
             config,
+            extra_config: serde_json::Map::new(),
             encoder_vars,
             encoder,
             decoder_vars,
@@ -509,11 +590,13 @@ impl AutoencoderKL {
         };
         let ckpt = Checkpoint::open(&weights)?;
         let layout = KeyLayout::detect(&ckpt)?;
-        let config = match layout {
-            KeyLayout::Diffusers => KlConfig::from_json_file(&config_path)?,
-            KeyLayout::Ldm => KlConfig::infer_ldm(&ckpt)?,
+        let (config, extra_config) = match layout {
+            KeyLayout::Diffusers => KlConfig::read_json_file(&config_path)?,
+            KeyLayout::Ldm => (KlConfig::infer_ldm(&ckpt)?, serde_json::Map::new()),
         };
-        Self::from_checkpoint(config, &ckpt, layout, device)
+        let mut model = Self::from_checkpoint(config, &ckpt, layout, device)?;
+        model.extra_config = extra_config;
+        Ok(model)
     }
 
     /// Builds `config` and fills it from `ckpt`; every key must be used and every parameter found.
@@ -535,14 +618,17 @@ impl AutoencoderKL {
     }
 
     /// Saves the model as a diffusers-layout folder (`config.json`, `diffusion_pytorch_model.safetensors`,
-    /// f32), which [`AutoencoderKL::open`] reads back.
+    /// f32), which [`AutoencoderKL::open`] and diffusers' `AutoencoderKL.from_pretrained` read back.
+    /// The config keeps the opened `config.json`'s fields that this model does not use.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| VaeError::Io {
             path: dir.into(),
             source,
         })?;
-        let mut config = serde_json::to_value(&self.config).expect("KlConfig serialises");
-        config["_class_name"] = "AutoencoderKL".into();
+        let mut config = serde_json::Map::new();
+        config.insert("_class_name".into(), "AutoencoderKL".into());
+        config.extend(self.extra_config.clone());
+        config.extend(self.config.to_json());
         let config_path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&config).expect("JSON value serialises");
         std::fs::write(&config_path, text).map_err(|source| VaeError::Io {

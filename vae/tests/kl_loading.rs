@@ -149,3 +149,49 @@ fn kl_legacy_diffusers_attention_names_load() {
     let _guard = tch::no_grad_guard();
     assert!(model.decode(&latent).unwrap().equal(&reopened.decode(&latent).unwrap()));
 }
+
+/// A fine-tuned copy keeps what the original `config.json` says for other tools (SD3-style
+/// `shift_factor`, `force_upcast`, …) though this model does not use it; diffusers' own bookkeeping
+/// (`_diffusers_version`) is not copied, and `_class_name` names the model for `from_pretrained`.
+#[test]
+fn kl_save_keeps_config_fields_the_model_does_not_use() {
+    let model = AutoencoderKL::new(small_config(), Device::Cpu).unwrap();
+    let original = tempfile::tempdir().unwrap();
+    model.save(original.path()).unwrap();
+    let config_path = original.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["shift_factor"] = 0.0609.into();
+    config["force_upcast"] = false.into();
+    config["latents_mean"] = serde_json::Value::Null;
+    config["_diffusers_version"] = "0.30.0".into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let copy = tempfile::tempdir().unwrap();
+    AutoencoderKL::open(original.path(), Device::Cpu)
+        .unwrap()
+        .save_folder(copy.path())
+        .unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["_class_name"], "AutoencoderKL");
+    assert_eq!(saved["shift_factor"], 0.0609);
+    assert_eq!(saved["force_upcast"], false);
+    assert!(saved["latents_mean"].is_null() && saved.get("latents_mean").is_some());
+    assert!(saved.get("_diffusers_version").is_none());
+    assert_eq!(saved["latent_channels"], 4);
+    assert_eq!(
+        AutoencoderKL::open(copy.path(), Device::Cpu).unwrap().config(),
+        model.config()
+    );
+}
+
+#[test]
+fn kl_unsupported_block_type_is_refused_by_name() {
+    let mut config = small_config();
+    config.down_block_types[1] = "CrossAttnDownBlock2D".into();
+    let err = AutoencoderKL::new(config, Device::Cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("CrossAttnDownBlock2D") && err.contains("AttnDownEncoderBlock2D"),
+        "{err}"
+    );
+}
