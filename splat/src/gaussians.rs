@@ -36,6 +36,18 @@ impl Gaussians {
         ]
     }
 
+    /// The same Gaussians with `f` applied to each tensor (a copy, another device or kind, a gradient flag).
+    pub fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Gaussians {
+        let [means, log_scales, quats, opacity_logits, colors] = self.tensors().map(f);
+        Gaussians {
+            means,
+            log_scales,
+            quats,
+            opacity_logits,
+            colors,
+        }
+    }
+
     /// Checks shapes, kinds and devices; returns the colour layout.
     pub fn layout(&self, active_degree: Option<usize>) -> Result<ColorLayout> {
         let bad = |why: String| Err(SplatError::Shape(why));

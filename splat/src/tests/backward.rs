@@ -1,19 +1,16 @@
 //! CPU kernel backward against autograd through the reference: relative error per parameter group.
 
-use super::forward::world_of;
 use super::scenes::*;
 use crate::cpu::Cutoff;
 use crate::options::RenderOptions;
 use crate::reference;
-use glam::DVec3;
-use lrf_formats::Camera;
 use tch::{Kind, Tensor};
 
 const GROUPS: [&str; 5] = ["means", "log_scales", "quats", "opacity_logits", "colors"];
 
 /// Worst relative error over the parameter groups, in f32 and f64, of the CPU backward against autograd of the
 /// reference, for the loss Σ image·W + Σ alpha·W_alpha.
-fn backward_errors(spec: &SceneSpec, options: &RenderOptions, edit: impl Fn(&Camera, &mut [Vec<f64>; 5])) -> [f64; 2] {
+fn backward_errors(spec: &SceneSpec, options: &RenderOptions, edit: Edit) -> [f64; 2] {
     let camera = camera(spec);
     let mut arrays = scene_arrays(spec);
     edit(&camera, &mut arrays);
@@ -63,14 +60,12 @@ fn backward_errors(spec: &SceneSpec, options: &RenderOptions, edit: impl Fn(&Cam
     worst
 }
 
-fn assert_gradients(name: &str, spec: &SceneSpec, options: &RenderOptions, edit: impl Fn(&Camera, &mut [Vec<f64>; 5])) {
+fn assert_gradients(name: &str, spec: &SceneSpec, options: &RenderOptions, edit: Edit) {
     println!("{name}:");
     let [e32, e64] = backward_errors(spec, options, edit);
     assert!(e32 <= 1e-4, "{name}: f32 relative gradient error {e32}");
     assert!(e64 <= 1e-9, "{name}: f64 relative gradient error {e64}");
 }
-
-fn no_edit(_: &Camera, _: &mut [Vec<f64>; 5]) {}
 
 #[test]
 fn backward_matches_reference_autograd_over_channels_and_sh_degrees() {
@@ -105,25 +100,11 @@ fn backward_matches_reference_autograd_with_options() {
 #[test]
 fn backward_matches_reference_autograd_on_hard_geometry() {
     let spec = SceneSpec::new(120, 120, 4, Some(1));
-    // Off-screen Gaussians exercise the Jacobian clamp; opaque ones the alpha clamp and the stop rule.
     assert_gradients(
         "off screen, opaque, flat",
         &spec,
         &RenderOptions::default(),
-        |cam, a| {
-            for i in 0..spec.count {
-                match i % 5 {
-                    0 => a[0][3 * i..3 * i + 3]
-                        .copy_from_slice(&world_of(cam, DVec3::new(3.0 + 0.1 * (i % 3) as f64, 0.3, 2.0)).to_array()),
-                    1 => {
-                        a[3][i] = 7.0;
-                        a[1][3 * i..3 * i + 3].copy_from_slice(&[-1.5, -1.8, -1.6]);
-                    }
-                    2 => a[1][3 * i + (i % 3)] = -40.0,
-                    _ => {}
-                }
-            }
-        },
+        off_screen_opaque_and_flat,
     );
 }
 

@@ -4,22 +4,11 @@ use super::scenes::*;
 use crate::cpu::Cutoff;
 use crate::options::RenderOptions;
 use crate::reference;
-use glam::DVec3;
-use lrf_formats::Camera;
 use tch::Kind;
-
-/// World position of a camera-space point.
-pub fn world_of(camera: &Camera, p_cam: DVec3) -> DVec3 {
-    camera.rotation.transpose() * (p_cam - camera.translation)
-}
 
 /// Renders a scene with both implementations in both precisions and returns the worst f32 and f64 differences
 /// over image, alpha and alpha-weighted depth.
-pub fn forward_differences(
-    spec: &SceneSpec,
-    options: &RenderOptions,
-    edit: impl Fn(&Camera, &mut [Vec<f64>; 5]),
-) -> (f64, f64) {
+pub fn forward_differences(spec: &SceneSpec, options: &RenderOptions, edit: Edit) -> (f64, f64) {
     let camera = camera(spec);
     let mut arrays = scene_arrays(spec);
     edit(&camera, &mut arrays);
@@ -50,14 +39,12 @@ pub fn forward_differences(
     (worst[0], worst[1])
 }
 
-fn assert_parity(name: &str, spec: &SceneSpec, options: &RenderOptions, edit: impl Fn(&Camera, &mut [Vec<f64>; 5])) {
+fn assert_parity(name: &str, spec: &SceneSpec, options: &RenderOptions, edit: Edit) {
     let (f32_diff, f64_diff) = forward_differences(spec, options, edit);
     println!("{name}: max |cpu − reference| f32 {f32_diff:.2e}, f64 {f64_diff:.2e}");
     assert!(f32_diff <= 1e-5, "{name}: f32 difference {f32_diff}");
     assert!(f64_diff <= 1e-9, "{name}: f64 difference {f64_diff}");
 }
-
-fn no_edit(_: &Camera, _: &mut [Vec<f64>; 5]) {}
 
 #[test]
 fn forward_matches_reference_over_channels_and_sh_degrees() {
@@ -104,47 +91,23 @@ fn forward_matches_reference_at_odd_image_sizes() {
 fn forward_matches_reference_on_hard_geometry() {
     let spec = SceneSpec::new(50, 160, 4, Some(2));
     let options = RenderOptions::default();
-    // Every fourth Gaussian behind the camera, every fourth one straddling the near plane with a large scale.
-    assert_parity("behind and straddling the near plane", &spec, &options, |cam, a| {
-        for i in 0..spec.count {
-            let p = match i % 4 {
-                0 => DVec3::new(0.1 * (i % 7) as f64, -0.2, -0.5 - 0.01 * i as f64),
-                1 => DVec3::new(0.02 * (i % 5) as f64, 0.01, 0.005 + 0.0002 * (i % 50) as f64),
-                _ => continue,
-            };
-            a[0][3 * i..3 * i + 3].copy_from_slice(&world_of(cam, p).to_array());
-            if i % 4 == 1 {
-                a[1][3 * i..3 * i + 3].copy_from_slice(&[-1.0, -1.5, -0.5]);
-            }
-        }
-    });
-    // Tiny, huge and flat (one axis collapsed) Gaussians.
-    assert_parity("tiny, huge and flat scales", &spec, &options, |_, a| {
-        for i in 0..spec.count {
-            match i % 4 {
-                0 => a[1][3 * i..3 * i + 3].copy_from_slice(&[-9.0, -9.5, -8.0]),
-                1 => a[1][3 * i..3 * i + 3].copy_from_slice(&[1.5, 0.5, 2.0]),
-                2 => a[1][3 * i + (i % 3)] = -40.0,
-                _ => {}
-            }
-        }
-    });
+    assert_parity(
+        "behind and straddling the near plane",
+        &spec,
+        &options,
+        behind_and_straddling_near_plane,
+    );
+    assert_parity("tiny, huge and flat scales", &spec, &options, tiny_huge_and_flat);
 }
 
 #[test]
 fn forward_matches_reference_on_opaque_stacks_and_empty_scenes() {
-    // Nearly opaque Gaussians stacked in depth: most pixels end on the transmittance threshold.
-    let spec = SceneSpec {
-        opacity_logit: (5.0, 9.0),
-        log_scale: (-1.5, -0.5),
-        ..SceneSpec::new(60, 200, 4, Some(1))
-    };
-    assert_parity("opaque stack", &spec, &RenderOptions::default(), |_, a| {
-        for i in 0..spec.count {
-            a[0][3 * i] *= 0.3;
-            a[0][3 * i + 1] *= 0.3;
-        }
-    });
+    assert_parity(
+        "opaque stack",
+        &opaque_stack_spec(60),
+        &RenderOptions::default(),
+        squeeze_towards_axis,
+    );
     let empty = SceneSpec::new(61, 0, 3, Some(1));
     assert_parity(
         "empty",

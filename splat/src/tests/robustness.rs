@@ -8,19 +8,7 @@ use tch::{Kind, Tensor};
 
 #[test]
 fn non_finite_and_huge_parameters_are_culled_not_propagated() {
-    let spec = SceneSpec::new(300, 80, 4, Some(2));
-    let camera = camera(&spec);
-    let mut arrays = scene_arrays(&spec);
-    let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, -1e30, 1e-300];
-    for (j, &v) in bad.iter().enumerate() {
-        for (group, array) in arrays.iter_mut().enumerate() {
-            let stride = array.len() / spec.count;
-            array[stride * (6 * group + j)] = v;
-        }
-    }
-    // A zero quaternion and a Gaussian exactly at the camera centre.
-    arrays[2][4 * 40..4 * 40 + 4].fill(0.0);
-    arrays[0][3 * 41..3 * 41 + 3].copy_from_slice(&camera.center().to_array());
+    let (spec, camera, arrays) = bad_parameter_scene();
     let options = RenderOptions::default();
     let g = to_gaussians(&arrays, &spec, Kind::Float);
     let host = Host::<f32>::of(&g, &options);
@@ -100,12 +88,5 @@ fn bad_shapes_options_and_cameras_are_errors() {
 }
 
 fn copy(g: &Gaussians) -> Gaussians {
-    let [means, log_scales, quats, opacity_logits, colors] = g.tensors().map(Tensor::copy);
-    Gaussians {
-        means,
-        log_scales,
-        quats,
-        opacity_logits,
-        colors,
-    }
+    g.map(Tensor::copy)
 }

@@ -61,7 +61,9 @@ pub fn camera(spec: &SceneSpec) -> Camera {
 }
 
 /// Host arrays of a scene in f64: means, log-scales, quats, opacity logits, colours.
-pub fn scene_arrays(spec: &SceneSpec) -> [Vec<f64>; 5] {
+pub type Arrays = [Vec<f64>; 5];
+
+pub fn scene_arrays(spec: &SceneSpec) -> Arrays {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let n = spec.count;
     let k = spec.sh_degree.map_or(1, |d| (d + 1) * (d + 1));
@@ -83,7 +85,7 @@ pub fn color_shape(spec: &SceneSpec) -> Vec<i64> {
 }
 
 /// The arrays as Gaussians of the given kind.
-pub fn to_gaussians(arrays: &[Vec<f64>; 5], spec: &SceneSpec, kind: Kind) -> Gaussians {
+pub fn to_gaussians(arrays: &Arrays, spec: &SceneSpec, kind: Kind) -> Gaussians {
     let n = spec.count as i64;
     let t = |v: &Vec<f64>, shape: &[i64]| Tensor::from_slice(v).view(shape).to_kind(kind);
     Gaussians {
@@ -164,8 +166,109 @@ pub fn to_f64<R: Real>(v: &[R]) -> Vec<f64> {
     v.iter().map(|x| x.to_f64()).collect()
 }
 
+/// A tensor's values in f64 on the host, from any device.
 pub fn tensor_f64(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).contiguous().view([-1])).unwrap()
+    Vec::<f64>::try_from(
+        t.detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Double)
+            .contiguous()
+            .view([-1]),
+    )
+    .unwrap()
+}
+
+/// World position of a camera-space point.
+pub fn world_of(camera: &Camera, p_cam: DVec3) -> DVec3 {
+    camera.rotation.transpose() * (p_cam - camera.translation)
+}
+
+/// An edit of a scene's arrays, given its camera: the hard cases every parity suite runs.
+pub type Edit = fn(&Camera, &mut Arrays);
+
+pub fn no_edit(_: &Camera, _: &mut Arrays) {}
+
+/// The Gaussian count of a scene's arrays.
+fn count(a: &Arrays) -> usize {
+    a[3].len()
+}
+
+/// Every fourth Gaussian behind the camera, every fourth one straddling the near plane with a large scale.
+pub fn behind_and_straddling_near_plane(cam: &Camera, a: &mut Arrays) {
+    for i in 0..count(a) {
+        let p = match i % 4 {
+            0 => DVec3::new(0.1 * (i % 7) as f64, -0.2, -0.5 - 0.01 * i as f64),
+            1 => DVec3::new(0.02 * (i % 5) as f64, 0.01, 0.005 + 0.0002 * (i % 50) as f64),
+            _ => continue,
+        };
+        a[0][3 * i..3 * i + 3].copy_from_slice(&world_of(cam, p).to_array());
+        if i % 4 == 1 {
+            a[1][3 * i..3 * i + 3].copy_from_slice(&[-1.0, -1.5, -0.5]);
+        }
+    }
+}
+
+/// Tiny, huge and flat (one axis collapsed) Gaussians.
+pub fn tiny_huge_and_flat(_: &Camera, a: &mut Arrays) {
+    for i in 0..count(a) {
+        match i % 4 {
+            0 => a[1][3 * i..3 * i + 3].copy_from_slice(&[-9.0, -9.5, -8.0]),
+            1 => a[1][3 * i..3 * i + 3].copy_from_slice(&[1.5, 0.5, 2.0]),
+            2 => a[1][3 * i + (i % 3)] = -40.0,
+            _ => {}
+        }
+    }
+}
+
+/// Off-screen Gaussians (the Jacobian clamp), opaque ones (the alpha clamp and the stop rule), flat ones.
+pub fn off_screen_opaque_and_flat(cam: &Camera, a: &mut Arrays) {
+    for i in 0..count(a) {
+        match i % 5 {
+            0 => a[0][3 * i..3 * i + 3]
+                .copy_from_slice(&world_of(cam, DVec3::new(3.0 + 0.1 * (i % 3) as f64, 0.3, 2.0)).to_array()),
+            1 => {
+                a[3][i] = 7.0;
+                a[1][3 * i..3 * i + 3].copy_from_slice(&[-1.5, -1.8, -1.6]);
+            }
+            2 => a[1][3 * i + (i % 3)] = -40.0,
+            _ => {}
+        }
+    }
+}
+
+/// Nearly opaque Gaussians stacked in depth (with [`opaque_stack_spec`]): most pixels end on the
+/// transmittance threshold.
+pub fn squeeze_towards_axis(_: &Camera, a: &mut Arrays) {
+    for i in 0..count(a) {
+        a[0][3 * i] *= 0.3;
+        a[0][3 * i + 1] *= 0.3;
+    }
+}
+
+pub fn opaque_stack_spec(seed: u64) -> SceneSpec {
+    SceneSpec {
+        opacity_logit: (5.0, 9.0),
+        log_scale: (-1.5, -0.5),
+        ..SceneSpec::new(seed, 200, 4, Some(1))
+    }
+}
+
+/// A scene whose parameters include NaN, ±∞, ±1e30 and 1e-300 in every group, a zero quaternion and a
+/// Gaussian exactly at the camera centre: every implementation must cull these, never propagate them.
+pub fn bad_parameter_scene() -> (SceneSpec, Camera, Arrays) {
+    let spec = SceneSpec::new(300, 80, 4, Some(2));
+    let camera = camera(&spec);
+    let mut arrays = scene_arrays(&spec);
+    let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, -1e30, 1e-300];
+    for (j, &v) in bad.iter().enumerate() {
+        for (group, array) in arrays.iter_mut().enumerate() {
+            let stride = array.len() / spec.count;
+            array[stride * (6 * group + j)] = v;
+        }
+    }
+    arrays[2][4 * 40..4 * 40 + 4].fill(0.0);
+    arrays[0][3 * 41..3 * 41 + 3].copy_from_slice(&camera.center().to_array());
+    (spec, camera, arrays)
 }
 
 /// The option variants both parity suites run beyond the defaults: RGB offset and clamp with a
