@@ -14,7 +14,7 @@ export LRF_DATA ?= $(abspath $(CURDIR)/../shared/data)
 CARGO ?= cargo
 BIN := target/debug/lrf-flow
 
-.PHONY: setup build demo test fmt fuzz clean-venv
+.PHONY: setup build demo test test-cuda cuda-toolkit fmt fuzz clean-venv
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,28 @@ demo: build
 
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
+	@$(MAKE) --no-print-directory test-cuda
+
+# nvcc from PyPI (scripts/requirements-cuda.txt, about 100 MB) in the virtualenv, so that every `make test`
+# compiles the CUDA kernel, GPU or not. The stamp makes it a no-op once installed; a machine where pip cannot
+# install it carries on, and test-cuda says it skipped.
+CUDA_STAMP := $(VENV)/.lrf-cuda-toolkit-stamp
+cuda-toolkit: setup
+	@if [ ! -f $(CUDA_STAMP) ] || [ scripts/requirements-cuda.txt -nt $(CUDA_STAMP) ]; then \
+	  start=$$(date +%s); \
+	  if $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-cuda.txt; then \
+	    touch $(CUDA_STAMP); echo "cuda-toolkit: nvcc installed in $$(( $$(date +%s) - start )) s"; \
+	  else echo "cuda-toolkit: could not install scripts/requirements-cuda.txt (see above)"; fi; \
+	fi
+
+# The CUDA rasterizer: built with the `cuda` feature wherever nvcc is found (NVCC, PATH, the virtualenv: the
+# same search as splat/build.rs), then its parity tests: the kernels' host emulation everywhere, the kernels
+# themselves where tch sees a GPU (they print "skipped: no CUDA device" otherwise).
+test-cuda: cuda-toolkit
+	@if [ -n "$$NVCC" ] || command -v nvcc >/dev/null 2>&1 || ls $(VENV)/lib/python3*/site-packages/nvidia/*/bin/nvcc >/dev/null 2>&1; then \
+	  echo "$(CARGO) test -p lrf-splat --features cuda --lib tests::cuda"; \
+	  $(CARGO) test -p lrf-splat --features cuda --lib tests::cuda; \
+	else echo "test-cuda: skipped: no nvcc (install it with: $(VENV)/bin/pip install -r scripts/requirements-cuda.txt)"; fi
 
 fmt:
 	$(CARGO) fmt --all

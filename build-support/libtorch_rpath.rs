@@ -5,7 +5,9 @@
 //! binaries run without `LD_LIBRARY_PATH`. With `LRF_LINK_CUDA=1`, libtorch_cuda is kept in the
 //! binary's needed libraries; without it the linker's `--as-needed` drops it and tch silently sees
 //! no GPU.
-fn main() {
+//!
+//! `main` is public so a crate with more to build (lrf-splat) can include this file as a module and call it.
+pub fn main() {
     println!("cargo:rerun-if-env-changed=LRF_LINK_CUDA");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;

@@ -2,8 +2,8 @@
 //!
 //! Three implementations compute the same image: [`reference`] (dense tch tensor operations, autograd
 //! backward, f32 or f64), the CPU kernel ([`cpu`], rayon over 16×16 tiles, deterministic backward), and, with
-//! the `cuda` feature, a CUDA kernel. [`render`] picks one by device and hooks its backward into tch autograd.
-//! Every cutoff they share lives in [`constants`].
+//! the `cuda` feature, a CUDA kernel ([`cuda`], sources in `splat/cuda/`). [`render`] picks one by device and
+//! hooks its backward into tch autograd. Every cutoff they share lives in [`constants`].
 //!
 //! Module map: `projection` (one Gaussian to the screen and back), `sh` (spherical harmonics), `tiling`
 //! (cull, depth order, tile lists), `blend` (one pair, shared by both passes), `forward` / `backward`
@@ -14,6 +14,7 @@ mod backward;
 mod blend;
 pub mod constants;
 pub mod cpu;
+pub mod cuda;
 mod error;
 mod forward;
 mod gaussians;

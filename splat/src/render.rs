@@ -42,11 +42,33 @@ pub fn render(gaussians: &Gaussians, camera: &Camera, options: &RenderOptions) -
     match (gaussians.means.device(), gaussians.means.kind()) {
         (Device::Cpu, Kind::Float) => render_cpu::<f32>(gaussians, layout, camera, options),
         (Device::Cpu, _) => render_cpu::<f64>(gaussians, layout, camera, options),
+        // The CUDA kernel, or an error saying the build lacks the `cuda` feature.
+        (Device::Cuda(_), _) => crate::cuda::render(gaussians, layout, camera, options),
         (device, _) => Err(SplatError::Unsupported(format!("rendering on {device:?}"))),
     }
 }
 
 impl Rendered {
+    /// A rendered view from an implementation's outputs and its backward state.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn from_parts(
+        image: Tensor,
+        alpha: Tensor,
+        depth: Tensor,
+        radii: Tensor,
+        visible: Tensor,
+        state: Box<dyn Backward>,
+    ) -> Self {
+        Rendered {
+            image,
+            alpha,
+            depth,
+            radii,
+            visible,
+            state,
+        }
+    }
+
     /// Backpropagates the gradients that `image` and `alpha` received into the Gaussian tensors. Errors when
     /// neither has a gradient.
     pub fn backward(&self) -> Result<ScreenGradients> {
@@ -63,7 +85,7 @@ impl Rendered {
     }
 }
 
-trait Backward {
+pub(crate) trait Backward {
     fn backward(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<ScreenGradients>;
 }
 
@@ -80,7 +102,7 @@ struct CpuState<R> {
 }
 
 /// The tensor's in-place modification counter (inference-mode tensors have none).
-fn version(t: &Tensor) -> Option<i64> {
+pub(crate) fn version(t: &Tensor) -> Option<i64> {
     t.f_internal_version().ok()
 }
 
@@ -193,26 +215,29 @@ impl<R: Real> Backward for CpuState<R> {
             &grads.opacity_logits,
             &grads.colors,
         ];
-        // Σ ⟨param, grad⟩ has exactly `grad` as its gradient with respect to each param: one tch backward
-        // accumulates them all into `.grad()` and on through whatever produced the params.
-        let mut surrogate: Option<Tensor> = None;
-        for (param, grad) in self.tensors.iter().zip(parts) {
-            if !param.requires_grad() {
-                continue;
-            }
-            let grad = Tensor::from_slice(grad).view(param.size().as_slice());
-            let term = (param * grad).sum(param.kind());
-            surrogate = Some(match surrogate {
-                Some(s) => s + term,
-                None => term,
-            });
-        }
-        if let Some(s) = surrogate {
-            s.backward();
-        }
+        backward_into_params(
+            self.tensors
+                .iter()
+                .zip(parts)
+                .filter(|(param, _)| param.requires_grad())
+                .map(|(param, grad)| (param, Tensor::from_slice(grad).view(param.size().as_slice()))),
+        );
         Ok(ScreenGradients {
             mean2d_grad_norm: Tensor::from_slice(&grads.mean2d_grad_norm),
             mean2d_grad_norm_ndc: Tensor::from_slice(&grads.mean2d_grad_norm_ndc),
         })
+    }
+}
+
+/// Hands a kernel's gradients to tch autograd: Σ ⟨param, grad⟩ has exactly `grad` as its gradient with respect
+/// to each param, so one tch backward accumulates them all into `.grad()` and on through whatever produced the
+/// params. Pairs are (param, its gradient), for params that require grad.
+pub(crate) fn backward_into_params<'a>(pairs: impl IntoIterator<Item = (&'a Tensor, Tensor)>) {
+    let surrogate = pairs
+        .into_iter()
+        .map(|(param, grad)| (param * grad.to_kind(param.kind())).sum(param.kind()))
+        .reduce(|a, b| a + b);
+    if let Some(s) = surrogate {
+        s.backward();
     }
 }

@@ -4,6 +4,8 @@
 mod scenes;
 
 mod backward;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod finite_diff;
 mod forward;
 mod golden;
