@@ -40,9 +40,13 @@ if __name__ == "__main__":
     encoder, decoder = taef2()
     kl = AutoencoderKL(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4).eval()
+    # The same TAEF2 run channels-last (NHWC), as lrf-vae runs it: PyTorch's fastest CPU layout for it.
+    nhwc = lambda module: lambda x: module(x.contiguous(memory_format=torch.channels_last)).contiguous()
     models = {
         ("taef2", "encode"): (encoder, 3),
         ("taef2", "decode"): (decoder, 32),
+        ("taef2-channels-last", "encode"): (nhwc(encoder), 3),
+        ("taef2-channels-last", "decode"): (nhwc(decoder), 32),
         ("sd-kl-f8", "encode"): (lambda x: kl.encode(x).latent_dist.mean, 3),
         ("sd-kl-f8", "decode"): (lambda z: kl.decode(z).sample, 4),
     }

@@ -179,9 +179,19 @@ impl Half {
         Ok(Half { vars, layers })
     }
 
+    /// Runs the layers on channels-last (NHWC) activations: oneDNN convolves NHWC directly, while NCHW
+    /// inputs are reordered to its blocked layout and back around every convolution. The result is
+    /// returned in the ordinary contiguous layout.
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |x, layer| layer.forward(&x))
+        let x = channels_last(x);
+        self.layers.iter().fold(x, |x, layer| layer.forward(&x)).contiguous()
     }
+}
+
+/// The same `[N, C, H, W]` tensor stored channels-last; operators keep that layout (PyTorch's
+/// `memory_format=torch.channels_last`, which tch does not expose).
+fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// A TAESD-family autoencoder: deterministic, images in [0, 1], f = 8.
