@@ -104,6 +104,9 @@ impl Reference {
 }
 
 fn main() {
+    // As the lrf-flow binary does; PyTorch runs with glibc's defaults (the same MALLOC_* environment
+    // settings would speed it up too).
+    let retained = lrf_vae::retain_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--decode-memory") {
         tch::set_num_threads(args[3].parse().unwrap());
@@ -120,6 +123,7 @@ fn main() {
     let models: [(&str, &dyn Autoencoder); 2] = [("taef2", &taef2), ("sd-kl-f8", &kl)];
 
     println!("threads {threads}, best of {reps} alternating runs, batch 1, images/s (higher is better)");
+    println!("lrf-vae keeps freed memory for reuse (retain_freed_memory): {retained}");
     println!("{:<26} {:>10} {:>10} {:>8}", "", "lrf-vae", "PyTorch", "ratio");
     for size in SIZES {
         for (name, model) in models {

@@ -2,6 +2,7 @@
 //! [`TinyAutoencoder`] (the TAESD family, with the bundled TAEF2 as the default), tiled encoding and
 //! decoding for large images, and the losses and metrics the method's stages and reports use.
 
+mod allocator;
 mod checkpoint;
 mod error;
 mod kl;
@@ -13,6 +14,7 @@ mod patchgan;
 mod tiling;
 mod tiny;
 
+pub use allocator::retain_freed_memory;
 pub use checkpoint::Checkpoint;
 pub use error::{KeyReport, Result, VaeError};
 pub use kl::{AutoencoderKL, KeyLayout, KlConfig};
