@@ -86,8 +86,8 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 let mut gauss = [R::ZERO; TILE_SIZE];
                 // ∂α/∂(o·G) where the pair composited, 0 elsewhere: it masks every geometry gradient below.
                 let mut dalpha = [R::ZERO; TILE_SIZE];
-                let mut stops = 0usize;
-                let mut row_composited = 0usize;
+                let mut stops = 0u32;
+                let mut row_composited = 0u32;
                 for l in 0..TILE_SIZE {
                     let pair = eval_pair::<R, SMOOTH>(blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
                     weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
@@ -97,10 +97,10 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     t_before[l] = t[l];
                     t[l] = if pair.composite { pair.next_t } else { t[l] };
                     live[l] &= !pair.stop;
-                    stops += pair.stop as usize;
-                    row_composited += pair.composite as usize;
+                    stops += pair.stop as u32;
+                    row_composited += pair.composite as u32;
                 }
-                remaining -= stops;
+                remaining -= stops as usize;
                 // A row that composites nothing has zero weight and zero ∂α/∂(o·G) in every lane: everything
                 // below would add exact zeros.
                 if row_composited == 0 {

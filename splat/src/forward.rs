@@ -69,23 +69,23 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 let t = &mut out.transmittance[r];
                 let live = &mut active[r];
                 let mut weight = [R::ZERO; TILE_SIZE];
-                let mut stops = 0usize;
-                let mut row_composited = 0usize;
+                let mut stops = 0u32;
+                let mut row_composited = 0u32;
                 for l in 0..TILE_SIZE {
                     let pair = eval_pair::<R, SMOOTH>(blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
                     weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
                     t[l] = if pair.composite { pair.next_t } else { t[l] };
                     live[l] &= !pair.stop;
-                    stops += pair.stop as usize;
-                    row_composited += pair.composite as usize;
+                    stops += pair.stop as u32;
+                    row_composited += pair.composite as u32;
                 }
-                remaining -= stops;
+                remaining -= stops as usize;
                 // Most reached rows composite nothing (the extent is the ellipse's bounding box, pixels end):
                 // adding their zero weights would not change a bit.
                 if row_composited == 0 {
                     continue;
                 }
-                composited += row_composited;
+                composited += row_composited as usize;
                 for (acc, &c) in out.color.iter_mut().zip(color) {
                     let acc = &mut acc[r];
                     for l in 0..TILE_SIZE {
