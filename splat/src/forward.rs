@@ -87,7 +87,10 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 }
                 composited += row_composited as usize;
                 for (acc, &c) in out.color.iter_mut().zip(color) {
-                    let acc = &mut acc[r];
+                    // Opaque to the optimiser on purpose: each channel's row is one 16-lane vector operation,
+                    // but LLVM's loop vectoriser otherwise vectorises across channels instead, with gathers and
+                    // scatters over rows 1 KiB apart, several times slower for C >= 8.
+                    let acc = std::hint::black_box(&mut acc[r]);
                     for l in 0..TILE_SIZE {
                         acc[l] += weight[l] * c;
                     }
