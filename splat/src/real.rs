@@ -108,10 +108,10 @@ fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let e_r = p * r2 + r + 1.0;
-    // 2^n from the exponent bits. n + 127 is an integer in [1, 254]; adding 2^23 puts it, exactly, in the low
-    // mantissa bits. `n as i32` would be the same integer, but Rust's saturating float-to-int cast does not
-    // vectorise: it became 16 scalar conversions with NaN and range fix-ups per row of the blend. A NaN n
-    // yields some finite scale here, and e_r is NaN then too, so NaN still propagates.
+    // 2^n from the exponent bits. x is clamped to [−87, 88], so n + 127 is an integer in [2, 254]; adding 2^23
+    // puts it, exactly, in the low mantissa bits. `n as i32` would give the same integer, but Rust's saturating
+    // float-to-int cast does not vectorise: it became 16 scalar conversions with NaN and range fix-ups per row
+    // of the blend. A NaN n yields some finite scale here, and e_r is NaN then too, so NaN still propagates.
     let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0xff;
     e_r * f32::from_bits(biased << 23)
 }

@@ -120,13 +120,15 @@ fn main() {
     let _guard = tch::no_grad_guard();
     let taef2 = TinyAutoencoder::taef2(Device::Cpu).unwrap();
     let kl = AutoencoderKL::new(KlConfig::sd_kl_f8(4), Device::Cpu).unwrap();
-    let models: [(&str, &dyn Autoencoder); 2] = [("taef2", &taef2), ("sd-kl-f8", &kl)];
+    // Each model with the PyTorch variants it is timed against (benches/reference.py's names): TAEF2 runs
+    // channels-last here, so PyTorch is timed both as the reference code runs it and channels-last.
+    let models: [(&dyn Autoencoder, &[&str]); 2] = [(&taef2, &["taef2", "taef2-channels-last"]), (&kl, &["sd-kl-f8"])];
 
     println!("threads {threads}, best of {reps} alternating runs, batch 1, images/s (higher is better)");
     println!("lrf-vae keeps freed memory for reuse (retain_freed_memory): {retained}");
     println!("{:<26} {:>10} {:>10} {:>8}", "", "lrf-vae", "PyTorch", "ratio");
     for size in SIZES {
-        for (name, model) in models {
+        for (model, variants) in models {
             for op in ["encode", "decode"] {
                 let input = if op == "encode" {
                     Tensor::rand([1, 3, size, size], (Kind::Float, Device::Cpu))
@@ -142,13 +144,6 @@ fn main() {
                     } else {
                         model.decode(&input).unwrap()
                     }
-                };
-                // TAEF2 runs channels-last here; PyTorch is timed both as the reference code runs it and
-                // channels-last, so the ratio to PyTorch's best layout is reported too.
-                let variants: &[&str] = if name == "taef2" {
-                    &["taef2", "taef2-channels-last"]
-                } else {
-                    &[name]
                 };
                 seconds(run);
                 let mut ours = f64::INFINITY;

@@ -4,15 +4,16 @@
 ///
 /// glibc serves blocks above its mmap threshold (at most 32 MiB, adjusted dynamically) with fresh
 /// mappings and unmaps them on free, so every large activation of every forward pass is faulted in
-/// again page by page, zero-filled by the kernel: about four million page faults for six SD-decoder
+/// again page by page, zero-filled by the kernel: about four million page faults for seven SD-decoder
 /// runs at 256², a sixth of their time. With the threshold raised and trimming off, freed blocks
 /// are reused; the resident size then stays at its high-water mark instead of shrinking between
-/// passes, which the peak already required. Call it first thing in `main`, before threads start.
+/// passes, which the peak already required. Call it first thing in `main`: blocks allocated before
+/// it keep the old thresholds.
 /// Returns whether the allocator accepted the settings (false off glibc, where nothing changes).
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only changes allocator parameters; called before other threads allocate.
+        // SAFETY: mallopt takes the allocator's lock and only changes its parameters; no memory is touched.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
