@@ -6,10 +6,10 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{Tile, TileRows, eval_pair};
+use crate::blend::{BlendRow, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch};
+use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch, prefetch_slice};
 use crate::tiling::Splats;
 
 /// Values per intersection in the partial-gradient buffer: mean2d (2), conic (3), opacity (1), then colour.
@@ -50,9 +50,8 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             partials,
         } = self;
         let stride = PARTIAL_GEOMETRY + channels;
-        let mut active = tile.on_image();
-        let mut remaining = active.as_flattened().iter().filter(|&&a| a).count();
-        let mut transmittance = [[R::ONE; TILE_SIZE]; TILE_SIZE];
+        let mut transmittance = tile.initial_transmittance::<R>();
+        let mut done = false;
         let lane_x = tile.lane_x::<R>();
         let half = R::of(0.5);
         // Lane accumulators, reduced once per intersection.
@@ -60,11 +59,12 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
         let mut pairs = 0u64;
         for (k, (&id, partial)) in ids.iter().zip(partials.chunks_exact_mut(stride)).enumerate() {
             partial.fill(R::ZERO);
-            if remaining == 0 {
+            if done {
                 continue;
             }
             if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
                 prefetch(&splats.blend[ahead as usize]);
+                prefetch_slice(&splats.colors[ahead as usize * channels..(ahead as usize + 1) * channels]);
             }
             let s = id as usize;
             let blend = &splats.blend[s];
@@ -72,40 +72,30 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 continue;
             };
             let [a, b, c] = blend.conic;
+            let (opacity, mean_x) = (blend.opacity, blend.mean[0]);
             let color = &splats.colors[s * channels..(s + 1) * channels];
             v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
             pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let t = &mut transmittance[r];
-                let live = &mut active[r];
-                let mut weight = [R::ZERO; TILE_SIZE];
-                let mut alpha = [R::ZERO; TILE_SIZE];
-                let mut t_before = [R::ZERO; TILE_SIZE];
-                let mut gauss = [R::ZERO; TILE_SIZE];
-                // ∂α/∂(o·G) where the pair composited, 0 elsewhere: it masks every geometry gradient below.
-                let mut dalpha = [R::ZERO; TILE_SIZE];
-                let mut stops = 0u32;
-                let mut row_composited = 0u32;
-                for l in 0..TILE_SIZE {
-                    let pair = eval_pair::<R, SMOOTH>(blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
-                    weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
-                    dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
-                    alpha[l] = pair.alpha;
-                    gauss[l] = pair.gauss;
-                    t_before[l] = t[l];
-                    t[l] = if pair.composite { pair.next_t } else { t[l] };
-                    live[l] &= !pair.stop;
-                    stops += pair.stop as u32;
-                    row_composited += pair.composite as u32;
+                let row = blend_row::<R, SMOOTH>(blend, &lane_x, dy, &mut transmittance[r]);
+                if row.stopped {
+                    done = all_done(&transmittance);
                 }
-                remaining -= stops as usize;
                 // A row that composites nothing has zero weight and zero ∂α/∂(o·G) in every lane: everything
                 // below would add exact zeros.
-                if row_composited == 0 {
+                if !row.composited {
                     continue;
                 }
+                let BlendRow {
+                    weight,
+                    alpha,
+                    gauss,
+                    dalpha,
+                    t_before,
+                    ..
+                } = row;
                 // Σ_k g_k c_k and Σ_k g_k S_k, with S the colour behind this splat.
                 let mut g_dot_c = [R::ZERO; TILE_SIZE];
                 let mut g_dot_s = [R::ZERO; TILE_SIZE];
@@ -123,8 +113,8 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     let v_alpha = t_before[l] * g_dot_c[l] + (v_final[l] - g_dot_s[l]) / (R::ONE - alpha[l]);
                     // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G.
                     let v_og = v_alpha * dalpha[l];
-                    let v_sigma = -v_og * blend.opacity * gauss[l];
-                    let dx = lane_x[l] - blend.mean[0];
+                    let v_sigma = -v_og * opacity * gauss[l];
+                    let dx = lane_x[l] - mean_x;
                     v_geom[0][l] -= v_sigma * (a * dx + b * dy);
                     v_geom[1][l] -= v_sigma * (b * dx + c * dy);
                     v_geom[2][l] += half * v_sigma * dx * dx;

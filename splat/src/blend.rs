@@ -40,9 +40,18 @@ impl Tile {
         }
     }
 
-    /// Pixels of the tile that lie on the image.
-    pub fn on_image(&self) -> TileRows<bool> {
-        std::array::from_fn(|r| std::array::from_fn(|l| r < self.rows && l < self.cols))
+    /// The transmittance a tile's blend starts from: 1 on the image; off the image the pixels are already done
+    /// (see [`blend_row`] for the sign convention).
+    pub fn initial_transmittance<R: Real>(&self) -> TileRows<R> {
+        std::array::from_fn(|r| {
+            std::array::from_fn(|l| {
+                if r < self.rows && l < self.cols {
+                    R::ONE
+                } else {
+                    -R::ONE
+                }
+            })
+        })
     }
 
     /// Pixel-centre x of each lane.
@@ -103,23 +112,23 @@ impl<R: Real> SplatBlend<R> {
 
 /// One (splat, pixel) pair evaluated.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Pair<R> {
+struct Pair<R> {
     /// G = exp(−σ), σ = ½ dᵀ P d the Mahalanobis half-distance.
-    pub gauss: R,
+    gauss: R,
     /// Composited alpha (after the MAX_ALPHA clamp and, in smooth mode, the cutoff weight).
-    pub alpha: R,
+    alpha: R,
     /// ∂alpha/∂(o·G): zero when clamped at MAX_ALPHA.
-    pub dalpha: R,
+    dalpha: R,
     /// The pair changes the pixel.
-    pub composite: bool,
+    composite: bool,
     /// The pixel ends here, before this pair.
-    pub stop: bool,
-    pub next_t: R,
+    stop: bool,
+    next_t: R,
 }
 
-/// Evaluates a pair at offset (dx, dy) = pixel − mean, for a pixel with transmittance `t` still `active`.
+/// Evaluates a pair at offset (dx, dy) = pixel − mean, for a pixel with transmittance `t` (done when t ≤ 0).
 #[inline(always)]
-pub(crate) fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, dy: R, t: R, active: bool) -> Pair<R> {
+fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, dy: R, t: R) -> Pair<R> {
     let [a, b, c] = s.conic;
     let sigma = R::of(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
     let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).blend_exp();
@@ -138,7 +147,7 @@ pub(crate) fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, d
     } else {
         (raw, if clamped { R::ZERO } else { R::ONE }, raw >= threshold)
     };
-    let valid = valid && sigma >= R::ZERO && active;
+    let valid = valid && sigma >= R::ZERO && t > R::ZERO;
     let next_t = t * (R::ONE - alpha);
     let stop = valid && next_t <= R::of(TRANSMITTANCE_THRESHOLD);
     Pair {
@@ -149,4 +158,75 @@ pub(crate) fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, d
         stop,
         next_t,
     }
+}
+
+/// One splat's pairs with one row of a tile, composited into the row's transmittance.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlendRow<R> {
+    /// α·T where the pair composited, 0 elsewhere: the splat's share of each pixel.
+    pub weight: [R; TILE_SIZE],
+    pub alpha: [R; TILE_SIZE],
+    pub gauss: [R; TILE_SIZE],
+    /// ∂α/∂(o·G) where the pair composited, 0 elsewhere: it masks every geometry gradient of the backward.
+    pub dalpha: [R; TILE_SIZE],
+    /// Transmittance in front of the splat.
+    pub t_before: [R; TILE_SIZE],
+    /// Some pair of the row composited.
+    pub composited: bool,
+    /// Some pixel of the row ended at this splat.
+    pub stopped: bool,
+}
+
+/// Evaluates the pairs of splat `s` with row `dy` (pixel-centre y − mean y) and composites them into `t`.
+///
+/// A pixel's transmittance holds its state: t > 0 while it is open, −T once it is done (T its final
+/// transmittance), so no separate mask is read and written per row. The forward and the backward both blend
+/// through this one function, so they take exactly the same decisions; what a caller does not read is
+/// optimised away.
+#[inline(always)]
+pub(crate) fn blend_row<R: Real, const SMOOTH: bool>(
+    s: &SplatBlend<R>,
+    lane_x: &[R; TILE_SIZE],
+    dy: R,
+    t: &mut [R; TILE_SIZE],
+) -> BlendRow<R> {
+    // Locals, not the struct's fields, and the flags as u32 sums: with bool OR-reductions LLVM's loop
+    // vectoriser gives up and the row runs lane by lane.
+    let (mut weight, mut alpha, mut gauss, mut dalpha) = (
+        [R::ZERO; TILE_SIZE],
+        [R::ZERO; TILE_SIZE],
+        [R::ZERO; TILE_SIZE],
+        [R::ZERO; TILE_SIZE],
+    );
+    let mut t_before = [R::ZERO; TILE_SIZE];
+    let (mut composited, mut stopped) = (0u32, 0u32);
+    for l in 0..TILE_SIZE {
+        let before = t[l];
+        t_before[l] = before;
+        let pair = eval_pair::<R, SMOOTH>(s, lane_x[l] - s.mean[0], dy, before);
+        weight[l] = if pair.composite { pair.alpha * before } else { R::ZERO };
+        dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
+        alpha[l] = pair.alpha;
+        gauss[l] = pair.gauss;
+        let kept = if pair.stop { -before } else { before };
+        t[l] = if pair.composite { pair.next_t } else { kept };
+        composited += pair.composite as u32;
+        stopped += pair.stop as u32;
+    }
+    BlendRow {
+        weight,
+        alpha,
+        gauss,
+        dalpha,
+        t_before,
+        composited: composited != 0,
+        stopped: stopped != 0,
+    }
+}
+
+/// Whether every pixel of a tile is done (see [`blend_row`]); an OR over all lanes, no early exit, so it stays
+/// in vectors. Called only after a row where some pixel stopped.
+#[inline(always)]
+pub(crate) fn all_done<R: Real>(t: &TileRows<R>) -> bool {
+    !t.as_flattened().iter().fold(false, |open, &t| open | (t > R::ZERO))
 }

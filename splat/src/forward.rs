@@ -1,10 +1,10 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
 //! per-row culling of each splat and an early exit once every pixel is done.
 
-use crate::blend::{Tile, TileRows, eval_pair};
+use crate::blend::{Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch};
+use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch, prefetch_slice};
 use crate::tiling::Splats;
 
 /// A tile's forward result.
@@ -42,20 +42,20 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
         } = self;
         let mut out = TileImage {
             color: vec![[[R::ZERO; TILE_SIZE]; TILE_SIZE]; channels],
-            transmittance: [[R::ONE; TILE_SIZE]; TILE_SIZE],
+            transmittance: tile.initial_transmittance(),
             depth: [[R::ZERO; TILE_SIZE]; TILE_SIZE],
             used: Vec::new(),
             pairs: 0,
         };
-        let mut active = tile.on_image();
-        let mut remaining = active.as_flattened().iter().filter(|&&a| a).count();
         let lane_x = tile.lane_x::<R>();
+        let mut done = false;
         for (k, &id) in ids.iter().enumerate() {
-            if remaining == 0 {
+            if done {
                 break;
             }
             if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
                 prefetch(&splats.blend[ahead as usize]);
+                prefetch_slice(&splats.colors[ahead as usize * channels..(ahead as usize + 1) * channels]);
             }
             let s = id as usize;
             let blend = &splats.blend[s];
@@ -63,47 +63,44 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 continue;
             };
             let color = &splats.colors[s * channels..(s + 1) * channels];
-            let mut composited = 0usize;
+            // A local copy: the compiler cannot tell that the output rows do not alias the splat record, and
+            // would otherwise reload it for every lane, unvectorised.
+            let depth = blend.depth;
+            let mut composited = false;
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let t = &mut out.transmittance[r];
-                let live = &mut active[r];
-                let mut weight = [R::ZERO; TILE_SIZE];
-                let mut stops = 0u32;
-                let mut row_composited = 0u32;
-                for l in 0..TILE_SIZE {
-                    let pair = eval_pair::<R, SMOOTH>(blend, lane_x[l] - blend.mean[0], dy, t[l], live[l]);
-                    weight[l] = if pair.composite { pair.alpha * t[l] } else { R::ZERO };
-                    t[l] = if pair.composite { pair.next_t } else { t[l] };
-                    live[l] &= !pair.stop;
-                    stops += pair.stop as u32;
-                    row_composited += pair.composite as u32;
+                let row = blend_row::<R, SMOOTH>(blend, &lane_x, dy, &mut out.transmittance[r]);
+                if row.stopped {
+                    done = all_done(&out.transmittance);
                 }
-                remaining -= stops as usize;
                 // Most reached rows composite nothing (the extent is the ellipse's bounding box, pixels end):
                 // adding their zero weights would not change a bit.
-                if row_composited == 0 {
+                if !row.composited {
                     continue;
                 }
-                composited += row_composited as usize;
+                composited = true;
                 for (acc, &c) in out.color.iter_mut().zip(color) {
                     // Opaque to the optimiser on purpose: each channel's row is one 16-lane vector operation,
                     // but LLVM's loop vectoriser otherwise vectorises across channels instead, with gathers and
                     // scatters over rows 1 KiB apart, several times slower for C >= 8.
                     let acc = std::hint::black_box(&mut acc[r]);
                     for l in 0..TILE_SIZE {
-                        acc[l] += weight[l] * c;
+                        acc[l] += row.weight[l] * c;
                     }
                 }
                 let acc = &mut out.depth[r];
                 for l in 0..TILE_SIZE {
-                    acc[l] += weight[l] * blend.depth;
+                    acc[l] += row.weight[l] * depth;
                 }
             }
             out.pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
-            if composited > 0 {
+            if composited {
                 out.used.push(id);
             }
+        }
+        // Done pixels hold −T (see `blend_row`).
+        for t in out.transmittance.as_flattened_mut() {
+            *t = t.abs();
         }
         out
     }

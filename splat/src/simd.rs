@@ -51,3 +51,12 @@ pub(crate) fn prefetch<T>(value: &T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
 }
+
+/// Prefetches every cache line of `values`.
+#[inline(always)]
+pub(crate) fn prefetch_slice<T>(values: &[T]) {
+    const LINE: usize = 64;
+    for i in (0..values.len()).step_by(LINE.div_ceil(size_of::<T>())) {
+        prefetch(&values[i]);
+    }
+}
