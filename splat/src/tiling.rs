@@ -134,6 +134,9 @@ impl TileBins {
 /// scratch space), small enough to balance two to sixteen threads.
 const SPLAT_CHUNK: usize = 1024;
 
+/// Fewest splats in one run of the parallel binning: below this a run's per-tile tables cost more than its work.
+const BIN_RUN: usize = 8192;
+
 /// Projects, culls and sorts the Gaussians, evaluates their colours and bins them into tiles.
 pub(crate) fn prepare<R: Real>(
     gaussians: &GaussianSlices<R>,
@@ -173,11 +176,19 @@ pub(crate) fn prepare<R: Real>(
         .filter_map(|(i, s)| s.as_ref().map(|s| (s.depth.to_f64().to_bits(), i as u32)))
         .collect();
     order.par_sort_unstable();
-    let splat = |&(_, i): &(u64, u32)| projected[i as usize].expect("sorted splats are projected");
+    // One pass over the depth order builds the three per-splat arrays (each lookup is a random access).
+    let (gaussian, (blend, extent_x)): (Vec<u32>, (Vec<SplatBlend<R>>, Vec<R>)) = order
+        .par_iter()
+        .with_min_len(SPLAT_CHUNK)
+        .map(|&(_, i)| {
+            let splat = projected[i as usize].expect("sorted splats are projected");
+            (i, (SplatBlend::new(&splat), splat.extent[0]))
+        })
+        .unzip();
     let mut splats = Splats {
-        gaussian: order.par_iter().map(|&(_, i)| i).collect(),
-        blend: order.par_iter().map(|o| SplatBlend::new(&splat(o))).collect(),
-        extent_x: order.par_iter().map(|o| splat(o).extent[0]).collect(),
+        gaussian,
+        blend,
+        extent_x,
         colors: vec![R::ZERO; order.len() * channels],
     };
     splats
@@ -191,9 +202,18 @@ pub(crate) fn prepare<R: Real>(
 }
 
 /// Counting sort of (tile, compact id) pairs by tile; filling in compact order keeps each list in depth order.
+/// Parallel over runs of consecutive splats: each run counts and fills its own share of every tile's list, and the
+/// shares are laid out per tile in run order, so the lists come out exactly as a sequential fill would make them.
 fn bin<R: Real>(splats: &Splats<R>, width: usize, height: usize) -> TileBins {
+    // A few runs per thread balance the load; their number, not the splat count, sizes the per-run tables.
+    let run = splats.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
+    bin_in_runs(splats, width, height, run)
+}
+
+fn bin_in_runs<R: Real>(splats: &Splats<R>, width: usize, height: usize, run: usize) -> TileBins {
     let tiles_x = width.div_ceil(TILE_SIZE);
     let tiles_y = height.div_ceil(TILE_SIZE);
+    let num_tiles = tiles_x * tiles_y;
     let rects: Vec<Option<[usize; 4]>> = (0..splats.len())
         .into_par_iter()
         .with_min_len(SPLAT_CHUNK)
@@ -203,41 +223,82 @@ fn bin<R: Real>(splats: &Splats<R>, width: usize, height: usize) -> TileBins {
             Some([x0 / TILE_SIZE, x1 / TILE_SIZE, y0 / TILE_SIZE, y1 / TILE_SIZE])
         })
         .collect();
-    let mut counts = vec![0usize; tiles_x * tiles_y];
-    let mut splat_offsets = Vec::with_capacity(rects.len() + 1);
-    splat_offsets.push(0);
-    let mut total = 0;
-    for rect in &rects {
-        if let Some([tx0, tx1, ty0, ty1]) = *rect {
-            for ty in ty0..=ty1 {
-                for c in &mut counts[ty * tiles_x + tx0..=ty * tiles_x + tx1] {
-                    *c += 1;
+    let tiles_of = |rect: &[usize; 4]| {
+        let [tx0, tx1, ty0, ty1] = *rect;
+        (ty0..=ty1).flat_map(move |ty| ty * tiles_x + tx0..=ty * tiles_x + tx1)
+    };
+    // A few runs per thread balance the load; their number, not the splat count, sizes the per-run tables.
+    let run = rects.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
+    let runs: Vec<&[Option<[usize; 4]>]> = rects.chunks(run).collect();
+    let counts: Vec<Vec<usize>> = runs
+        .par_iter()
+        .map(|rects| {
+            let mut counts = vec![0usize; num_tiles];
+            for rect in rects.iter().flatten() {
+                for t in tiles_of(rect) {
+                    counts[t] += 1;
                 }
             }
-            total += (tx1 + 1 - tx0) * (ty1 + 1 - ty0);
+            counts
+        })
+        .collect();
+    // Tile t's list is its runs' shares in run order: run r's share starts at starts[r][t].
+    let mut offsets = Vec::with_capacity(num_tiles + 1);
+    let mut starts = vec![vec![0usize; num_tiles]; runs.len()];
+    let mut total = 0;
+    for t in 0..num_tiles {
+        offsets.push(total);
+        for (r, counts) in counts.iter().enumerate() {
+            starts[r][t] = total;
+            total += counts[t];
         }
-        splat_offsets.push(total);
     }
-    let mut offsets = Vec::with_capacity(counts.len() + 1);
+    offsets.push(total);
+    let mut splat_offsets = Vec::with_capacity(rects.len() + 1);
+    splat_offsets.push(0);
     let mut sum = 0;
-    offsets.push(0);
-    for c in &counts {
-        sum += c;
-        offsets.push(sum);
+    for rect in &rects {
+        if let Some([tx0, tx1, ty0, ty1]) = *rect {
+            sum += (tx1 + 1 - tx0) * (ty1 + 1 - ty0);
+        }
+        splat_offsets.push(sum);
     }
-    let mut cursor = offsets.clone();
+    // Each run's shares of `ids` and its contiguous range of `isects`, as disjoint mutable slices.
     let mut ids = vec![0u32; total];
-    let mut isects = Vec::with_capacity(total);
-    for (s, rect) in rects.iter().enumerate() {
-        let Some([tx0, tx1, ty0, ty1]) = *rect else { continue };
-        for ty in ty0..=ty1 {
-            for t in ty * tiles_x + tx0..=ty * tiles_x + tx1 {
-                ids[cursor[t]] = s as u32;
-                isects.push(cursor[t] as u32);
-                cursor[t] += 1;
-            }
+    let mut shares: Vec<Vec<&mut [u32]>> = (0..runs.len()).map(|_| Vec::with_capacity(num_tiles)).collect();
+    let mut rest = ids.as_mut_slice();
+    for t in 0..num_tiles {
+        for (r, counts) in counts.iter().enumerate() {
+            let (share, tail) = rest.split_at_mut(counts[t]);
+            shares[r].push(share);
+            rest = tail;
         }
     }
+    let mut isects = vec![0u32; total];
+    let mut isect_runs = Vec::with_capacity(runs.len());
+    let mut rest = isects.as_mut_slice();
+    for r in 0..runs.len() {
+        let len = splat_offsets[((r + 1) * run).min(rects.len())] - splat_offsets[r * run];
+        let (head, tail) = rest.split_at_mut(len);
+        isect_runs.push(head);
+        rest = tail;
+    }
+    shares
+        .into_par_iter()
+        .zip(isect_runs)
+        .enumerate()
+        .for_each(|(r, (mut shares, isects))| {
+            let mut cursor = vec![0usize; num_tiles];
+            let mut isects = isects.iter_mut();
+            for (j, rect) in runs[r].iter().enumerate() {
+                let Some(rect) = rect else { continue };
+                for t in tiles_of(rect) {
+                    shares[t][cursor[t]] = (r * run + j) as u32;
+                    *isects.next().expect("a run's intersections fill its range") = (starts[r][t] + cursor[t]) as u32;
+                    cursor[t] += 1;
+                }
+            }
+        });
     TileBins {
         tiles_x,
         tiles_y,
@@ -245,5 +306,66 @@ fn bin<R: Real>(splats: &Splats<R>, width: usize, height: usize) -> TileBins {
         ids,
         splat_offsets,
         isects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Binning in many small runs gives, for every tile, exactly the splats whose extent reaches it, in depth
+    /// order, and for every splat the positions of its intersections in tile order.
+    #[test]
+    fn binning_in_runs_lists_every_reached_tile_in_depth_order() {
+        let (width, height) = (75, 50);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut splats = Splats::<f32>::default();
+        for s in 0..500 {
+            splats.gaussian.push(s);
+            splats.blend.push(SplatBlend {
+                mean: [rng.random_range(-20.0..95.0), rng.random_range(-20.0..70.0)],
+                conic: [1.0, 0.0, 1.0],
+                opacity: 0.5,
+                depth: 1.0 + s as f32,
+                extent_y: rng.random_range(0.0..30.0),
+            });
+            splats.extent_x.push(rng.random_range(0.0..30.0));
+        }
+        for run in [1, 7, 64, 10_000] {
+            let bins = bin_in_runs(&splats, width, height, run);
+            let mut expected = vec![Vec::new(); bins.num_tiles()];
+            for s in 0..splats.len() {
+                let spans = (
+                    pixel_span(splats.blend[s].mean[0], splats.extent_x[s], width),
+                    pixel_span(splats.blend[s].mean[1], splats.blend[s].extent_y, height),
+                );
+                let (Some((x0, x1)), Some((y0, y1))) = spans else {
+                    continue;
+                };
+                for ty in y0 / TILE_SIZE..=y1 / TILE_SIZE {
+                    for tx in x0 / TILE_SIZE..=x1 / TILE_SIZE {
+                        expected[ty * bins.tiles_x + tx].push(s as u32);
+                    }
+                }
+            }
+            for (t, want) in expected.iter().enumerate() {
+                assert_eq!(bins.tile(t), want.as_slice(), "run {run}, tile {t}");
+            }
+            for s in 0..splats.len() {
+                let positions = bins.isects_of(s);
+                assert!(
+                    positions.iter().all(|&p| bins.ids[p as usize] == s as u32),
+                    "run {run}, splat {s}"
+                );
+                assert!(
+                    positions.is_sorted(),
+                    "run {run}, splat {s}: positions not in tile order"
+                );
+                let tiles = expected.iter().filter(|list| list.contains(&(s as u32))).count();
+                assert_eq!(positions.len(), tiles, "run {run}, splat {s}");
+            }
+        }
     }
 }
