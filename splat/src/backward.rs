@@ -9,7 +9,7 @@
 use crate::blend::{BlendRow, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch, prefetch_slice};
+use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
 
 /// Values per intersection in the partial-gradient buffer: mean2d (2), conic (3), opacity (1), then colour.
@@ -63,8 +63,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 continue;
             }
             if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
-                prefetch(&splats.blend[ahead as usize]);
-                prefetch_slice(&splats.colors[ahead as usize * channels..(ahead as usize + 1) * channels]);
+                splats.prefetch(ahead as usize, channels);
             }
             let s = id as usize;
             let blend = &splats.blend[s];
@@ -73,7 +72,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             };
             let [a, b, c] = blend.conic;
             let (opacity, mean_x) = (blend.opacity, blend.mean[0]);
-            let color = &splats.colors[s * channels..(s + 1) * channels];
+            let color = splats.color(s, channels);
             v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
             pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;

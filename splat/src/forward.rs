@@ -4,7 +4,7 @@
 use crate::blend::{Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask, prefetch, prefetch_slice};
+use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
 
 /// A tile's forward result.
@@ -54,15 +54,14 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 break;
             }
             if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
-                prefetch(&splats.blend[ahead as usize]);
-                prefetch_slice(&splats.colors[ahead as usize * channels..(ahead as usize + 1) * channels]);
+                splats.prefetch(ahead as usize, channels);
             }
             let s = id as usize;
             let blend = &splats.blend[s];
             let Some((r0, r1)) = tile.rows_of(blend) else {
                 continue;
             };
-            let color = &splats.colors[s * channels..(s + 1) * channels];
+            let color = splats.color(s, channels);
             // A local copy: the compiler cannot tell that the output rows do not alias the splat record, and
             // would otherwise reload it for every lane, unvectorised.
             let depth = blend.depth;

@@ -7,6 +7,7 @@ use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::options::{ColorLayout, RasterMode};
 use crate::projection::{ColorEval, GaussianParams, PinholeCamera, Splat, project};
 use crate::real::Real;
+use crate::simd::{prefetch, prefetch_slice};
 use rayon::prelude::*;
 
 /// A borrowed view of Gaussians as flat row-major arrays: means `[N, 3]`, log-scales `[N, 3]`, quaternions
@@ -87,6 +88,20 @@ pub(crate) struct Splats<R> {
 impl<R: Real> Splats<R> {
     pub fn len(&self) -> usize {
         self.gaussian.len()
+    }
+
+    /// Splat `s`'s colour, `channels` values.
+    #[inline(always)]
+    pub fn color(&self, s: usize, channels: usize) -> &[R] {
+        &self.colors[s * channels..(s + 1) * channels]
+    }
+
+    /// Starts loading what the blend will read of splat `s` (its record and colour): tile lists visit splats in
+    /// depth order, scattered over memory, and each visit would otherwise wait for its cache lines.
+    #[inline(always)]
+    pub fn prefetch(&self, s: usize, channels: usize) {
+        prefetch(&self.blend[s]);
+        prefetch_slice(self.color(s, channels));
     }
 }
 
@@ -227,8 +242,6 @@ fn bin_in_runs<R: Real>(splats: &Splats<R>, width: usize, height: usize, run: us
         let [tx0, tx1, ty0, ty1] = *rect;
         (ty0..=ty1).flat_map(move |ty| ty * tiles_x + tx0..=ty * tiles_x + tx1)
     };
-    // A few runs per thread balance the load; their number, not the splat count, sizes the per-run tables.
-    let run = rects.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
     let runs: Vec<&[Option<[usize; 4]>]> = rects.chunks(run).collect();
     let counts: Vec<Vec<usize>> = runs
         .par_iter()
