@@ -87,7 +87,7 @@ impl Tile {
 
 /// One splat's blend inputs, stored contiguously per splat and aligned so that one (splat, tile) step of the
 /// blend reads a single cache line.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(32))]
 pub(crate) struct SplatBlend<R> {
     pub mean: [R; 2],
@@ -131,7 +131,7 @@ struct Pair<R> {
 fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, dy: R, t: R) -> Pair<R> {
     let [a, b, c] = s.conic;
     let sigma = R::of(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
-    let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).blend_exp();
+    let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).fast_exp();
     let og = s.opacity * gauss;
     let clamped = og > R::of(MAX_ALPHA);
     let raw = if clamped { R::of(MAX_ALPHA) } else { og };

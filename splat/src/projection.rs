@@ -9,24 +9,29 @@ use crate::constants::{
 use crate::options::{ColorBasis, ColorLayout, RasterMode};
 use crate::real::Real;
 use crate::sh::{MAX_SH_DEGREE, sh_basis, sh_basis_vjp, sh_coeffs};
+use crate::tiling::GaussianSlices;
 use lrf_formats::Camera;
 
 type M3<R> = [[R; 3]; 3];
 
+#[inline(always)]
 fn mat_mul<R: Real>(a: &M3<R>, b: &M3<R>) -> M3<R> {
     std::array::from_fn(|i| std::array::from_fn(|j| a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j]))
 }
 
+#[inline(always)]
 fn transpose<R: Real>(a: &M3<R>) -> M3<R> {
     std::array::from_fn(|i| std::array::from_fn(|j| a[j][i]))
 }
 
+#[inline(always)]
 fn mat_vec<R: Real>(a: &M3<R>, v: [R; 3]) -> [R; 3] {
     std::array::from_fn(|i| a[i][0] * v[0] + a[i][1] * v[1] + a[i][2] * v[2])
 }
 
+#[inline(always)]
 fn sigmoid<R: Real>(x: R) -> R {
-    R::ONE / (R::ONE + (-x).exp())
+    R::ONE / (R::ONE + (-x).fast_exp())
 }
 
 /// The camera in the kernel's float type, with the Jacobian clamp limits precomputed.
@@ -117,6 +122,9 @@ pub(crate) struct ParamsGrad<R> {
 
 /// Every forward intermediate the VJP needs.
 struct Forward<R> {
+    /// Not culled: a usable quaternion, in front of the near plane, finite, an invertible 2D covariance. The
+    /// other fields are computed either way (maybe non-finite) so the computation has no branch.
+    valid: bool,
     quat_norm: R,
     quat: [R; 4],
     rotation: M3<R>,
@@ -139,12 +147,11 @@ struct Forward<R> {
     sigmoid: R,
 }
 
-fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> Option<Forward<R>> {
+/// Branch-free, so the compiler can run it on a vector of Gaussians at once (see [`project_batch`]).
+#[inline(always)]
+fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> Forward<R> {
     let quat_norm = g.quat.iter().map(|&q| q * q).fold(R::ZERO, |a, b| a + b).sqrt();
-    let usable = quat_norm > R::ZERO && quat_norm.is_finite();
-    if !usable {
-        return None;
-    }
+    let usable = (quat_norm > R::ZERO) & quat_norm.is_finite();
     let [w, x, y, z] = g.quat.map(|q| q / quat_norm);
     let two = R::of(2.0);
     let one = R::ONE;
@@ -165,17 +172,14 @@ fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterM
             one - two * (x * x + y * y),
         ],
     ];
-    let scale = g.log_scale.map(R::exp);
+    let scale = g.log_scale.map(R::fast_exp);
     let m: M3<R> = std::array::from_fn(|i| std::array::from_fn(|j| rotation[i][j] * scale[j]));
     let cov = mat_mul(&m, &transpose(&m));
     let wm = mat_vec(&cam.rotation, g.mean);
     let mean_cam: [R; 3] = std::array::from_fn(|i| wm[i] + cam.translation[i]);
     let [mx, my, mz] = mean_cam;
     // Positive phrasing: NaN fails every comparison, so it is culled too.
-    let in_front = mz >= R::of(NEAR_PLANE) && mx.is_finite() && my.is_finite() && mz.is_finite();
-    if !in_front {
-        return None;
-    }
+    let in_front = (mz >= R::of(NEAR_PLANE)) & mx.is_finite() & my.is_finite() & mz.is_finite();
     let cov_cam = mat_mul(&mat_mul(&cam.rotation, &cov), &transpose(&cam.rotation));
     let (ux, uy) = (mx / mz, my / mz);
     let cux = ux.max(-cam.lim_x.0).min(cam.lim_x.1);
@@ -195,10 +199,7 @@ fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterM
     let blur = R::of(BLUR_VARIANCE);
     let cov2d = [sa + blur, sb, sc + blur];
     let det_blur = cov2d[0] * cov2d[2] - sb * sb;
-    let invertible = det_blur > R::ZERO && det_blur.is_finite();
-    if !invertible {
-        return None;
-    }
+    let invertible = (det_blur > R::ZERO) & det_blur.is_finite();
     let (compensation, compensation_free) = match mode {
         RasterMode::Classic => (R::ONE, false),
         RasterMode::Antialiased => {
@@ -207,7 +208,8 @@ fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterM
             (ratio.max(floor).sqrt(), ratio > floor)
         }
     };
-    Some(Forward {
+    Forward {
+        valid: usable & in_front & invertible,
         quat_norm,
         quat: [w, x, y, z],
         rotation,
@@ -223,42 +225,90 @@ fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterM
         compensation,
         compensation_free,
         sigmoid: sigmoid(g.opacity_logit),
-    })
+    }
 }
 
-/// Projects a Gaussian; `None` when it is culled (behind the near plane, degenerate, non-finite, too transparent
-/// to reach ALPHA_THRESHOLD anywhere, or entirely off screen).
-pub(crate) fn project<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> Option<Splat<R>> {
-    let f = forward(cam, g, mode)?;
+/// Projects a Gaussian; the flag is false when it is culled (behind the near plane, degenerate, non-finite, too
+/// transparent to reach ALPHA_THRESHOLD anywhere, or entirely off screen), and the splat is then meaningless.
+/// Branch-free like [`forward`].
+#[inline(always)]
+fn project_one<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> (Splat<R>, bool) {
+    let f = forward(cam, g, mode);
     let opacity = f.sigmoid * f.compensation;
     let threshold = R::of(ALPHA_THRESHOLD);
     let reaches_threshold = opacity >= threshold;
-    if !reaches_threshold {
-        return None;
-    }
     let [mx, my, mz] = f.mean_cam;
     let mean2d = [cam.fx * mx / mz + cam.cx, cam.fy * my / mz + cam.cy];
     // Beyond `sigmas` standard deviations along an axis, ½ dᵀΣ⁻¹d ≥ ln(opacity / threshold), so o·G < threshold.
-    let sigmas = (R::of(2.0) * (opacity / threshold).ln())
-        .sqrt()
-        .min(R::of(MAX_EXTENT_SIGMAS));
+    // The ratio is clamped into fast_ln's domain for culled Gaussians; it is at least 1 for the others.
+    let ratio = (opacity / threshold).max(R::ONE).min(R::of(1e30));
+    let sigmas = (R::of(2.0) * ratio.fast_ln()).sqrt().min(R::of(MAX_EXTENT_SIGMAS));
     let extent = [sigmas * f.cov2d[0].sqrt(), sigmas * f.cov2d[2].sqrt()];
     let (w, h) = (R::of(cam.width as f64), R::of(cam.height as f64));
-    let on_screen = mean2d[0] + extent[0] > R::ZERO
-        && mean2d[0] - extent[0] < w
-        && mean2d[1] + extent[1] > R::ZERO
-        && mean2d[1] - extent[1] < h;
-    if !on_screen || !mean2d[0].is_finite() || !mean2d[1].is_finite() {
-        return None;
-    }
+    let on_screen = (mean2d[0] + extent[0] > R::ZERO)
+        & (mean2d[0] - extent[0] < w)
+        & (mean2d[1] + extent[1] > R::ZERO)
+        & (mean2d[1] - extent[1] < h)
+        & mean2d[0].is_finite()
+        & mean2d[1].is_finite();
     let inv_det = R::ONE / f.det_blur;
-    Some(Splat {
+    let splat = Splat {
         mean2d,
         conic: [f.cov2d[2] * inv_det, -f.cov2d[1] * inv_det, f.cov2d[0] * inv_det],
         opacity,
         depth: mz,
         extent,
-    })
+    };
+    (splat, f.valid & reaches_threshold & on_screen)
+}
+
+/// Gaussians projected together in [`project_batch`]: one AVX-512 vector of f32.
+pub(crate) const PROJECT_LANES: usize = 16;
+
+/// Projects `out.len()` consecutive Gaussians starting at `first`; `None` for culled ones. Full groups of
+/// [`PROJECT_LANES`] run through fixed-size arrays so the compiler vectorises [`project_one`] across them.
+#[inline(always)]
+pub(crate) fn project_batch<R: Real>(
+    cam: &PinholeCamera<R>,
+    gaussians: &GaussianSlices<R>,
+    first: usize,
+    mode: RasterMode,
+    out: &mut [Option<Splat<R>>],
+) {
+    const L: usize = PROJECT_LANES;
+    let mut groups = out.chunks_exact_mut(L);
+    let mut start = first;
+    for out in &mut groups {
+        let means: &[R; 3 * L] = gaussians.means[3 * start..3 * (start + L)]
+            .try_into()
+            .expect("3L values");
+        let log_scales: &[R; 3 * L] = gaussians.log_scales[3 * start..3 * (start + L)]
+            .try_into()
+            .expect("3L values");
+        let quats: &[R; 4 * L] = gaussians.quats[4 * start..4 * (start + L)]
+            .try_into()
+            .expect("4L values");
+        let logits: &[R; L] = gaussians.opacity_logits[start..start + L].try_into().expect("L values");
+        let mut splats = [Splat::default(); L];
+        let mut kept = [false; L];
+        for l in 0..L {
+            let params = GaussianParams {
+                mean: std::array::from_fn(|j| means[3 * l + j]),
+                log_scale: std::array::from_fn(|j| log_scales[3 * l + j]),
+                quat: std::array::from_fn(|j| quats[4 * l + j]),
+                opacity_logit: logits[l],
+            };
+            (splats[l], kept[l]) = project_one(cam, &params, mode);
+        }
+        for (out, (splat, kept)) in out.iter_mut().zip(splats.into_iter().zip(kept)) {
+            *out = kept.then_some(splat);
+        }
+        start += L;
+    }
+    for (out, i) in groups.into_remainder().iter_mut().zip(start..) {
+        let (splat, kept) = project_one(cam, &gaussians.params(i), mode);
+        *out = kept.then_some(splat);
+    }
 }
 
 /// Gradient of the splat's blend inputs back to the Gaussian's parameters.
@@ -268,9 +318,10 @@ pub(crate) fn project_vjp<R: Real>(
     mode: RasterMode,
     v: &SplatGrad<R>,
 ) -> ParamsGrad<R> {
-    let Some(f) = forward(cam, g, mode) else {
+    let f = forward(cam, g, mode);
+    if !f.valid {
         return ParamsGrad::default();
-    };
+    }
     let two = R::of(2.0);
     let half = R::of(0.5);
     // Opacity = sigmoid(logit) · compensation.

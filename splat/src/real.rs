@@ -26,10 +26,13 @@ pub trait Real:
     fn of(v: f64) -> Self;
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
-    /// exp(x) for x ≤ 0 as used in the blend loop: a branch-free polynomial for f32 that the compiler can
-    /// vectorise (within 2 ulp of libm), the libm function for f64.
-    fn blend_exp(self) -> Self;
+    /// exp(x) for the blend and projection loops: for f32 a branch-free polynomial the compiler can vectorise
+    /// (within 2 ulp of libm; saturates at e^±87 instead of reaching 0 or infinity), libm for f64.
+    fn fast_exp(self) -> Self;
     fn ln(self) -> Self;
+    /// ln(x) for positive, normal, finite x, vectorisable like [`Real::fast_exp`] (within 2 ulp of libm); other
+    /// inputs give unspecified values.
+    fn fast_ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn abs(self) -> Self;
     fn min(self, other: Self) -> Self;
@@ -40,7 +43,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $blend_exp:path) => {
+    ($t:ty, $fast_exp:path, $fast_ln:path) => {
         impl Real for $t {
             const ONE: Self = 1.0;
             #[inline(always)]
@@ -56,12 +59,16 @@ macro_rules! impl_real {
                 <$t>::exp(self)
             }
             #[inline(always)]
-            fn blend_exp(self) -> Self {
-                $blend_exp(self)
+            fn fast_exp(self) -> Self {
+                $fast_exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn fast_ln(self) -> Self {
+                $fast_ln(self)
             }
             #[inline(always)]
             fn sqrt(self) -> Self {
@@ -95,11 +102,11 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, exp_f32);
-impl_real!(f64, f64::exp);
+impl_real!(f32, exp_f32, ln_f32);
+impl_real!(f64, f64::exp, f64::ln);
 
 /// Cephes-style expf: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r, 2^n by exponent bits.
-/// Inputs below −87 give e^−87 (the blend never needs values that small); NaN propagates.
+/// Inputs are clamped to [−87, 88] (the kernel never needs values beyond); NaN propagates.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -121,18 +128,65 @@ fn exp_f32(x: f32) -> f32 {
     e_r * f32::from_bits(biased << 23)
 }
 
+/// Cephes-style logf: x = m·2^e with m in [√½, √2), ln x = e·ln2 + ln m, a degree-9 polynomial in m − 1.
+/// Mantissa and exponent come from the bits, branch-free, so the compiler can vectorise it.
+#[inline(always)]
+fn ln_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let bits = x.to_bits();
+    // Mantissa in [1, 2), then moved to [√½, √2) with the exponent adjusted to match.
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    let big = m > std::f32::consts::SQRT_2;
+    let m = if big { 0.5 * m } else { m };
+    let e = (e + big as i32) as f32;
+    let r = m - 1.0;
+    let r2 = r * r;
+    let p = ((((((((7.037_683_6e-2 * r - 1.151_461_1e-1) * r + 1.167_699_9e-1) * r - 1.242_014_1e-1) * r
+        + 1.424_932_3e-1)
+        * r
+        - 1.666_805_8e-1)
+        * r
+        + 2.000_071_4e-1)
+        * r
+        - 2.499_999_4e-1)
+        * r
+        + 3.333_333_1e-1)
+        * r
+        * r2;
+    let y = p + e * LN2_LO - 0.5 * r2;
+    r + y + e * LN2_HI
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
-    fn blend_exp_matches_libm() {
+    fn fast_exp_matches_libm() {
         let mut worst = 0f64;
-        for i in 0..=200_000 {
-            let x = -30.0 * i as f32 / 200_000.0;
+        for i in 0..=400_000 {
+            let x = -87.0 + 175.0 * i as f32 / 400_000.0;
             let exact = (x as f64).exp();
             worst = worst.max(((super::exp_f32(x) as f64) - exact).abs() / exact);
         }
         assert!(worst < 3e-7, "relative error {worst}");
         assert!(super::exp_f32(-1e30) < 1e-37);
         assert!(super::exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn fast_ln_matches_libm() {
+        let mut worst = 0f64;
+        // Logarithmically spaced over the normal range, plus the neighbourhood of 1 where ln is near 0.
+        let samples = (0..=400_000)
+            .map(|i| (-87.0 + 175.0 * i as f64 / 400_000.0).exp() as f32)
+            .chain((0..=20_000).map(|i| 0.9 + 0.2 * i as f32 / 20_000.0));
+        for x in samples {
+            let exact = (x as f64).ln();
+            let error = ((super::ln_f32(x) as f64) - exact).abs();
+            // Relative, except at ln 1 = 0 itself.
+            worst = worst.max(if x == 1.0 { error } else { error / exact.abs() });
+        }
+        assert!(worst < 3e-7, "error {worst}");
     }
 }

@@ -5,9 +5,9 @@
 use crate::blend::SplatBlend;
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::options::{ColorLayout, RasterMode};
-use crate::projection::{ColorEval, GaussianParams, PinholeCamera, Splat, project};
+use crate::projection::{ColorEval, GaussianParams, PinholeCamera, Splat, project_batch};
 use crate::real::Real;
-use crate::simd::{prefetch, prefetch_slice};
+use crate::simd::{SimdTask, dispatch, prefetch, prefetch_slice};
 use rayon::prelude::*;
 
 /// A borrowed view of Gaussians as flat row-major arrays: means `[N, 3]`, log-scales `[N, 3]`, quaternions
@@ -34,6 +34,9 @@ impl<R: Real> GaussianSlices<'_, R> {
 
     pub(crate) fn check(&self) -> crate::Result<()> {
         let n = self.len();
+        if self.layout.channels == 0 {
+            return Err(crate::SplatError::Shape("colours have zero channels".into()));
+        }
         let sizes = [
             ("means", self.means.len(), 3 * n),
             ("log_scales", self.log_scales.len(), 3 * n),
@@ -168,52 +171,115 @@ pub(crate) fn prepare<R: Real>(
         .zip(colors.par_chunks_mut(SPLAT_CHUNK * channels))
         .enumerate()
         .for_each(|(chunk, (projected, colors))| {
+            let first = chunk * SPLAT_CHUNK;
+            dispatch(ProjectChunk {
+                cam,
+                gaussians,
+                first,
+                mode,
+                out: projected,
+            });
             let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
             for (j, (splat, color)) in projected.iter_mut().zip(colors.chunks_exact_mut(channels)).enumerate() {
-                let i = chunk * SPLAT_CHUNK + j;
-                // Non-finite colour coefficients cull the Gaussian like non-finite geometry does.
-                if !gaussians.coeffs(i).iter().all(|c| c.is_finite()) {
+                let i = first + j;
+                if splat.is_none() {
                     continue;
                 }
-                let params = gaussians.params(i);
-                *splat = project(cam, &params, mode);
-                if splat.is_some() {
-                    eval.color(cam, params.mean, gaussians.coeffs(i), color);
+                // Non-finite colour coefficients cull the Gaussian like non-finite geometry does.
+                if !gaussians.coeffs(i).iter().all(|c| c.is_finite()) {
+                    *splat = None;
+                    continue;
                 }
+                eval.color(
+                    cam,
+                    std::array::from_fn(|j| gaussians.means[3 * i + j]),
+                    gaussians.coeffs(i),
+                    color,
+                );
             }
         });
-    // Depths are positive and finite, so their bit patterns sort like the values; ties keep the Gaussian order,
-    // like a stable sort.
+    // Depths are positive and finite, so their bit patterns sort like the values; ties keep the Gaussian order.
     let mut order: Vec<(u64, u32)> = projected
-        .par_iter()
-        .with_min_len(SPLAT_CHUNK)
+        .iter()
         .enumerate()
         .filter_map(|(i, s)| s.as_ref().map(|s| (s.depth.to_f64().to_bits(), i as u32)))
         .collect();
-    order.par_sort_unstable();
-    // One pass over the depth order builds the three per-splat arrays (each lookup is a random access).
-    let (gaussian, (blend, extent_x)): (Vec<u32>, (Vec<SplatBlend<R>>, Vec<R>)) = order
-        .par_iter()
-        .with_min_len(SPLAT_CHUNK)
-        .map(|&(_, i)| {
-            let splat = projected[i as usize].expect("sorted splats are projected");
-            (i, (SplatBlend::new(&splat), splat.extent[0]))
-        })
-        .unzip();
+    radix_sort(&mut order);
+    // One pass over the depth order fills the per-splat arrays (each lookup is a random access).
+    let n = order.len();
     let mut splats = Splats {
-        gaussian,
-        blend,
-        extent_x,
-        colors: vec![R::ZERO; order.len() * channels],
+        gaussian: vec![0; n],
+        blend: vec![SplatBlend::default(); n],
+        extent_x: vec![R::ZERO; n],
+        colors: vec![R::ZERO; n * channels],
     };
-    splats
-        .colors
-        .par_chunks_mut(channels)
+    (
+        splats.gaussian.par_iter_mut(),
+        splats.blend.par_iter_mut(),
+        splats.extent_x.par_iter_mut(),
+        splats.colors.par_chunks_mut(channels),
+        order.par_iter(),
+    )
+        .into_par_iter()
         .with_min_len(SPLAT_CHUNK)
-        .zip(&splats.gaussian)
-        .for_each(|(out, &g)| out.copy_from_slice(&colors[g as usize * channels..(g as usize + 1) * channels]));
+        .for_each(|(gaussian, blend, extent_x, color, &(_, i))| {
+            let i = i as usize;
+            let splat = projected[i].expect("sorted splats are projected");
+            *gaussian = i as u32;
+            *blend = SplatBlend::new(&splat);
+            *extent_x = splat.extent[0];
+            color.copy_from_slice(&colors[i * channels..(i + 1) * channels]);
+        });
     let bins = bin(&splats, cam.width, cam.height);
     (splats, bins)
+}
+
+/// Stable LSD radix sort of (key, value) pairs by key, a byte per pass. Passes where every key has the same byte
+/// are skipped: depth keys are f64 bit patterns, and f32 depths leave their low bytes zero and share their top one.
+fn radix_sort(items: &mut Vec<(u64, u32)>) {
+    const BYTES: usize = size_of::<u64>();
+    let mut counts = [[0usize; 256]; BYTES];
+    for &(key, _) in items.iter() {
+        for (b, counts) in counts.iter_mut().enumerate() {
+            counts[(key >> (8 * b)) as usize & 0xff] += 1;
+        }
+    }
+    let mut scratch = vec![(0u64, 0u32); items.len()];
+    for (b, counts) in counts.iter().enumerate() {
+        if counts.iter().any(|&c| c == items.len()) {
+            continue;
+        }
+        let mut next = [0usize; 256];
+        let mut sum = 0;
+        for (next, &count) in next.iter_mut().zip(counts) {
+            *next = sum;
+            sum += count;
+        }
+        for &item in items.iter() {
+            let digit = (item.0 >> (8 * b)) as usize & 0xff;
+            scratch[next[digit]] = item;
+            next[digit] += 1;
+        }
+        std::mem::swap(items, &mut scratch);
+    }
+}
+
+/// Projection of one chunk of Gaussians, compiled for the CPU's vector instructions (see [`project_batch`]).
+struct ProjectChunk<'a, R> {
+    cam: &'a PinholeCamera<R>,
+    gaussians: &'a GaussianSlices<'a, R>,
+    first: usize,
+    mode: RasterMode,
+    out: &'a mut [Option<Splat<R>>],
+}
+
+impl<R: Real> SimdTask for ProjectChunk<'_, R> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        project_batch(self.cam, self.gaussians, self.first, self.mode, self.out);
+    }
 }
 
 /// Counting sort of (tile, compact id) pairs by tile; filling in compact order keeps each list in depth order.
@@ -330,6 +396,27 @@ mod tests {
 
     /// Binning in many small runs gives, for every tile, exactly the splats whose extent reaches it, in depth
     /// order, and for every splat the positions of its intersections in tile order.
+    /// The radix sort orders like a stable comparison sort, on f32 and f64 depth keys with ties.
+    #[test]
+    fn radix_sort_orders_like_a_stable_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for len in [0, 1, 2, 300, 5000] {
+            let f32_depths: Vec<u64> = (0..len)
+                .map(|_| (rng.random_range(0.01f32..50.0) as f64).to_bits())
+                .collect();
+            let f64_depths: Vec<u64> = (0..len).map(|_| rng.random_range(0.01f64..1e6).to_bits()).collect();
+            // Ties: a few distinct depths repeated.
+            let tied: Vec<u64> = (0..len).map(|i| (1.0f64 + (i % 7) as f64).to_bits()).collect();
+            for keys in [f32_depths, f64_depths, tied] {
+                let mut items: Vec<(u64, u32)> = keys.iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
+                let mut expected = items.clone();
+                expected.sort_by_key(|&(key, _)| key);
+                radix_sort(&mut items);
+                assert_eq!(items, expected, "{len} items");
+            }
+        }
+    }
+
     #[test]
     fn binning_in_runs_lists_every_reached_tile_in_depth_order() {
         let (width, height) = (75, 50);
