@@ -428,6 +428,35 @@ fn view_direction<R: Real>(cam: &PinholeCamera<R>, mean: [R; 3]) -> Option<([R; 
     (n > R::ZERO).then(|| (v.map(|e| e / n), n))
 }
 
+/// Value per channel before the optional offset and clamp, written to `out`; fills the SH basis.
+#[inline(always)]
+fn raw_color<R: Real>(
+    layout: ColorLayout,
+    basis: &mut [R; sh_coeffs(MAX_SH_DEGREE)],
+    cam: &PinholeCamera<R>,
+    mean: [R; 3],
+    coeffs: &[R],
+    out: &mut [R],
+) {
+    let c = layout.channels;
+    match layout.basis {
+        ColorBasis::Plain => out.copy_from_slice(&coeffs[..c]),
+        ColorBasis::Sh { degree, .. } => {
+            let dir = view_direction(cam, mean).map_or([R::ZERO; 3], |(d, _)| d);
+            sh_basis(degree, dir, basis);
+            let (first, rest) = coeffs.split_at(c);
+            for (o, &coef) in out.iter_mut().zip(first) {
+                *o = basis[0] * coef;
+            }
+            for (&y, row) in basis[1..sh_coeffs(degree)].iter().zip(rest.chunks_exact(c)) {
+                for (o, &coef) in out.iter_mut().zip(row) {
+                    *o += y * coef;
+                }
+            }
+        }
+    }
+}
+
 /// Colour evaluation with one thread's scratch space.
 pub(crate) struct ColorEval<R> {
     layout: ColorLayout,
@@ -449,33 +478,14 @@ impl<R: Real> ColorEval<R> {
         }
     }
 
-    /// Value per channel before the optional offset and clamp; fills the SH basis.
-    fn raw_color(&mut self, cam: &PinholeCamera<R>, mean: [R; 3], coeffs: &[R]) {
-        let c = self.layout.channels;
-        match self.layout.basis {
-            ColorBasis::Plain => self.raw.copy_from_slice(&coeffs[..c]),
-            ColorBasis::Sh { degree, .. } => {
-                let dir = view_direction(cam, mean).map_or([R::ZERO; 3], |(d, _)| d);
-                sh_basis(degree, dir, &mut self.basis);
-                self.raw.fill(R::ZERO);
-                for (l, &y) in self.basis[..sh_coeffs(degree)].iter().enumerate() {
-                    for (out, &coef) in self.raw.iter_mut().zip(&coeffs[l * c..(l + 1) * c]) {
-                        *out += y * coef;
-                    }
-                }
-            }
-        }
-    }
-
     /// The colour per channel of a Gaussian seen from the camera.
+    #[inline]
     pub fn color(&mut self, cam: &PinholeCamera<R>, mean: [R; 3], coeffs: &[R], out: &mut [R]) {
-        self.raw_color(cam, mean, coeffs);
-        for (o, &r) in out.iter_mut().zip(&self.raw) {
-            *o = if self.offset_clamp {
-                (r + R::of(SH_COLOR_OFFSET)).max(R::ZERO)
-            } else {
-                r
-            };
+        raw_color(self.layout, &mut self.basis, cam, mean, coeffs, out);
+        if self.offset_clamp {
+            for o in out.iter_mut() {
+                *o = (*o + R::of(SH_COLOR_OFFSET)).max(R::ZERO);
+            }
         }
     }
 
@@ -489,7 +499,7 @@ impl<R: Real> ColorEval<R> {
         v_color: &mut [R],
         v_coeffs: &mut [R],
     ) -> [R; 3] {
-        self.raw_color(cam, mean, coeffs);
+        raw_color(self.layout, &mut self.basis, cam, mean, coeffs, &mut self.raw);
         if self.offset_clamp {
             for (v, &r) in v_color.iter_mut().zip(&self.raw) {
                 if r + R::of(SH_COLOR_OFFSET) <= R::ZERO {

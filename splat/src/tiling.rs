@@ -7,7 +7,7 @@ use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::options::{ColorLayout, RasterMode};
 use crate::projection::{ColorEval, GaussianParams, PinholeCamera, Splat, project_batch};
 use crate::real::Real;
-use crate::simd::{SimdTask, dispatch, prefetch, prefetch_slice};
+use crate::simd::{PREFETCH_AHEAD, SimdTask, dispatch, prefetch, prefetch_slice};
 use rayon::prelude::*;
 
 /// A borrowed view of Gaussians as flat row-major arrays: means `[N, 3]`, log-scales `[N, 3]`, quaternions
@@ -163,14 +163,13 @@ pub(crate) fn prepare<R: Real>(
     offset_clamp: bool,
 ) -> (Splats<R>, TileBins) {
     let channels = gaussians.layout.channels;
-    // Projection and colour in Gaussian order, so the coefficients (the bulk of the input) stream from memory.
+    let stride = gaussians.layout.stride();
+    // Projection in Gaussian order, so the parameters stream from memory.
     let mut projected: Vec<Option<Splat<R>>> = vec![None; gaussians.len()];
-    let mut colors = vec![R::ZERO; gaussians.len() * channels];
     projected
         .par_chunks_mut(SPLAT_CHUNK)
-        .zip(colors.par_chunks_mut(SPLAT_CHUNK * channels))
         .enumerate()
-        .for_each(|(chunk, (projected, colors))| {
+        .for_each(|(chunk, projected)| {
             let first = chunk * SPLAT_CHUNK;
             dispatch(ProjectChunk {
                 cam,
@@ -179,33 +178,26 @@ pub(crate) fn prepare<R: Real>(
                 mode,
                 out: projected,
             });
-            let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
-            for (j, (splat, color)) in projected.iter_mut().zip(colors.chunks_exact_mut(channels)).enumerate() {
-                let i = first + j;
-                if splat.is_none() {
-                    continue;
-                }
-                // Non-finite colour coefficients cull the Gaussian like non-finite geometry does.
-                if !gaussians.coeffs(i).iter().all(|c| c.is_finite()) {
+            // Non-finite colour coefficients cull the Gaussian like non-finite geometry does. A fold without
+            // early exit, so it stays in vectors.
+            let coeffs = &gaussians.colors[first * stride..(first + projected.len()) * stride];
+            for (splat, coeffs) in projected.iter_mut().zip(coeffs.chunks_exact(stride)) {
+                if !coeffs.iter().fold(true, |finite, c| finite & c.is_finite()) {
                     *splat = None;
-                    continue;
                 }
-                eval.color(
-                    cam,
-                    std::array::from_fn(|j| gaussians.means[3 * i + j]),
-                    gaussians.coeffs(i),
-                    color,
-                );
             }
         });
     // Depths are positive and finite, so their bit patterns sort like the values; ties keep the Gaussian order.
-    let mut order: Vec<(u64, u32)> = projected
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.as_ref().map(|s| (s.depth.to_f64().to_bits(), i as u32)))
-        .collect();
+    let mut order: Vec<(u64, u32)> = Vec::with_capacity(projected.len());
+    order.extend(
+        projected
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (s.depth.to_f64().to_bits(), i as u32))),
+    );
     radix_sort(&mut order);
-    // One pass over the depth order fills the per-splat arrays (each lookup is a random access).
+    // One pass over the depth order fills the per-splat arrays, evaluating colours there: the lookups are random
+    // accesses, prefetched ahead, and the results are written in order.
     let n = order.len();
     let mut splats = Splats {
         gaussian: vec![0; n],
@@ -213,25 +205,58 @@ pub(crate) fn prepare<R: Real>(
         extent_x: vec![R::ZERO; n],
         colors: vec![R::ZERO; n * channels],
     };
+    let mut rects = vec![EMPTY_RECT; n];
     (
-        splats.gaussian.par_iter_mut(),
-        splats.blend.par_iter_mut(),
-        splats.extent_x.par_iter_mut(),
-        splats.colors.par_chunks_mut(channels),
-        order.par_iter(),
+        splats.gaussian.par_chunks_mut(SPLAT_CHUNK),
+        splats.blend.par_chunks_mut(SPLAT_CHUNK),
+        splats.extent_x.par_chunks_mut(SPLAT_CHUNK),
+        splats.colors.par_chunks_mut(SPLAT_CHUNK * channels),
+        rects.par_chunks_mut(SPLAT_CHUNK),
+        order.par_chunks(SPLAT_CHUNK),
     )
         .into_par_iter()
-        .with_min_len(SPLAT_CHUNK)
-        .for_each(|(gaussian, blend, extent_x, color, &(_, i))| {
-            let i = i as usize;
-            let splat = projected[i].expect("sorted splats are projected");
-            *gaussian = i as u32;
-            *blend = SplatBlend::new(&splat);
-            *extent_x = splat.extent[0];
-            color.copy_from_slice(&colors[i * channels..(i + 1) * channels]);
+        .for_each(|(gaussian, blend, extent_x, colors, rects, order)| {
+            let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
+            for (k, (&(_, i), color)) in order.iter().zip(colors.chunks_exact_mut(channels)).enumerate() {
+                if let Some(&(_, ahead)) = order.get(k + PREFETCH_AHEAD) {
+                    let ahead = ahead as usize;
+                    prefetch(&projected[ahead]);
+                    prefetch_slice(gaussians.coeffs(ahead));
+                }
+                let i = i as usize;
+                let splat = projected[i].expect("sorted splats are projected");
+                gaussian[k] = i as u32;
+                blend[k] = SplatBlend::new(&splat);
+                extent_x[k] = splat.extent[0];
+                rects[k] = tile_rect(&blend[k], extent_x[k], cam.width, cam.height);
+                let mean = std::array::from_fn(|j| gaussians.means[3 * i + j]);
+                eval.color(cam, mean, gaussians.coeffs(i), color);
+            }
         });
-    let bins = bin(&splats, cam.width, cam.height);
+    let bins = bin(&rects, cam.width, cam.height);
     (splats, bins)
+}
+
+/// Inclusive tile ranges [x0, x1, y0, y1] a splat reaches; empty ranges when it reaches no pixel centre.
+type TileRect = [u32; 4];
+
+const EMPTY_RECT: TileRect = [1, 0, 1, 0];
+
+/// The tiles whose pixel centres a splat's extent reaches.
+fn tile_rect<R: Real>(blend: &SplatBlend<R>, extent_x: R, width: usize, height: usize) -> TileRect {
+    let spans = (
+        pixel_span(blend.mean[0], extent_x, width),
+        pixel_span(blend.mean[1], blend.extent_y, height),
+    );
+    let (Some((x0, x1)), Some((y0, y1))) = spans else {
+        return EMPTY_RECT;
+    };
+    [x0, x1, y0, y1].map(|p| (p / TILE_SIZE) as u32)
+}
+
+/// Number of tiles in a rectangle.
+fn rect_tiles(&[x0, x1, y0, y1]: &TileRect) -> usize {
+    ((x1 + 1).saturating_sub(x0) * (y1 + 1).saturating_sub(y0)) as usize
 }
 
 /// Stable LSD radix sort of (key, value) pairs by key, a byte per pass. Passes where every key has the same byte
@@ -246,7 +271,7 @@ fn radix_sort(items: &mut Vec<(u64, u32)>) {
     }
     let mut scratch = vec![(0u64, 0u32); items.len()];
     for (b, counts) in counts.iter().enumerate() {
-        if counts.iter().any(|&c| c == items.len()) {
+        if counts.contains(&items.len()) {
             continue;
         }
         let mut next = [0usize; 256];
@@ -285,38 +310,33 @@ impl<R: Real> SimdTask for ProjectChunk<'_, R> {
 /// Counting sort of (tile, compact id) pairs by tile; filling in compact order keeps each list in depth order.
 /// Parallel over runs of consecutive splats: each run counts and fills its own share of every tile's list, and the
 /// shares are laid out per tile in run order, so the lists come out exactly as a sequential fill would make them.
-fn bin<R: Real>(splats: &Splats<R>, width: usize, height: usize) -> TileBins {
+fn bin(rects: &[TileRect], width: usize, height: usize) -> TileBins {
     // A few runs per thread balance the load; their number, not the splat count, sizes the per-run tables.
-    let run = splats.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
-    bin_in_runs(splats, width, height, run)
+    let run = rects.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
+    bin_in_runs(rects, width, height, run)
 }
 
-fn bin_in_runs<R: Real>(splats: &Splats<R>, width: usize, height: usize, run: usize) -> TileBins {
+/// Calls `f` with every tile of a rectangle, row by row.
+#[inline(always)]
+fn for_each_tile(&[x0, x1, y0, y1]: &TileRect, tiles_x: usize, mut f: impl FnMut(usize)) {
+    for ty in y0 as usize..=y1 as usize {
+        for t in ty * tiles_x + x0 as usize..=ty * tiles_x + x1 as usize {
+            f(t);
+        }
+    }
+}
+
+fn bin_in_runs(rects: &[TileRect], width: usize, height: usize, run: usize) -> TileBins {
     let tiles_x = width.div_ceil(TILE_SIZE);
     let tiles_y = height.div_ceil(TILE_SIZE);
     let num_tiles = tiles_x * tiles_y;
-    let rects: Vec<Option<[usize; 4]>> = (0..splats.len())
-        .into_par_iter()
-        .with_min_len(SPLAT_CHUNK)
-        .map(|s| {
-            let (x0, x1) = pixel_span(splats.blend[s].mean[0], splats.extent_x[s], width)?;
-            let (y0, y1) = pixel_span(splats.blend[s].mean[1], splats.blend[s].extent_y, height)?;
-            Some([x0 / TILE_SIZE, x1 / TILE_SIZE, y0 / TILE_SIZE, y1 / TILE_SIZE])
-        })
-        .collect();
-    let tiles_of = |rect: &[usize; 4]| {
-        let [tx0, tx1, ty0, ty1] = *rect;
-        (ty0..=ty1).flat_map(move |ty| ty * tiles_x + tx0..=ty * tiles_x + tx1)
-    };
-    let runs: Vec<&[Option<[usize; 4]>]> = rects.chunks(run).collect();
+    let runs: Vec<&[TileRect]> = rects.chunks(run).collect();
     let counts: Vec<Vec<usize>> = runs
         .par_iter()
         .map(|rects| {
             let mut counts = vec![0usize; num_tiles];
-            for rect in rects.iter().flatten() {
-                for t in tiles_of(rect) {
-                    counts[t] += 1;
-                }
+            for rect in rects.iter() {
+                for_each_tile(rect, tiles_x, |t| counts[t] += 1);
             }
             counts
         })
@@ -336,10 +356,8 @@ fn bin_in_runs<R: Real>(splats: &Splats<R>, width: usize, height: usize, run: us
     let mut splat_offsets = Vec::with_capacity(rects.len() + 1);
     splat_offsets.push(0);
     let mut sum = 0;
-    for rect in &rects {
-        if let Some([tx0, tx1, ty0, ty1]) = *rect {
-            sum += (tx1 + 1 - tx0) * (ty1 + 1 - ty0);
-        }
+    for rect in rects {
+        sum += rect_tiles(rect);
         splat_offsets.push(sum);
     }
     // Each run's shares of `ids` and its contiguous range of `isects`, as disjoint mutable slices.
@@ -370,12 +388,11 @@ fn bin_in_runs<R: Real>(splats: &Splats<R>, width: usize, height: usize, run: us
             let mut cursor = vec![0usize; num_tiles];
             let mut isects = isects.iter_mut();
             for (j, rect) in runs[r].iter().enumerate() {
-                let Some(rect) = rect else { continue };
-                for t in tiles_of(rect) {
+                for_each_tile(rect, tiles_x, |t| {
                     shares[t][cursor[t]] = (r * run + j) as u32;
                     *isects.next().expect("a run's intersections fill its range") = (starts[r][t] + cursor[t]) as u32;
                     cursor[t] += 1;
-                }
+                });
             }
         });
     TileBins {
@@ -434,7 +451,10 @@ mod tests {
             splats.extent_x.push(rng.random_range(0.0..30.0));
         }
         for run in [1, 7, 64, 10_000] {
-            let bins = bin_in_runs(&splats, width, height, run);
+            let rects: Vec<TileRect> = (0..splats.len())
+                .map(|s| tile_rect(&splats.blend[s], splats.extent_x[s], width, height))
+                .collect();
+            let bins = bin_in_runs(&rects, width, height, run);
             let mut expected = vec![Vec::new(); bins.num_tiles()];
             for s in 0..splats.len() {
                 let spans = (
