@@ -9,7 +9,7 @@ use crate::forward::{ForwardTile, TileImage};
 use crate::options::{RenderOptions, check_camera};
 use crate::projection::{ColorEval, PinholeCamera, SplatGrad, project_vjp};
 use crate::real::Real;
-use crate::simd::dispatch;
+use crate::simd::{PREFETCH_AHEAD, dispatch, prefetch_slice};
 use crate::tiling::{GaussianSlices, Splats, TileBins, prepare};
 use lrf_formats::Camera;
 use rayon::prelude::*;
@@ -295,6 +295,14 @@ pub fn rasterize_backward<R: Real>(
                 )
             },
             |(eval, sum), (i, (v_mean, v_log_scale, v_quat, v_logit, v_coeffs, norm, norm_ndc))| {
+                // `reduced` is in depth order, this pass in Gaussian order: each row is a random access, so the
+                // row of a Gaussian a few ahead is requested now.
+                if let Some(&ahead) = compact_of.get(i + PREFETCH_AHEAD)
+                    && ahead != u32::MAX
+                {
+                    let ahead = ahead as usize;
+                    prefetch_slice(&reduced[ahead * stride..(ahead + 1) * stride]);
+                }
                 let s = compact_of[i];
                 if s == u32::MAX {
                     return;
