@@ -7,11 +7,6 @@ mod synth;
 
 use clap::{Parser, Subcommand};
 
-/// Freed memory stays with the process for reuse: glibc hands multi-megabyte buffers back to the OS, and every
-/// rasterized frame page-faults its buffers in again (up to a third of a latent-size frame's time).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Latent radiance fields over corpora of scenes.
 ///
 /// lrf-flow reconstructs 3D scenes in the latent space of an image autoencoder (LRF, ICLR 2025).

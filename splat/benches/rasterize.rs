@@ -5,7 +5,6 @@
 //! `cargo bench -p lrf-splat` runs every configuration; `LRF_BENCH_QUICK=1` only the latent-size ones.
 //! `LRF_PEAK_GFLOPS` overrides the peak (default 475, the 2-core development machine with AVX-512);
 //! `LRF_BENCH_SUMMARY=0` skips the summary table and the reference comparison (for profiling one benchmark).
-//! Runs under the lrf-flow binary's allocator, mimalloc.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use glam::{DMat3, DVec3};
@@ -17,10 +16,6 @@ use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
-
-/// The lrf-flow binary's allocator (see bin/src/main.rs), so the figures are what its users get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Scene {
     arrays: [Vec<f32>; 5],
