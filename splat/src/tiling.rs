@@ -164,12 +164,15 @@ pub(crate) fn prepare<R: Real>(
 ) -> (Splats<R>, TileBins) {
     let channels = gaussians.layout.channels;
     let stride = gaussians.layout.stride();
-    // Projection in Gaussian order, so the parameters stream from memory.
+    // Projection and colour in Gaussian order, so the parameters and coefficients (the bulk of the input) stream
+    // from memory; the depth-ordered pass below then gathers C colour values per splat, not K·C coefficients.
     let mut projected: Vec<Option<Splat<R>>> = vec![None; gaussians.len()];
+    let mut colors = vec![R::ZERO; gaussians.len() * channels];
     projected
         .par_chunks_mut(SPLAT_CHUNK)
+        .zip(colors.par_chunks_mut(SPLAT_CHUNK * channels))
         .enumerate()
-        .for_each(|(chunk, projected)| {
+        .for_each(|(chunk, (projected, colors))| {
             let first = chunk * SPLAT_CHUNK;
             dispatch(ProjectChunk {
                 cam,
@@ -178,13 +181,25 @@ pub(crate) fn prepare<R: Real>(
                 mode,
                 out: projected,
             });
-            // Non-finite colour coefficients cull the Gaussian like non-finite geometry does. A fold without
-            // early exit, so it stays in vectors.
+            let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
             let coeffs = &gaussians.colors[first * stride..(first + projected.len()) * stride];
-            for (splat, coeffs) in projected.iter_mut().zip(coeffs.chunks_exact(stride)) {
+            let means = &gaussians.means[3 * first..3 * (first + projected.len())];
+            let per_gaussian = projected
+                .iter_mut()
+                .zip(coeffs.chunks_exact(stride))
+                .zip(means.chunks_exact(3))
+                .zip(colors.chunks_exact_mut(channels));
+            for (((splat, coeffs), mean), color) in per_gaussian {
+                if splat.is_none() {
+                    continue;
+                }
+                // Non-finite colour coefficients cull the Gaussian like non-finite geometry does. A fold without
+                // early exit, so it stays in vectors.
                 if !coeffs.iter().fold(true, |finite, c| finite & c.is_finite()) {
                     *splat = None;
+                    continue;
                 }
+                eval.color(cam, [mean[0], mean[1], mean[2]], coeffs, color);
             }
         });
     // Depths are positive and finite, so their bit patterns sort like the values; ties keep the Gaussian order.
@@ -196,8 +211,8 @@ pub(crate) fn prepare<R: Real>(
             .filter_map(|(i, s)| s.as_ref().map(|s| (s.depth.to_f64().to_bits(), i as u32))),
     );
     radix_sort(&mut order);
-    // One pass over the depth order fills the per-splat arrays, evaluating colours there: the lookups are random
-    // accesses, prefetched ahead, and the results are written in order.
+    // One pass over the depth order fills the per-splat arrays: the lookups are random accesses, prefetched ahead,
+    // and the results are written in order.
     let n = order.len();
     let mut splats = Splats {
         gaussian: vec![0; n],
@@ -206,6 +221,7 @@ pub(crate) fn prepare<R: Real>(
         colors: vec![R::ZERO; n * channels],
     };
     let mut rects = vec![EMPTY_RECT; n];
+    let color_of = |i: usize| &colors[i * channels..(i + 1) * channels];
     (
         splats.gaussian.par_chunks_mut(SPLAT_CHUNK),
         splats.blend.par_chunks_mut(SPLAT_CHUNK),
@@ -216,12 +232,10 @@ pub(crate) fn prepare<R: Real>(
     )
         .into_par_iter()
         .for_each(|(gaussian, blend, extent_x, colors, rects, order)| {
-            let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
             for (k, (&(_, i), color)) in order.iter().zip(colors.chunks_exact_mut(channels)).enumerate() {
                 if let Some(&(_, ahead)) = order.get(k + PREFETCH_AHEAD) {
-                    let ahead = ahead as usize;
-                    prefetch(&projected[ahead]);
-                    prefetch_slice(gaussians.coeffs(ahead));
+                    prefetch(&projected[ahead as usize]);
+                    prefetch_slice(color_of(ahead as usize));
                 }
                 let i = i as usize;
                 let splat = projected[i].expect("sorted splats are projected");
@@ -229,8 +243,7 @@ pub(crate) fn prepare<R: Real>(
                 blend[k] = SplatBlend::new(&splat);
                 extent_x[k] = splat.extent[0];
                 rects[k] = tile_rect(&blend[k], extent_x[k], cam.width, cam.height);
-                let mean = std::array::from_fn(|j| gaussians.means[3 * i + j]);
-                eval.color(cam, mean, gaussians.coeffs(i), color);
+                color.copy_from_slice(color_of(i));
             }
         });
     let bins = bin(&rects, cam.width, cam.height);
