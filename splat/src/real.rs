@@ -25,11 +25,9 @@ pub trait Real:
     const ONE: Self;
     fn of(v: f64) -> Self;
     fn to_f64(self) -> f64;
-    fn exp(self) -> Self;
     /// exp(x) for the blend and projection loops: for f32 a branch-free polynomial the compiler can vectorise
-    /// (within 2 ulp of libm; saturates at e^±87 instead of reaching 0 or infinity), libm for f64.
+    /// (within 2 ulp of libm; the input is clamped to [−87, 88], so it never reaches 0 or infinity), libm for f64.
     fn fast_exp(self) -> Self;
-    fn ln(self) -> Self;
     /// ln(x) for positive, normal, finite x, vectorisable like [`Real::fast_exp`] (within 2 ulp of libm); other
     /// inputs give unspecified values.
     fn fast_ln(self) -> Self;
@@ -55,16 +53,8 @@ macro_rules! impl_real {
                 self as f64
             }
             #[inline(always)]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline(always)]
             fn fast_exp(self) -> Self {
                 $fast_exp(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
             }
             #[inline(always)]
             fn fast_ln(self) -> Self {
@@ -105,13 +95,15 @@ macro_rules! impl_real {
 impl_real!(f32, exp_f32, ln_f32);
 impl_real!(f64, f64::exp, f64::ln);
 
+/// ln 2 split so that n·LN2_HI is exact for the exponents the polynomials see (Cephes).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
 /// Cephes-style expf: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r, 2^n by exponent bits.
 /// Inputs are clamped to [−87, 88] (the kernel never needs values beyond); NaN propagates.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -132,15 +124,13 @@ fn exp_f32(x: f32) -> f32 {
 /// Mantissa and exponent come from the bits, branch-free, so the compiler can vectorise it.
 #[inline(always)]
 fn ln_f32(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let bits = x.to_bits();
     // Mantissa in [1, 2), then moved to [√½, √2) with the exponent adjusted to match.
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
     let e = ((bits >> 23) & 0xff) as i32 - 127;
-    let big = m > std::f32::consts::SQRT_2;
-    let m = if big { 0.5 * m } else { m };
-    let e = (e + big as i32) as f32;
+    let above_sqrt2 = m > std::f32::consts::SQRT_2;
+    let m = if above_sqrt2 { 0.5 * m } else { m };
+    let e = (e + above_sqrt2 as i32) as f32;
     let r = m - 1.0;
     let r2 = r * r;
     let p = ((((((((7.037_683_6e-2 * r - 1.151_461_1e-1) * r + 1.167_699_9e-1) * r - 1.242_014_1e-1) * r

@@ -273,7 +273,8 @@ fn rect_tiles(&[x0, x1, y0, y1]: &TileRect) -> usize {
 }
 
 /// Stable LSD radix sort of (key, value) pairs by key, a byte per pass. Passes where every key has the same byte
-/// are skipped: depth keys are f64 bit patterns, and f32 depths leave their low bytes zero and share their top one.
+/// are skipped: depth keys are f64 bit patterns; f32 depths leave their three low bytes zero, and depths all below 2
+/// or all at least 2 share their top byte.
 fn radix_sort(items: &mut Vec<(u64, u32)>) {
     const BYTES: usize = size_of::<u64>();
     let mut counts = [[0usize; 256]; BYTES];
@@ -424,8 +425,6 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// Binning in many small runs gives, for every tile, exactly the splats whose extent reaches it, in depth
-    /// order, and for every splat the positions of its intersections in tile order.
     /// The radix sort orders like a stable comparison sort, on f32 and f64 depth keys with ties.
     #[test]
     fn radix_sort_orders_like_a_stable_sort() {
@@ -447,6 +446,8 @@ mod tests {
         }
     }
 
+    /// Binning in many small runs gives, for every tile, exactly the splats whose extent reaches it, in depth
+    /// order, and for every splat the positions of its intersections in tile order.
     #[test]
     fn binning_in_runs_lists_every_reached_tile_in_depth_order() {
         let (width, height) = (75, 50);
