@@ -6,7 +6,7 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{BlendRow, Tile, TileRows, all_done, blend_row};
+use crate::blend::{BlendRow, SplatLanes, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
@@ -71,29 +71,30 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 continue;
             };
             let [a, b, c] = blend.conic;
-            let (opacity, mean_x) = (blend.opacity, blend.mean[0]);
+            let opacity = blend.opacity;
             let color = splats.color(s, channels);
+            let lanes = SplatLanes::new(blend, &lane_x);
+            let dx = lanes.dx;
             v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
+            let mut stopped = false;
             pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let row = blend_row::<R, SMOOTH>(blend, &lane_x, dy, &mut transmittance[r]);
-                if row.stopped {
-                    done = all_done(&transmittance);
-                }
-                // A row that composites nothing has zero weight and zero ∂α/∂(o·G) in every lane: everything
-                // below would add exact zeros.
-                if !row.composited {
+                let t = &mut transmittance[r];
+                let Some(sigma) = lanes.row_sigma(dy, t) else {
                     continue;
-                }
+                };
+                let row = blend_row::<R, SMOOTH>(blend, &sigma, t);
+                stopped |= row.stopped(t);
+                // Rows past the pre-test mostly composite; where a pair did not, its weight and ∂α/∂(o·G)
+                // are zero and everything below adds exact zeros for it.
                 let BlendRow {
                     weight,
                     alpha,
                     gauss,
                     dalpha,
                     t_before,
-                    ..
                 } = row;
                 // Σ_k g_k c_k and Σ_k g_k S_k, with S the colour behind this splat.
                 let mut g_dot_c = [R::ZERO; TILE_SIZE];
@@ -113,7 +114,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G.
                     let v_og = v_alpha * dalpha[l];
                     let v_sigma = -v_og * opacity * gauss[l];
-                    let dx = lane_x[l] - mean_x;
+                    let dx = dx[l];
                     v_geom[0][l] -= v_sigma * (a * dx + b * dy);
                     v_geom[1][l] -= v_sigma * (b * dx + c * dy);
                     v_geom[2][l] += half * v_sigma * dx * dx;
@@ -122,9 +123,12 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     v_geom[5][l] += v_og * gauss[l];
                 }
             }
-            let lanes = |acc: &[R; TILE_SIZE]| acc.iter().fold(R::ZERO, |x, &y| x + y);
+            if stopped {
+                done = all_done(&transmittance);
+            }
+            let sum = |acc: &[R; TILE_SIZE]| acc.iter().fold(R::ZERO, |x, &y| x + y);
             for (out, acc) in partial.iter_mut().zip(v_geom.iter().chain(v_color.iter())) {
-                *out = lanes(acc);
+                *out = sum(acc);
             }
         }
         pairs

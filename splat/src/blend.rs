@@ -85,10 +85,15 @@ impl Tile {
     }
 }
 
+/// Added to a splat's σ cutoff before the row pre-test, so that rounding in σ, in ln(opacity / threshold) and in
+/// the exponential never lets the pre-test skip a pair the blend would composite (an e^−0.001 margin in alpha,
+/// far wider than f32 rounding).
+const SIGMA_CUT_MARGIN: f64 = 1e-3;
+
 /// One splat's blend inputs, stored contiguously per splat and aligned so that one (splat, tile) step of the
 /// blend reads a single cache line.
 #[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(32))]
+#[repr(C, align(64))]
 pub(crate) struct SplatBlend<R> {
     pub mean: [R; 2],
     pub conic: [R; 3],
@@ -96,6 +101,8 @@ pub(crate) struct SplatBlend<R> {
     pub depth: R,
     /// Half-height in pixels of the rows the splat can reach.
     pub extent_y: R,
+    /// σ beyond which no pair composites (see [`SIGMA_CUT_MARGIN`]).
+    pub sigma_cut: R,
 }
 
 impl<R: Real> SplatBlend<R> {
@@ -106,7 +113,51 @@ impl<R: Real> SplatBlend<R> {
             opacity: s.opacity,
             depth: s.depth,
             extent_y: s.extent[1],
+            sigma_cut: s.sigma_cut + R::of(SIGMA_CUT_MARGIN),
         }
+    }
+}
+
+/// A splat's per-lane terms in one tile, shared by every row it reaches there: with dx, dy the offsets from its
+/// centre, σ = ½a·dx² + dy·(b·dx + ½c·dy) costs two vector operations per row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SplatLanes<R> {
+    pub dx: [R; TILE_SIZE],
+    half_a_dx2: [R; TILE_SIZE],
+    b_dx: [R; TILE_SIZE],
+    half_c: R,
+    sigma_cut: R,
+}
+
+impl<R: Real> SplatLanes<R> {
+    #[inline(always)]
+    pub fn new(s: &SplatBlend<R>, lane_x: &[R; TILE_SIZE]) -> Self {
+        let [a, b, c] = s.conic;
+        let half = R::of(0.5);
+        let dx = lane_x.map(|x| x - s.mean[0]);
+        SplatLanes {
+            dx,
+            half_a_dx2: dx.map(|dx| half * a * dx * dx),
+            b_dx: dx.map(|dx| b * dx),
+            half_c: half * c,
+            sigma_cut: s.sigma_cut,
+        }
+    }
+
+    /// σ of each pixel of the row at offset `dy`, or `None` when no open pixel (transmittance `t`) of the row is
+    /// within the splat's σ cutoff: such a row composites nothing, and is skipped before its exponentials.
+    #[inline(always)]
+    pub fn row_sigma(&self, dy: R, t: &[R; TILE_SIZE]) -> Option<[R; TILE_SIZE]> {
+        let row = self.half_c * dy;
+        let mut sigma = [R::ZERO; TILE_SIZE];
+        for ((sigma, &b_dx), &half_a_dx2) in sigma.iter_mut().zip(&self.b_dx).zip(&self.half_a_dx2) {
+            *sigma = dy.mul_add(b_dx + row, half_a_dx2);
+        }
+        // A fold of its own: inside the blend loop the reduction is not vectorised.
+        let reachable = sigma.iter().zip(t).fold(false, |any, (&sigma, &t)| {
+            any | ((sigma <= self.sigma_cut) & (t > R::ZERO))
+        });
+        reachable.then_some(sigma)
     }
 }
 
@@ -126,12 +177,10 @@ struct Pair<R> {
     next_t: R,
 }
 
-/// Evaluates a pair at offset (dx, dy) = pixel − mean, for a pixel with transmittance `t` (done when t ≤ 0).
+/// Evaluates a pair at Mahalanobis half-distance `sigma`, for a pixel with transmittance `t` (done when t ≤ 0).
 #[inline(always)]
-fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, dy: R, t: R) -> Pair<R> {
-    let [a, b, c] = s.conic;
-    let sigma = R::of(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
-    let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).fast_exp();
+fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, sigma: R, t: R) -> Pair<R> {
+    let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).fused_exp();
     let og = s.opacity * gauss;
     let clamped = og > R::of(MAX_ALPHA);
     let raw = if clamped { R::of(MAX_ALPHA) } else { og };
@@ -147,14 +196,14 @@ fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, dy: R, t: R)
     } else {
         (raw, if clamped { R::ZERO } else { R::ONE }, raw >= threshold)
     };
-    let valid = valid && sigma >= R::ZERO && t > R::ZERO;
+    let valid = valid & (sigma >= R::ZERO) & (t > R::ZERO);
     let next_t = t * (R::ONE - alpha);
-    let stop = valid && next_t <= R::of(TRANSMITTANCE_THRESHOLD);
+    let stop = valid & (next_t <= R::of(TRANSMITTANCE_THRESHOLD));
     Pair {
         gauss,
         alpha,
         dalpha,
-        composite: valid && !stop,
+        composite: valid & !stop,
         stop,
         next_t,
     }
@@ -163,7 +212,7 @@ fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, dx: R, dy: R, t: R)
 /// One splat's pairs with one row of a tile, composited into the row's transmittance.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlendRow<R> {
-    /// α·T where the pair composited, 0 elsewhere: the splat's share of each pixel.
+    /// α·T where the pair composited, 0 elsewhere: the splat's share of each pixel (> 0 where it composited).
     pub weight: [R; TILE_SIZE],
     pub alpha: [R; TILE_SIZE],
     pub gauss: [R; TILE_SIZE],
@@ -171,13 +220,26 @@ pub(crate) struct BlendRow<R> {
     pub dalpha: [R; TILE_SIZE],
     /// Transmittance in front of the splat.
     pub t_before: [R; TILE_SIZE],
-    /// Some pair of the row composited.
-    pub composited: bool,
-    /// Some pixel of the row ended at this splat.
-    pub stopped: bool,
 }
 
-/// Evaluates the pairs of splat `s` with row `dy` (pixel-centre y − mean y) and composites them into `t`.
+impl<R: Real> BlendRow<R> {
+    /// Some pair of the row composited. A fold of its own, like the one in [`SplatLanes::row_sigma`].
+    #[inline(always)]
+    pub fn composited(&self) -> bool {
+        self.weight.iter().fold(false, |any, &w| any | (w > R::ZERO))
+    }
+
+    /// Some pixel of the row ended at this splat: it was open before and is done now (`t`, the row after it).
+    #[inline(always)]
+    pub fn stopped(&self, t: &[R; TILE_SIZE]) -> bool {
+        self.t_before.iter().zip(t).fold(false, |any, (&before, &after)| {
+            any | ((before > R::ZERO) & (after <= R::ZERO))
+        })
+    }
+}
+
+/// Evaluates the pairs of splat `s` with one row of pixels, at half-distances `sigma` (see
+/// [`SplatLanes::row_sigma`]), and composites them into the row's transmittance `t`.
 ///
 /// A pixel's transmittance holds its state: t > 0 while it is open, −T once it is done (T its final
 /// transmittance), so no separate mask is read and written per row. The forward and the backward both blend
@@ -186,13 +248,11 @@ pub(crate) struct BlendRow<R> {
 #[inline(always)]
 pub(crate) fn blend_row<R: Real, const SMOOTH: bool>(
     s: &SplatBlend<R>,
-    lane_x: &[R; TILE_SIZE],
-    dy: R,
+    sigma: &[R; TILE_SIZE],
     t: &mut [R; TILE_SIZE],
 ) -> BlendRow<R> {
-    // Locals, not the struct's fields, and the flags as one u32 OR-reduction (bit 0: composited, bit 1: stopped):
-    // with bool OR-reductions LLVM's loop vectoriser gives up and the row runs lane by lane, and u32 sums become
-    // a popcount of the lane masks, a dozen instructions per row.
+    // Locals, not the struct's fields, and no reductions in this loop (see `BlendRow::composited`): either makes
+    // LLVM's loop vectoriser give up, and the row runs lane by lane.
     let (mut weight, mut alpha, mut gauss, mut dalpha) = (
         [R::ZERO; TILE_SIZE],
         [R::ZERO; TILE_SIZE],
@@ -200,18 +260,16 @@ pub(crate) fn blend_row<R: Real, const SMOOTH: bool>(
         [R::ZERO; TILE_SIZE],
     );
     let mut t_before = [R::ZERO; TILE_SIZE];
-    let mut flags = 0u32;
     for l in 0..TILE_SIZE {
         let before = t[l];
         t_before[l] = before;
-        let pair = eval_pair::<R, SMOOTH>(s, lane_x[l] - s.mean[0], dy, before);
+        let pair = eval_pair::<R, SMOOTH>(s, sigma[l], before);
         weight[l] = if pair.composite { pair.alpha * before } else { R::ZERO };
         dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
         alpha[l] = pair.alpha;
         gauss[l] = pair.gauss;
         let kept = if pair.stop { -before } else { before };
         t[l] = if pair.composite { pair.next_t } else { kept };
-        flags |= pair.composite as u32 | (pair.stop as u32) << 1;
     }
     BlendRow {
         weight,
@@ -219,14 +277,68 @@ pub(crate) fn blend_row<R: Real, const SMOOTH: bool>(
         gauss,
         dalpha,
         t_before,
-        composited: flags & 1 != 0,
-        stopped: flags & 2 != 0,
     }
 }
 
 /// Whether every pixel of a tile is done (see [`blend_row`]); an OR over all lanes, no early exit, so it stays
-/// in vectors. Called only after a row where some pixel stopped.
+/// in vectors. Called only after a splat where some pixel stopped.
 #[inline(always)]
 pub(crate) fn all_done<R: Real>(t: &TileRows<R>) -> bool {
     !t.as_flattened().iter().fold(false, |open, &t| open | (t > R::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Pairs placed on the alpha threshold's boundary, where rounding decides: whenever the row pre-test skips a
+    /// row, the blend would have composited nothing in it.
+    #[test]
+    fn the_row_pre_test_never_skips_a_pair_that_composites() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let tile = Tile::new(0, 1, TILE_SIZE, TILE_SIZE);
+        let lane_x = tile.lane_x::<f32>();
+        let (mut skipped, mut composited) = (0, 0);
+        for _ in 0..100_000 {
+            let opacity: f32 = rng.random_range(ALPHA_THRESHOLD as f32..1.0);
+            let (a, c): (f32, f32) = (rng.random_range(0.01..4.0), rng.random_range(0.01..4.0));
+            let b = rng.random_range(-0.99..0.99) * (a * c).sqrt();
+            // As `project_one` computes it.
+            let sigma_cut = (opacity / ALPHA_THRESHOLD as f32).fast_ln();
+            // On row dy = 0, σ = ½a·dx²: the mean sits where the first lane's σ is the cut, give or take twice the
+            // margin.
+            let margin = 2.0 * SIGMA_CUT_MARGIN as f32;
+            let dx = (2.0 * (sigma_cut + rng.random_range(-margin..margin)).max(0.0) / a).sqrt();
+            let splat = Splat {
+                mean2d: [lane_x[0] - dx, 0.5],
+                conic: [a, b, c],
+                opacity,
+                sigma_cut,
+                ..Splat::default()
+            };
+            let blend = SplatBlend::new(&splat);
+            let lanes = SplatLanes::new(&blend, &lane_x);
+            let t = [1.0f32; TILE_SIZE];
+            let unculled = SplatLanes {
+                sigma_cut: f32::INFINITY,
+                ..lanes
+            };
+            let sigma = unculled
+                .row_sigma(0.0, &t)
+                .expect("every lane is within an infinite cut");
+            let row = blend_row::<f32, false>(&blend, &sigma, &mut t.clone());
+            if lanes.row_sigma(0.0, &t).is_none() {
+                skipped += 1;
+                assert!(!row.composited(), "skipped a compositing row: {splat:?}");
+            }
+            composited += row.composited() as usize;
+        }
+        // The boundary is really exercised: both outcomes occur often.
+        assert!(
+            skipped > 10_000 && composited > 10_000,
+            "skipped {skipped}, composited {composited}"
+        );
+    }
 }

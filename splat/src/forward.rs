@@ -1,7 +1,7 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
 //! per-row culling of each splat and an early exit once every pixel is done.
 
-use crate::blend::{Tile, TileRows, all_done, blend_row};
+use crate::blend::{SplatLanes, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
@@ -62,22 +62,22 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 continue;
             };
             let color = splats.color(s, channels);
+            let lanes = SplatLanes::new(blend, &lane_x);
             // A local copy: the compiler cannot tell that the output rows do not alias the splat record, and
             // would otherwise reload it for every lane, unvectorised.
             let depth = blend.depth;
-            let mut composited = false;
+            let (mut composited, mut stopped) = (false, false);
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let row = blend_row::<R, SMOOTH>(blend, &lane_x, dy, &mut out.transmittance[r]);
-                if row.stopped {
-                    done = all_done(&out.transmittance);
-                }
-                // Most reached rows composite nothing (the extent is the ellipse's bounding box, pixels end):
-                // adding their zero weights would not change a bit.
-                if !row.composited {
+                let t = &mut out.transmittance[r];
+                let Some(sigma) = lanes.row_sigma(dy, t) else {
                     continue;
-                }
-                composited = true;
+                };
+                let row = blend_row::<R, SMOOTH>(blend, &sigma, t);
+                composited |= row.composited();
+                stopped |= row.stopped(t);
+                // Rows past the pre-test mostly composite: accumulating their weights (zero where a pair
+                // did not composite) without a test is cheaper than a branch that often mispredicts.
                 for (acc, &c) in out.color.iter_mut().zip(color) {
                     // Opaque to the optimiser on purpose: each channel's row is one 16-lane vector operation,
                     // but LLVM's loop vectoriser otherwise vectorises across channels instead, with gathers and
@@ -91,6 +91,11 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 for l in 0..TILE_SIZE {
                     acc[l] += row.weight[l] * depth;
                 }
+            }
+            // Once every pixel is done nothing composites any more; checked per splat, as no row of this one
+            // can composite after that either.
+            if stopped {
+                done = all_done(&out.transmittance);
             }
             out.pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             if composited {

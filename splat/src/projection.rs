@@ -101,6 +101,9 @@ pub(crate) struct Splat<R> {
     pub depth: R,
     /// Half-widths in pixels beyond which the Gaussian's alpha is below ALPHA_THRESHOLD.
     pub extent: [R; 2],
+    /// ln(opacity / ALPHA_THRESHOLD): the Mahalanobis half-distance σ beyond which alpha is below the threshold
+    /// (`extent` bounds this ellipse, capped at MAX_EXTENT_SIGMAS).
+    pub sigma_cut: R,
 }
 
 /// Gradient of the loss with respect to a splat's blend inputs.
@@ -242,7 +245,8 @@ fn project_one<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: Ras
     // Beyond `sigmas` standard deviations along an axis, ½ dᵀΣ⁻¹d ≥ ln(opacity / threshold), so o·G < threshold.
     // The ratio is clamped into fast_ln's domain for culled Gaussians; it is at least 1 for the others.
     let ratio = (opacity / threshold).max(R::ONE).min(R::of(1e30));
-    let sigmas = (R::of(2.0) * ratio.fast_ln()).sqrt().min(R::of(MAX_EXTENT_SIGMAS));
+    let sigma_cut = ratio.fast_ln();
+    let sigmas = (R::of(2.0) * sigma_cut).sqrt().min(R::of(MAX_EXTENT_SIGMAS));
     let extent = [sigmas * f.cov2d[0].sqrt(), sigmas * f.cov2d[2].sqrt()];
     let (w, h) = (R::of(cam.width as f64), R::of(cam.height as f64));
     let on_screen = (mean2d[0] + extent[0] > R::ZERO)
@@ -258,6 +262,7 @@ fn project_one<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: Ras
         opacity,
         depth: mz,
         extent,
+        sigma_cut,
     };
     (splat, f.valid & reaches_threshold & on_screen)
 }

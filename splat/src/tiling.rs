@@ -461,6 +461,7 @@ mod tests {
                 opacity: 0.5,
                 depth: 1.0 + s as f32,
                 extent_y: rng.random_range(0.0..30.0),
+                sigma_cut: 0.0,
             });
             splats.extent_x.push(rng.random_range(0.0..30.0));
         }
