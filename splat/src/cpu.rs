@@ -10,7 +10,7 @@ use crate::options::{RenderOptions, check_camera};
 use crate::projection::{ColorEval, PinholeCamera, SplatGrad, project_vjp};
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, dispatch, prefetch_slice};
-use crate::tiling::{GaussianSlices, Splats, TileBins, prepare};
+use crate::tiling::{GaussianSlices, Prepared, Splats, TileBins, prepare};
 use lrf_formats::Camera;
 use rayon::prelude::*;
 
@@ -82,7 +82,7 @@ pub(crate) fn rasterize_with<R: Real>(
     let background: Vec<R> = options.background_for(channels)?.into_iter().map(R::of).collect();
     let cam = PinholeCamera::<R>::new(camera);
     let (width, height) = (cam.width, cam.height);
-    let (splats, bins) = prepare(g, &cam, options.mode, options.color_offset_clamp);
+    let Prepared { splats, bins, radii } = prepare(g, &cam, options.mode, options.color_offset_clamp);
     let tiles: Vec<TileImage<R>> = (0..bins.num_tiles())
         .into_par_iter()
         .map(|t| {
@@ -108,36 +108,56 @@ pub(crate) fn rasterize_with<R: Real>(
     let mut image = vec![R::ZERO; channels * plane];
     let mut alpha = vec![R::ZERO; plane];
     let mut depth = vec![R::ZERO; plane];
+    // Each band of tile rows owns its rows of every output plane, so the bands are written in parallel.
+    let band = TILE_SIZE * width;
+    let mut bands: Vec<Vec<&mut [R]>> = (0..bins.tiles_y).map(|_| Vec::with_capacity(channels + 2)).collect();
+    for rows in image
+        .chunks_mut(plane)
+        .chain([alpha.as_mut_slice(), depth.as_mut_slice()])
+    {
+        for (planes, rows) in bands.iter_mut().zip(rows.chunks_mut(band)) {
+            planes.push(rows);
+        }
+    }
+    let tile_rows = bands.into_par_iter().zip(tiles.par_chunks(bins.tiles_x));
+    tile_rows.enumerate().for_each(|(ty, (mut planes, row))| {
+        let (color_planes, alpha_depth) = planes.split_at_mut(channels);
+        let [alpha, depth] = alpha_depth else {
+            unreachable!("a band holds channels + 2 planes")
+        };
+        for (tx, out) in row.iter().enumerate() {
+            // Within the band, the tile starts at row 0.
+            let tile = Tile {
+                y0: 0,
+                ..Tile::new(ty * bins.tiles_x + tx, bins.tiles_x, width, height)
+            };
+            let t_final = &out.transmittance;
+            for ((color_plane, bg), color) in color_planes.iter_mut().zip(&background).zip(&out.color) {
+                let c: TileRows<R> =
+                    std::array::from_fn(|r| std::array::from_fn(|l| color[r][l] + t_final[r][l] * *bg));
+                tile.scatter(&c, color_plane, width);
+            }
+            let a: TileRows<R> = t_final.map(|row| row.map(|t| R::ONE - t));
+            let z: TileRows<R> = std::array::from_fn(|r| {
+                std::array::from_fn(|l| {
+                    if a[r][l] > R::ZERO {
+                        out.depth[r][l] / a[r][l]
+                    } else {
+                        R::ZERO
+                    }
+                })
+            });
+            tile.scatter(&a, alpha, width);
+            tile.scatter(&z, depth, width);
+        }
+    });
     let mut visible = vec![false; g.len()];
-    let mut pairs_evaluated = 0;
-    for (t, out) in tiles.iter().enumerate() {
-        let tile = Tile::new(t, bins.tiles_x, width, height);
-        let t_final = &out.transmittance;
-        for ((k, bg), color) in background.iter().enumerate().zip(&out.color) {
-            let c: TileRows<R> = std::array::from_fn(|r| std::array::from_fn(|l| color[r][l] + t_final[r][l] * *bg));
-            tile.scatter(&c, &mut image[k * plane..(k + 1) * plane], width);
+    for out in &tiles {
+        for &id in &out.used {
+            visible[id as usize] = true;
         }
-        let a: TileRows<R> = t_final.map(|row| row.map(|t| R::ONE - t));
-        let z: TileRows<R> = std::array::from_fn(|r| {
-            std::array::from_fn(|l| {
-                if a[r][l] > R::ZERO {
-                    out.depth[r][l] / a[r][l]
-                } else {
-                    R::ZERO
-                }
-            })
-        });
-        tile.scatter(&a, &mut alpha, width);
-        tile.scatter(&z, &mut depth, width);
-        for &s in &out.used {
-            visible[splats.gaussian[s as usize] as usize] = true;
-        }
-        pairs_evaluated += out.pairs;
     }
-    let mut radii = vec![0i32; g.len()];
-    for s in 0..splats.len() {
-        radii[splats.gaussian[s] as usize] = splats.extent_x[s].max(splats.blend[s].extent_y).ceil().to_f64() as i32;
-    }
+    let pairs_evaluated = tiles.iter().map(|out| out.pairs).sum();
     Ok(Frame {
         width,
         height,
@@ -258,9 +278,9 @@ pub fn rasterize_backward<R: Real>(
             }
         });
     drop(partials);
-    let mut compact_of = vec![u32::MAX; g.len()];
+    let mut rank_of = vec![u32::MAX; g.len()];
     for (s, &gid) in splats.gaussian.iter().enumerate() {
-        compact_of[gid as usize] = s as u32;
+        rank_of[gid as usize] = s as u32;
     }
     let n = g.len();
     let color_stride = g.layout.stride();
@@ -297,13 +317,13 @@ pub fn rasterize_backward<R: Real>(
             |(eval, sum), (i, (v_mean, v_log_scale, v_quat, v_logit, v_coeffs, norm, norm_ndc))| {
                 // `reduced` is in depth order, this pass in Gaussian order: each row is a random access, so the
                 // row of a Gaussian a few ahead is requested now.
-                if let Some(&ahead) = compact_of.get(i + PREFETCH_AHEAD)
+                if let Some(&ahead) = rank_of.get(i + PREFETCH_AHEAD)
                     && ahead != u32::MAX
                 {
                     let ahead = ahead as usize;
                     prefetch_slice(&reduced[ahead * stride..(ahead + 1) * stride]);
                 }
-                let s = compact_of[i];
+                let s = rank_of[i];
                 if s == u32::MAX {
                     return;
                 }

@@ -15,7 +15,7 @@ pub(crate) struct TileImage<R> {
     pub transmittance: TileRows<R>,
     /// Σ weight·depth.
     pub depth: TileRows<R>,
-    /// Compact ids that composited at least one pixel.
+    /// Gaussian ids that composited at least one pixel.
     pub used: Vec<u32>,
     /// (splat, pixel) pairs evaluated.
     pub pairs: u64,

@@ -1,13 +1,13 @@
-//! Projection of every Gaussian, depth order, and per-tile lists. Splats are stored in depth order (`compact` ids
-//! are depth ranks), one packed blend record each, and each tile's list is the compact ids whose screen extent
-//! reaches a pixel centre of the tile, ascending, hence front to back.
+//! Projection of every Gaussian, depth order, and per-tile lists. Splats are stored by Gaussian id, one packed
+//! blend record each, as the projection writes them; each tile's list is the Gaussian ids whose screen extent
+//! reaches a pixel centre of the tile, in depth order, hence front to back.
 
 use crate::blend::SplatBlend;
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::options::{ColorLayout, RasterMode};
-use crate::projection::{ColorEval, GaussianParams, PinholeCamera, Splat, project_batch};
+use crate::projection::{ColorEval, GaussianParams, PinholeCamera, project_batch};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask, dispatch, prefetch, prefetch_slice};
+use crate::simd::{SimdTask, dispatch, prefetch, prefetch_slice};
 use rayon::prelude::*;
 
 /// A borrowed view of Gaussians as flat row-major arrays: means `[N, 3]`, log-scales `[N, 3]`, quaternions
@@ -75,15 +75,15 @@ impl<R: Real> GaussianSlices<'_, R> {
     }
 }
 
-/// The visible splats in depth order (`compact` ids are depth ranks).
+/// The projected Gaussians, indexed by Gaussian id (meaningless for culled ones), and the ones that reach a pixel
+/// in depth order. Tile lists hold Gaussian ids; a splat's depth rank indexes `gaussian` and the backward's
+/// per-splat reduction.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Splats<R> {
-    /// Global Gaussian id of each compact id.
+    /// Gaussian id of each depth rank.
     pub gaussian: Vec<u32>,
     /// What the blend reads per (splat, tile), one record each so a pair loop touches one cache line.
     pub blend: Vec<SplatBlend<R>>,
-    /// Screen half-width in pixels (the half-height is in `blend`); only binning and the radii need it.
-    pub extent_x: Vec<R>,
     /// `[n, channels]` colour seen from the camera.
     pub colors: Vec<R>,
 }
@@ -93,13 +93,13 @@ impl<R: Real> Splats<R> {
         self.gaussian.len()
     }
 
-    /// Splat `s`'s colour, `channels` values.
+    /// Gaussian `s`'s colour, `channels` values.
     #[inline(always)]
     pub fn color(&self, s: usize, channels: usize) -> &[R] {
         &self.colors[s * channels..(s + 1) * channels]
     }
 
-    /// Starts loading what the blend will read of splat `s` (its record and colour): tile lists visit splats in
+    /// Starts loading what the blend will read of Gaussian `s` (its record and colour): tile lists visit splats in
     /// depth order, scattered over memory, and each visit would otherwise wait for its cache lines.
     #[inline(always)]
     pub fn prefetch(&self, s: usize, channels: usize) {
@@ -119,8 +119,9 @@ pub(crate) fn pixel_span<R: Real>(centre: R, extent: R, size: usize) -> Option<(
     (lo <= hi).then(|| (lo.to_f64() as usize, hi.to_f64() as usize))
 }
 
-/// Per-tile lists of compact ids: tile t holds `ids[offsets[t]..offsets[t + 1]]`. The same intersections by
-/// splat: splat s's positions in `ids` are `isects[splat_offsets[s]..splat_offsets[s + 1]]`, in tile order, so the
+/// Per-tile lists of Gaussian ids in depth order: tile t holds `ids[offsets[t]..offsets[t + 1]]`. The same
+/// intersections by splat: the positions in `ids` of the splat of depth rank s are
+/// `isects[splat_offsets[s]..splat_offsets[s + 1]]`, in tile order, so the
 /// backward can reduce per-intersection gradients per splat in a fixed order without sorting them again (u32
 /// positions: 2³² intersections would need a partial-gradient buffer beyond 100 GB).
 #[derive(Clone, Debug, Default)]
@@ -142,7 +143,7 @@ impl TileBins {
         self.tiles_x * self.tiles_y
     }
 
-    /// Positions in `ids` of splat `s`'s intersections, in tile order.
+    /// Positions in `ids` of the intersections of the splat of depth rank `s`, in tile order.
     pub fn isects_of(&self, s: usize) -> &[u32] {
         &self.isects[self.splat_offsets[s]..self.splat_offsets[s + 1]]
     }
@@ -155,99 +156,69 @@ const SPLAT_CHUNK: usize = 1024;
 /// Fewest splats in one run of the parallel binning: below this a run's per-tile tables cost more than its work.
 const BIN_RUN: usize = 8192;
 
+/// The visible splats and their tile lists, and every Gaussian's screen radius in pixels (0 when culled).
+pub(crate) struct Prepared<R> {
+    pub splats: Splats<R>,
+    pub bins: TileBins,
+    pub radii: Vec<i32>,
+}
+
 /// Projects, culls and sorts the Gaussians, evaluates their colours and bins them into tiles.
 pub(crate) fn prepare<R: Real>(
     gaussians: &GaussianSlices<R>,
     cam: &PinholeCamera<R>,
     mode: RasterMode,
     offset_clamp: bool,
-) -> (Splats<R>, TileBins) {
+) -> Prepared<R> {
+    let n = gaussians.len();
     let channels = gaussians.layout.channels;
-    let stride = gaussians.layout.stride();
-    // Projection and colour in Gaussian order, so the parameters and coefficients (the bulk of the input) stream
-    // from memory; the depth-ordered pass below then gathers C colour values per splat, not K·C coefficients.
-    let mut projected: Vec<Option<Splat<R>>> = vec![None; gaussians.len()];
-    let mut colors = vec![R::ZERO; gaussians.len() * channels];
-    projected
-        .par_chunks_mut(SPLAT_CHUNK)
-        .zip(colors.par_chunks_mut(SPLAT_CHUNK * channels))
+    // Everything per Gaussian is computed in Gaussian order, so the parameters and coefficients (the bulk of the
+    // input) stream from memory, and stays in that order: the blend visits splats scattered over memory anyway.
+    let mut blend = vec![SplatBlend::default(); n];
+    let mut rects = vec![EMPTY_RECT; n];
+    let mut colors = vec![R::ZERO; n * channels];
+    let mut radii = vec![0; n];
+    (
+        blend.par_chunks_mut(SPLAT_CHUNK),
+        rects.par_chunks_mut(SPLAT_CHUNK),
+        colors.par_chunks_mut(SPLAT_CHUNK * channels),
+        radii.par_chunks_mut(SPLAT_CHUNK),
+    )
+        .into_par_iter()
         .enumerate()
-        .for_each(|(chunk, (projected, colors))| {
-            let first = chunk * SPLAT_CHUNK;
+        .for_each(|(chunk, (blend, rects, colors, radii))| {
             dispatch(ProjectChunk {
                 cam,
                 gaussians,
-                first,
+                first: chunk * SPLAT_CHUNK,
                 mode,
-                out: projected,
-            });
-            let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
-            let coeffs = &gaussians.colors[first * stride..(first + projected.len()) * stride];
-            let means = &gaussians.means[3 * first..3 * (first + projected.len())];
-            let per_gaussian = projected
-                .iter_mut()
-                .zip(coeffs.chunks_exact(stride))
-                .zip(means.chunks_exact(3))
-                .zip(colors.chunks_exact_mut(channels));
-            for (((splat, coeffs), mean), color) in per_gaussian {
-                if splat.is_none() {
-                    continue;
-                }
-                // Non-finite colour coefficients cull the Gaussian like non-finite geometry does. A fold without
-                // early exit, so it stays in vectors.
-                if !coeffs.iter().fold(true, |finite, c| finite & c.is_finite()) {
-                    *splat = None;
-                    continue;
-                }
-                eval.color(cam, [mean[0], mean[1], mean[2]], coeffs, color);
-            }
+                offset_clamp,
+                blend,
+                rects,
+                colors,
+                radii,
+            })
         });
-    // Depths are positive and finite, so their bit patterns sort like the values; ties keep the Gaussian order.
-    let mut order: Vec<(u64, u32)> = Vec::with_capacity(projected.len());
+    // The splats that reach some tile. Depths are positive and finite, so their bit patterns sort like the
+    // values; ties keep the Gaussian order.
+    let mut order: Vec<(u64, u32)> = Vec::with_capacity(n);
     order.extend(
-        projected
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (s.depth.to_f64().to_bits(), i as u32))),
+        (0..n)
+            .filter(|&i| rect_tiles(&rects[i]) > 0)
+            .map(|i| (blend[i].depth.to_f64().to_bits(), i as u32)),
     );
     radix_sort(&mut order);
-    // One pass over the depth order fills the per-splat arrays: the lookups are random accesses, prefetched ahead,
-    // and the results are written in order.
-    let n = order.len();
-    let mut splats = Splats {
-        gaussian: vec![0; n],
-        blend: vec![SplatBlend::default(); n],
-        extent_x: vec![R::ZERO; n],
-        colors: vec![R::ZERO; n * channels],
-    };
-    let mut rects = vec![EMPTY_RECT; n];
-    let color_of = |i: usize| &colors[i * channels..(i + 1) * channels];
-    (
-        splats.gaussian.par_chunks_mut(SPLAT_CHUNK),
-        splats.blend.par_chunks_mut(SPLAT_CHUNK),
-        splats.extent_x.par_chunks_mut(SPLAT_CHUNK),
-        splats.colors.par_chunks_mut(SPLAT_CHUNK * channels),
-        rects.par_chunks_mut(SPLAT_CHUNK),
-        order.par_chunks(SPLAT_CHUNK),
-    )
-        .into_par_iter()
-        .for_each(|(gaussian, blend, extent_x, colors, rects, order)| {
-            for (k, (&(_, i), color)) in order.iter().zip(colors.chunks_exact_mut(channels)).enumerate() {
-                if let Some(&(_, ahead)) = order.get(k + PREFETCH_AHEAD) {
-                    prefetch(&projected[ahead as usize]);
-                    prefetch_slice(color_of(ahead as usize));
-                }
-                let i = i as usize;
-                let splat = projected[i].expect("sorted splats are projected");
-                gaussian[k] = i as u32;
-                blend[k] = SplatBlend::new(&splat);
-                extent_x[k] = splat.extent[0];
-                rects[k] = tile_rect(&blend[k], extent_x[k], cam.width, cam.height);
-                color.copy_from_slice(color_of(i));
-            }
-        });
-    let bins = bin(&rects, cam.width, cam.height);
-    (splats, bins)
+    let gaussian: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
+    let bins = bin(&rects, &gaussian, cam.width, cam.height);
+    Prepared {
+        splats: Splats {
+            gaussian,
+            blend,
+            colors,
+        },
+        bins,
+        radii,
+    }
 }
 
 /// Inclusive tile ranges [x0, x1, y0, y1] a splat reaches; empty ranges when it reaches no pixel centre.
@@ -303,13 +274,18 @@ fn radix_sort(items: &mut Vec<(u64, u32)>) {
     }
 }
 
-/// Projection of one chunk of Gaussians, compiled for the CPU's vector instructions (see [`project_batch`]).
+/// Projection, colour, tiles and screen radius of one chunk of Gaussians, compiled for the CPU's vector
+/// instructions (see [`project_batch`]).
 struct ProjectChunk<'a, R> {
     cam: &'a PinholeCamera<R>,
     gaussians: &'a GaussianSlices<'a, R>,
     first: usize,
     mode: RasterMode,
-    out: &'a mut [Option<Splat<R>>],
+    offset_clamp: bool,
+    blend: &'a mut [SplatBlend<R>],
+    rects: &'a mut [TileRect],
+    colors: &'a mut [R],
+    radii: &'a mut [i32],
 }
 
 impl<R: Real> SimdTask for ProjectChunk<'_, R> {
@@ -317,17 +293,52 @@ impl<R: Real> SimdTask for ProjectChunk<'_, R> {
 
     #[inline(always)]
     fn run(self) {
-        project_batch(self.cam, self.gaussians, self.first, self.mode, self.out);
+        let ProjectChunk {
+            cam,
+            gaussians,
+            first,
+            mode,
+            offset_clamp,
+            blend,
+            rects,
+            colors,
+            radii,
+        } = self;
+        let len = blend.len();
+        let mut projected = vec![None; len];
+        project_batch(cam, gaussians, first, mode, &mut projected);
+        let (channels, stride) = (gaussians.layout.channels, gaussians.layout.stride());
+        let mut eval = ColorEval::new(gaussians.layout, offset_clamp);
+        let coeffs = &gaussians.colors[first * stride..(first + len) * stride];
+        let means = &gaussians.means[3 * first..3 * (first + len)];
+        let per_gaussian = projected
+            .iter()
+            .zip(coeffs.chunks_exact(stride))
+            .zip(means.chunks_exact(3))
+            .zip(blend.iter_mut().zip(rects.iter_mut()))
+            .zip(colors.chunks_exact_mut(channels).zip(radii));
+        for ((((splat, coeffs), mean), (blend, rect)), (color, radius)) in per_gaussian {
+            // Non-finite colour coefficients cull the Gaussian like non-finite geometry does. A fold without
+            // early exit, so it stays in vectors.
+            let Some(s) = splat.filter(|_| coeffs.iter().fold(true, |finite, c| finite & c.is_finite())) else {
+                continue;
+            };
+            *blend = SplatBlend::new(&s);
+            *rect = tile_rect(blend, s.extent[0], cam.width, cam.height);
+            *radius = s.extent[0].max(s.extent[1]).ceil().to_f64() as i32;
+            eval.color(cam, [mean[0], mean[1], mean[2]], coeffs, color);
+        }
     }
 }
 
-/// Counting sort of (tile, compact id) pairs by tile; filling in compact order keeps each list in depth order.
-/// Parallel over runs of consecutive splats: each run counts and fills its own share of every tile's list, and the
-/// shares are laid out per tile in run order, so the lists come out exactly as a sequential fill would make them.
-fn bin(rects: &[TileRect], width: usize, height: usize) -> TileBins {
+/// Counting sort of (tile, Gaussian id) pairs by tile; filling in depth order (`gaussian`, each rank's Gaussian)
+/// keeps each list in depth order. `rects` is indexed by Gaussian id.
+fn bin(rects: &[TileRect], gaussian: &[u32], width: usize, height: usize) -> TileBins {
+    // Gathered once in depth order: the passes below then read them in sequence.
+    let ranked: Vec<TileRect> = gaussian.par_iter().map(|&g| rects[g as usize]).collect();
     // A few runs per thread balance the load; their number, not the splat count, sizes the per-run tables.
-    let run = rects.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
-    bin_in_runs(rects, width, height, run)
+    let run = gaussian.len().div_ceil(4 * rayon::current_num_threads()).max(BIN_RUN);
+    bin_in_runs(&ranked, gaussian, width, height, run)
 }
 
 /// Calls `f` with every tile of a rectangle, row by row.
@@ -340,14 +351,17 @@ fn for_each_tile(&[x0, x1, y0, y1]: &TileRect, tiles_x: usize, mut f: impl FnMut
     }
 }
 
-fn bin_in_runs(rects: &[TileRect], width: usize, height: usize, run: usize) -> TileBins {
+/// [`bin`] of the rectangles of each depth rank, `gaussian` their Gaussian ids. Parallel over runs of consecutive
+/// ranks: each run counts and fills its own share of every tile's list, and the shares are laid out per tile in
+/// run order, so the lists come out exactly as a sequential fill would make them.
+fn bin_in_runs(ranked: &[TileRect], gaussian: &[u32], width: usize, height: usize, run: usize) -> TileBins {
     let tiles_x = width.div_ceil(TILE_SIZE);
     let tiles_y = height.div_ceil(TILE_SIZE);
     let num_tiles = tiles_x * tiles_y;
-    let runs: Vec<&[TileRect]> = rects.chunks(run).collect();
+    let runs: Vec<(&[TileRect], &[u32])> = ranked.chunks(run).zip(gaussian.chunks(run)).collect();
     let counts: Vec<Vec<usize>> = runs
         .par_iter()
-        .map(|rects| {
+        .map(|(rects, _)| {
             let mut counts = vec![0usize; num_tiles];
             for rect in rects.iter() {
                 for_each_tile(rect, tiles_x, |t| counts[t] += 1);
@@ -367,10 +381,10 @@ fn bin_in_runs(rects: &[TileRect], width: usize, height: usize, run: usize) -> T
         }
     }
     offsets.push(total);
-    let mut splat_offsets = Vec::with_capacity(rects.len() + 1);
+    let mut splat_offsets = Vec::with_capacity(ranked.len() + 1);
     splat_offsets.push(0);
     let mut sum = 0;
-    for rect in rects {
+    for rect in ranked {
         sum += rect_tiles(rect);
         splat_offsets.push(sum);
     }
@@ -389,7 +403,7 @@ fn bin_in_runs(rects: &[TileRect], width: usize, height: usize, run: usize) -> T
     let mut isect_runs = Vec::with_capacity(runs.len());
     let mut rest = isects.as_mut_slice();
     for r in 0..runs.len() {
-        let len = splat_offsets[((r + 1) * run).min(rects.len())] - splat_offsets[r * run];
+        let len = splat_offsets[((r + 1) * run).min(ranked.len())] - splat_offsets[r * run];
         let (head, tail) = rest.split_at_mut(len);
         isect_runs.push(head);
         rest = tail;
@@ -401,9 +415,10 @@ fn bin_in_runs(rects: &[TileRect], width: usize, height: usize, run: usize) -> T
         .for_each(|(r, (mut shares, isects))| {
             let mut cursor = vec![0usize; num_tiles];
             let mut isects = isects.iter_mut();
-            for (j, rect) in runs[r].iter().enumerate() {
+            let (rects, ids) = runs[r];
+            for (rect, &g) in rects.iter().zip(ids) {
                 for_each_tile(rect, tiles_x, |t| {
-                    shares[t][cursor[t]] = (r * run + j) as u32;
+                    shares[t][cursor[t]] = g;
                     *isects.next().expect("a run's intersections fill its range") = (starts[r][t] + cursor[t]) as u32;
                     cursor[t] += 1;
                 });
@@ -446,60 +461,65 @@ mod tests {
         }
     }
 
-    /// Binning in many small runs gives, for every tile, exactly the splats whose extent reaches it, in depth
-    /// order, and for every splat the positions of its intersections in tile order.
+    /// Binning in many small runs gives, for every tile, exactly the Gaussians whose extent reaches it, in depth
+    /// order, and for every depth rank the positions of its intersections in tile order.
     #[test]
     fn binning_in_runs_lists_every_reached_tile_in_depth_order() {
         let (width, height) = (75, 50);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let mut splats = Splats::<f32>::default();
-        for s in 0..500 {
-            splats.gaussian.push(s);
-            splats.blend.push(SplatBlend {
+        let mut blend = Vec::new();
+        let mut extent_x = Vec::new();
+        for _ in 0..500 {
+            blend.push(SplatBlend {
                 mean: [rng.random_range(-20.0..95.0), rng.random_range(-20.0..70.0)],
                 conic: [1.0, 0.0, 1.0],
                 opacity: 0.5,
-                depth: 1.0 + s as f32,
                 extent_y: rng.random_range(0.0..30.0),
-                sigma_cut: 0.0,
+                ..SplatBlend::default()
             });
-            splats.extent_x.push(rng.random_range(0.0..30.0));
+            extent_x.push(rng.random_range(0.0..30.0));
         }
+        let rects: Vec<TileRect> = (0..blend.len())
+            .map(|g| tile_rect(&blend[g], extent_x[g], width, height))
+            .collect();
+        // Depth order: a permutation of the Gaussian ids.
+        let mut gaussian: Vec<u32> = (0..blend.len() as u32).collect();
+        for i in (1..gaussian.len()).rev() {
+            gaussian.swap(i, rng.random_range(0..=i));
+        }
+        let ranked: Vec<TileRect> = gaussian.iter().map(|&g| rects[g as usize]).collect();
         for run in [1, 7, 64, 10_000] {
-            let rects: Vec<TileRect> = (0..splats.len())
-                .map(|s| tile_rect(&splats.blend[s], splats.extent_x[s], width, height))
-                .collect();
-            let bins = bin_in_runs(&rects, width, height, run);
+            let bins = bin_in_runs(&ranked, &gaussian, width, height, run);
             let mut expected = vec![Vec::new(); bins.num_tiles()];
-            for s in 0..splats.len() {
+            for &g in &gaussian {
                 let spans = (
-                    pixel_span(splats.blend[s].mean[0], splats.extent_x[s], width),
-                    pixel_span(splats.blend[s].mean[1], splats.blend[s].extent_y, height),
+                    pixel_span(blend[g as usize].mean[0], extent_x[g as usize], width),
+                    pixel_span(blend[g as usize].mean[1], blend[g as usize].extent_y, height),
                 );
                 let (Some((x0, x1)), Some((y0, y1))) = spans else {
                     continue;
                 };
                 for ty in y0 / TILE_SIZE..=y1 / TILE_SIZE {
                     for tx in x0 / TILE_SIZE..=x1 / TILE_SIZE {
-                        expected[ty * bins.tiles_x + tx].push(s as u32);
+                        expected[ty * bins.tiles_x + tx].push(g);
                     }
                 }
             }
             for (t, want) in expected.iter().enumerate() {
                 assert_eq!(bins.tile(t), want.as_slice(), "run {run}, tile {t}");
             }
-            for s in 0..splats.len() {
-                let positions = bins.isects_of(s);
+            for (rank, &g) in gaussian.iter().enumerate() {
+                let positions = bins.isects_of(rank);
                 assert!(
-                    positions.iter().all(|&p| bins.ids[p as usize] == s as u32),
-                    "run {run}, splat {s}"
+                    positions.iter().all(|&p| bins.ids[p as usize] == g),
+                    "run {run}, rank {rank}"
                 );
                 assert!(
                     positions.is_sorted(),
-                    "run {run}, splat {s}: positions not in tile order"
+                    "run {run}, rank {rank}: positions not in tile order"
                 );
-                let tiles = expected.iter().filter(|list| list.contains(&(s as u32))).count();
-                assert_eq!(positions.len(), tiles, "run {run}, splat {s}");
+                let tiles = expected.iter().filter(|list| list.contains(&g)).count();
+                assert_eq!(positions.len(), tiles, "run {run}, rank {rank}");
             }
         }
     }
