@@ -7,10 +7,10 @@ use crate::constants::TILE_SIZE;
 use crate::error::{Result, SplatError};
 use crate::forward::{ForwardTile, TileImage};
 use crate::options::{RenderOptions, check_camera};
-use crate::projection::{ColorEval, PinholeCamera, SplatGrad, project_vjp};
+use crate::projection::{ColorEval, ParamsGrad, PinholeCamera, SplatGrad, project_vjp_batch};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, dispatch, prefetch_slice};
-use crate::tiling::{GaussianSlices, Prepared, Splats, TileBins, prepare};
+use crate::simd::{PREFETCH_AHEAD, SimdTask, dispatch, prefetch_slice};
+use crate::tiling::{GaussianSlices, Prepared, SPLAT_CHUNK, Splats, TileBins, prepare};
 use lrf_formats::Camera;
 use rayon::prelude::*;
 
@@ -295,64 +295,120 @@ pub fn rasterize_backward<R: Real>(
         pairs_evaluated,
     };
     let cam = PinholeCamera::<R>::new(camera);
-    let half_size = [R::of(width as f64 * 0.5), R::of(height as f64 * 0.5)];
     (
-        grads.means.par_chunks_mut(3),
-        grads.log_scales.par_chunks_mut(3),
-        grads.quats.par_chunks_mut(4),
-        grads.opacity_logits.par_iter_mut(),
-        grads.colors.par_chunks_mut(color_stride),
-        grads.mean2d_grad_norm.par_iter_mut(),
-        grads.mean2d_grad_norm_ndc.par_iter_mut(),
+        grads.means.par_chunks_mut(3 * SPLAT_CHUNK),
+        grads.log_scales.par_chunks_mut(3 * SPLAT_CHUNK),
+        grads.quats.par_chunks_mut(4 * SPLAT_CHUNK),
+        grads.opacity_logits.par_chunks_mut(SPLAT_CHUNK),
+        grads.colors.par_chunks_mut(color_stride * SPLAT_CHUNK),
+        grads.mean2d_grad_norm.par_chunks_mut(SPLAT_CHUNK),
+        grads.mean2d_grad_norm_ndc.par_chunks_mut(SPLAT_CHUNK),
+        rank_of.par_chunks(SPLAT_CHUNK),
     )
         .into_par_iter()
         .enumerate()
-        .for_each_init(
-            || {
-                (
-                    ColorEval::new(g.layout, options.color_offset_clamp),
-                    vec![R::ZERO; stride],
-                )
-            },
-            |(eval, sum), (i, (v_mean, v_log_scale, v_quat, v_logit, v_coeffs, norm, norm_ndc))| {
-                // `reduced` is in depth order, this pass in Gaussian order: each row is a random access, so the
-                // row of a Gaussian a few ahead is requested now.
-                if let Some(&ahead) = rank_of.get(i + PREFETCH_AHEAD)
-                    && ahead != u32::MAX
-                {
-                    let ahead = ahead as usize;
-                    prefetch_slice(&reduced[ahead * stride..(ahead + 1) * stride]);
-                }
-                let s = rank_of[i];
-                if s == u32::MAX {
-                    return;
-                }
-                let s = s as usize;
-                sum.copy_from_slice(&reduced[s * stride..(s + 1) * stride]);
-                // Splats hidden behind others or below the alpha cutoff everywhere get no gradient: skip their
-                // VJPs, whose results would be zero.
-                if sum.iter().all(|&v| v == R::ZERO) {
-                    return;
-                }
-                let v = SplatGrad {
-                    mean2d: [sum[0], sum[1]],
-                    conic: [sum[2], sum[3], sum[4]],
-                    opacity: sum[5],
-                };
-                let params = g.params(i);
-                let pg = project_vjp(&cam, &params, options.mode, &v);
-                let v_dir = eval.color_vjp(&cam, params.mean, g.coeffs(i), &mut sum[PARTIAL_GEOMETRY..], v_coeffs);
-                for j in 0..3 {
-                    v_mean[j] = pg.mean[j] + v_dir[j];
-                }
-                v_log_scale.copy_from_slice(&pg.log_scale);
-                v_quat.copy_from_slice(&pg.quat);
-                *v_logit = pg.opacity_logit;
-                let [gx, gy] = v.mean2d;
-                *norm = (gx * gx + gy * gy).sqrt();
-                let (nx, ny) = (gx * half_size[0], gy * half_size[1]);
-                *norm_ndc = (nx * nx + ny * ny).sqrt();
+        .for_each(
+            |(chunk, (means, log_scales, quats, opacity_logits, colors, norm, norm_ndc, rank_of))| {
+                dispatch(GaussianVjp {
+                    cam: &cam,
+                    gaussians: g,
+                    options,
+                    first: chunk * SPLAT_CHUNK,
+                    rank_of,
+                    reduced: &reduced,
+                    image_size: [width, height],
+                    out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
+                })
             },
         );
     Ok(grads)
+}
+
+/// The per-Gaussian end of the backward for one chunk of consecutive Gaussians: their splats' reduced gradients
+/// through the colour and the projection, run through [`crate::simd::dispatch`] so the projection's VJP is
+/// vectorised across Gaussians.
+struct GaussianVjp<'a, R> {
+    cam: &'a PinholeCamera<R>,
+    gaussians: &'a GaussianSlices<'a, R>,
+    options: &'a RenderOptions,
+    first: usize,
+    /// Each Gaussian's depth rank (`u32::MAX`: it reaches no tile).
+    rank_of: &'a [u32],
+    /// Per depth rank: the splat's blend-input gradient, then its colour gradient.
+    reduced: &'a [R],
+    image_size: [usize; 2],
+    /// This chunk's share of the [`GaussianGrads`] arrays, in field order.
+    out: [&'a mut [R]; 7],
+}
+
+impl<R: Real> SimdTask for GaussianVjp<'_, R> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let GaussianVjp {
+            cam,
+            gaussians,
+            options,
+            first,
+            rank_of,
+            reduced,
+            image_size,
+            out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
+        } = self;
+        let stride = PARTIAL_GEOMETRY + gaussians.layout.channels;
+        let color_stride = gaussians.layout.stride();
+        let mut eval = ColorEval::new(gaussians.layout, options.color_offset_clamp);
+        let mut sum = vec![R::ZERO; stride];
+        // The Gaussians with a splat, their splat gradients and view-direction gradients.
+        let mut ids = Vec::with_capacity(rank_of.len());
+        let mut v = Vec::with_capacity(rank_of.len());
+        let mut v_dir = Vec::with_capacity(rank_of.len());
+        for (k, &rank) in rank_of.iter().enumerate() {
+            // `reduced` is in depth order, this pass in Gaussian order: each row is a random access, so the row of
+            // a Gaussian a few ahead is requested now.
+            if let Some(&ahead) = rank_of.get(k + PREFETCH_AHEAD)
+                && ahead != u32::MAX
+            {
+                let ahead = ahead as usize;
+                prefetch_slice(&reduced[ahead * stride..(ahead + 1) * stride]);
+            }
+            if rank == u32::MAX {
+                continue;
+            }
+            let rank = rank as usize;
+            sum.copy_from_slice(&reduced[rank * stride..(rank + 1) * stride]);
+            // Splats hidden behind others or below the alpha cutoff everywhere get no gradient: skip their VJPs,
+            // whose results would be zero.
+            if sum.iter().all(|&v| v == R::ZERO) {
+                continue;
+            }
+            let i = first + k;
+            ids.push(i);
+            v.push(SplatGrad {
+                mean2d: [sum[0], sum[1]],
+                conic: [sum[2], sum[3], sum[4]],
+                opacity: sum[5],
+            });
+            let v_coeffs = &mut colors[k * color_stride..(k + 1) * color_stride];
+            let mean = gaussians.params(i).mean;
+            v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), &mut sum[PARTIAL_GEOMETRY..], v_coeffs));
+        }
+        let mut grads = vec![ParamsGrad::default(); ids.len()];
+        project_vjp_batch(cam, gaussians, options.mode, &ids, &v, &mut grads);
+        let half_size = image_size.map(|size| R::of(size as f64 * 0.5));
+        for (((&i, pg), v), v_dir) in ids.iter().zip(&grads).zip(&v).zip(&v_dir) {
+            let k = i - first;
+            for j in 0..3 {
+                means[3 * k + j] = pg.mean[j] + v_dir[j];
+            }
+            log_scales[3 * k..3 * k + 3].copy_from_slice(&pg.log_scale);
+            quats[4 * k..4 * k + 4].copy_from_slice(&pg.quat);
+            opacity_logits[k] = pg.opacity_logit;
+            let [gx, gy] = v.mean2d;
+            norm[k] = (gx * gx + gy * gy).sqrt();
+            let (nx, ny) = (gx * half_size[0], gy * half_size[1]);
+            norm_ndc[k] = (nx * nx + ny * ny).sqrt();
+        }
+    }
 }

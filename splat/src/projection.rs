@@ -88,6 +88,19 @@ pub(crate) struct GaussianParams<R> {
     pub opacity_logit: R,
 }
 
+impl<R: Real> GaussianParams<R> {
+    /// Gaussian `i` of parameter arrays laid out like [`GaussianSlices`]'.
+    #[inline(always)]
+    pub fn read(means: &[R], log_scales: &[R], quats: &[R], opacity_logits: &[R], i: usize) -> Self {
+        GaussianParams {
+            mean: std::array::from_fn(|j| means[3 * i + j]),
+            log_scale: std::array::from_fn(|j| log_scales[3 * i + j]),
+            quat: std::array::from_fn(|j| quats[4 * i + j]),
+            opacity_logit: opacity_logits[i],
+        }
+    }
+}
+
 /// A Gaussian on the screen, as the blend uses it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Splat<R> {
@@ -155,7 +168,7 @@ struct Forward<R> {
 fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterMode) -> Forward<R> {
     let quat_norm = g.quat.iter().map(|&q| q * q).fold(R::ZERO, |a, b| a + b).sqrt();
     let usable = (quat_norm > R::ZERO) & quat_norm.is_finite();
-    let [w, x, y, z] = g.quat.map(|q| q / quat_norm);
+    let [w, x, y, z] = std::array::from_fn(|i| g.quat[i] / quat_norm);
     let two = R::of(2.0);
     let one = R::ONE;
     let rotation = [
@@ -175,7 +188,7 @@ fn forward<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: RasterM
             one - two * (x * x + y * y),
         ],
     ];
-    let scale = g.log_scale.map(R::fast_exp);
+    let scale = std::array::from_fn(|i| g.log_scale[i].fast_exp());
     let m: M3<R> = std::array::from_fn(|i| std::array::from_fn(|j| rotation[i][j] * scale[j]));
     let cov = mat_mul(&m, &transpose(&m));
     let wm = mat_vec(&cam.rotation, g.mean);
@@ -270,8 +283,42 @@ fn project_one<R: Real>(cam: &PinholeCamera<R>, g: &GaussianParams<R>, mode: Ras
 /// Gaussians projected together in [`project_batch`]: one AVX-512 vector of f32.
 pub(crate) const PROJECT_LANES: usize = 16;
 
-/// Projects `out.len()` consecutive Gaussians starting at `first`; `None` for culled ones. Full groups of
-/// [`PROJECT_LANES`] run through fixed-size arrays so the compiler vectorises [`project_one`] across them.
+/// The parameters of up to [`PROJECT_LANES`] Gaussians gathered into fixed-size arrays (one per parameter, lane
+/// by lane), so that a loop over the lanes vectorises with one vector lane per Gaussian. Unused lanes are zero,
+/// a Gaussian the projection culls.
+struct ParamGroup<R> {
+    means: [R; 3 * PROJECT_LANES],
+    log_scales: [R; 3 * PROJECT_LANES],
+    quats: [R; 4 * PROJECT_LANES],
+    logits: [R; PROJECT_LANES],
+}
+
+impl<R: Real> ParamGroup<R> {
+    #[inline(always)]
+    fn gather(gaussians: &GaussianSlices<R>, ids: impl Iterator<Item = usize>) -> Self {
+        let mut group = ParamGroup {
+            means: [R::ZERO; 3 * PROJECT_LANES],
+            log_scales: [R::ZERO; 3 * PROJECT_LANES],
+            quats: [R::ZERO; 4 * PROJECT_LANES],
+            logits: [R::ZERO; PROJECT_LANES],
+        };
+        for (l, i) in ids.take(PROJECT_LANES).enumerate() {
+            group.means[3 * l..3 * l + 3].copy_from_slice(&gaussians.means[3 * i..3 * i + 3]);
+            group.log_scales[3 * l..3 * l + 3].copy_from_slice(&gaussians.log_scales[3 * i..3 * i + 3]);
+            group.quats[4 * l..4 * l + 4].copy_from_slice(&gaussians.quats[4 * i..4 * i + 4]);
+            group.logits[l] = gaussians.opacity_logits[i];
+        }
+        group
+    }
+
+    #[inline(always)]
+    fn params(&self, l: usize) -> GaussianParams<R> {
+        GaussianParams::read(&self.means, &self.log_scales, &self.quats, &self.logits, l)
+    }
+}
+
+/// Projects `out.len()` consecutive Gaussians starting at `first`; `None` for culled ones. Groups of
+/// [`PROJECT_LANES`] run through [`ParamGroup`]s so the compiler vectorises [`project_one`] across them.
 #[inline(always)]
 pub(crate) fn project_batch<R: Real>(
     cam: &PinholeCamera<R>,
@@ -281,42 +328,56 @@ pub(crate) fn project_batch<R: Real>(
     out: &mut [Option<Splat<R>>],
 ) {
     const L: usize = PROJECT_LANES;
-    let mut groups = out.chunks_exact_mut(L);
-    let mut start = first;
-    for out in &mut groups {
-        let means: &[R; 3 * L] = gaussians.means[3 * start..3 * (start + L)]
-            .try_into()
-            .expect("3L values");
-        let log_scales: &[R; 3 * L] = gaussians.log_scales[3 * start..3 * (start + L)]
-            .try_into()
-            .expect("3L values");
-        let quats: &[R; 4 * L] = gaussians.quats[4 * start..4 * (start + L)]
-            .try_into()
-            .expect("4L values");
-        let logits: &[R; L] = gaussians.opacity_logits[start..start + L].try_into().expect("L values");
+    for (out, start) in out.chunks_mut(L).zip((first..).step_by(L)) {
+        let group = ParamGroup::gather(gaussians, start..start + out.len());
         let mut splats = [Splat::default(); L];
         let mut kept = [false; L];
         for l in 0..L {
-            let params = GaussianParams {
-                mean: std::array::from_fn(|j| means[3 * l + j]),
-                log_scale: std::array::from_fn(|j| log_scales[3 * l + j]),
-                quat: std::array::from_fn(|j| quats[4 * l + j]),
-                opacity_logit: logits[l],
-            };
-            (splats[l], kept[l]) = project_one(cam, &params, mode);
+            (splats[l], kept[l]) = project_one(cam, &group.params(l), mode);
         }
         for (out, (splat, kept)) in out.iter_mut().zip(splats.into_iter().zip(kept)) {
             *out = kept.then_some(splat);
         }
-        start += L;
-    }
-    for (out, i) in groups.into_remainder().iter_mut().zip(start..) {
-        let (splat, kept) = project_one(cam, &gaussians.params(i), mode);
-        *out = kept.then_some(splat);
     }
 }
 
-/// Gradient of the splat's blend inputs back to the Gaussian's parameters.
+/// [`project_vjp`] of the Gaussians `ids` with splat gradients `v`, vectorised across groups of
+/// [`PROJECT_LANES`] like [`project_batch`].
+#[inline(always)]
+pub(crate) fn project_vjp_batch<R: Real>(
+    cam: &PinholeCamera<R>,
+    gaussians: &GaussianSlices<R>,
+    mode: RasterMode,
+    ids: &[usize],
+    v: &[SplatGrad<R>],
+    out: &mut [ParamsGrad<R>],
+) {
+    const L: usize = PROJECT_LANES;
+    for ((ids, v), out) in ids.chunks(L).zip(v.chunks(L)).zip(out.chunks_mut(L)) {
+        let group = ParamGroup::gather(gaussians, ids.iter().copied());
+        let mut lanes = [SplatGrad::default(); L];
+        lanes[..v.len()].copy_from_slice(v);
+        // Field by field: a whole-struct store per lane is a memcpy call, which stops the vectoriser.
+        let (mut mean, mut log_scale, mut quat, mut logit) =
+            ([[R::ZERO; 3]; L], [[R::ZERO; 3]; L], [[R::ZERO; 4]; L], [R::ZERO; L]);
+        for l in 0..L {
+            let g = project_vjp(cam, &group.params(l), mode, &lanes[l]);
+            (mean[l], log_scale[l], quat[l], logit[l]) = (g.mean, g.log_scale, g.quat, g.opacity_logit);
+        }
+        for (l, out) in out.iter_mut().enumerate() {
+            *out = ParamsGrad {
+                mean: mean[l],
+                log_scale: log_scale[l],
+                quat: quat[l],
+                opacity_logit: logit[l],
+            };
+        }
+    }
+}
+
+/// Gradient of the splat's blend inputs back to the Gaussian's parameters; zero for a Gaussian the projection
+/// culls. Branch-free like [`forward`], so [`project_vjp_batch`] runs it on vectors of Gaussians.
+#[inline(always)]
 pub(crate) fn project_vjp<R: Real>(
     cam: &PinholeCamera<R>,
     g: &GaussianParams<R>,
@@ -324,9 +385,6 @@ pub(crate) fn project_vjp<R: Real>(
     v: &SplatGrad<R>,
 ) -> ParamsGrad<R> {
     let f = forward(cam, g, mode);
-    if !f.valid {
-        return ParamsGrad::default();
-    }
     let two = R::of(2.0);
     let half = R::of(0.5);
     // Opacity = sigmoid(logit) · compensation.
@@ -344,10 +402,14 @@ pub(crate) fn project_vjp<R: Real>(
     };
     let pvp = mul2(mul2(p, vp), p);
     let mut v_cov2d = [[-pvp[0][0], -pvp[0][1]], [-pvp[1][0], -pvp[1][1]]];
-    if mode == RasterMode::Antialiased && f.compensation_free {
-        // comp² = det Σ / det Σb ⇒ ∂comp²/∂Σ = (1 − comp²)·Σb⁻¹ − (blur / det Σb)·I.
+    if mode == RasterMode::Antialiased {
+        // comp² = det Σ / det Σb ⇒ ∂comp²/∂Σ = (1 − comp²)·Σb⁻¹ − (blur / det Σb)·I; no gradient at the floor.
         let c2 = f.det / f.det_blur;
-        let k = v_compensation * half / f.compensation;
+        let k = if f.compensation_free {
+            v_compensation * half / f.compensation
+        } else {
+            R::ZERO
+        };
         let blur_term = R::of(BLUR_VARIANCE) * inv_det;
         for i in 0..2 {
             for j in 0..2 {
@@ -375,15 +437,15 @@ pub(crate) fn project_vjp<R: Real>(
     // J00 = fx/z, J11 = fy/z; J02 = −fx·clamp(x/z)/z, J12 likewise; the clamp stops the gradient through x/z.
     v_mean_cam[2] += -fx * iz2 * v_jac[0][0] - fy * iz2 * v_jac[1][1];
     for (axis, (focal, coord)) in [(fx, mx), (fy, my)].into_iter().enumerate() {
-        let row = &jac[axis];
         let v_j2 = v_jac[axis][2];
-        if f.inside[axis] {
-            v_mean_cam[axis] += -focal * iz2 * v_j2;
-            v_mean_cam[2] += two * focal * coord * iz2 * iz * v_j2;
+        // Inside the clamp J_2 = −focal·(x/z)/z; outside J_2 = −focal·lim/z, so ∂J_2/∂z = −J_2/z.
+        let inside = f.inside[axis];
+        v_mean_cam[axis] += if inside { -focal * iz2 * v_j2 } else { R::ZERO };
+        v_mean_cam[2] += if inside {
+            two * focal * coord * iz2 * iz * v_j2
         } else {
-            // J_2 = −focal·lim/z, so ∂J_2/∂z = −J_2/z.
-            v_mean_cam[2] += -row[2] * iz * v_j2;
-        }
+            -jac[axis][2] * iz * v_j2
+        };
     }
     // Mean: u = fx x/z + cx, v = fy y/z + cy.
     v_mean_cam[0] += v.mean2d[0] * fx * iz;
@@ -393,7 +455,8 @@ pub(crate) fn project_vjp<R: Real>(
     let mean = mat_vec(&wt, v_mean_cam);
     // V = W Σ Wᵀ ⇒ ∂L/∂Σ = Wᵀ (∂L/∂V) W; Σ = M Mᵀ ⇒ ∂L/∂M = 2 (∂L/∂Σ) M (symmetric).
     let v_cov = mat_mul(&mat_mul(&wt, &v_cov_cam), &cam.rotation);
-    let v_m = mat_mul(&v_cov, &f.m).map(|row| row.map(|e| two * e));
+    let v_m = mat_mul(&v_cov, &f.m);
+    let v_m: M3<R> = std::array::from_fn(|i| std::array::from_fn(|j| two * v_m[i][j]));
     let mut log_scale = [R::ZERO; 3];
     let mut v_rot = [[R::ZERO; 3]; 3];
     for j in 0..3 {
@@ -417,12 +480,15 @@ pub(crate) fn project_vjp<R: Real>(
     // Normalisation q̂ = q/|q|: ∂L/∂q = (v − (v·q̂) q̂)/|q|.
     let vq = [v_w, v_x, v_y, v_z];
     let along = vq.iter().zip(&f.quat).map(|(&a, &b)| a * b).fold(R::ZERO, |a, b| a + b);
-    let quat = std::array::from_fn(|i| (vq[i] - along * f.quat[i]) / f.quat_norm);
+    let quat: [R; 4] = std::array::from_fn(|i| (vq[i] - along * f.quat[i]) / f.quat_norm);
+    // Selected, not multiplied: a culled Gaussian's intermediates may be infinite or NaN. Fixed-size `from_fn`s,
+    // which unroll: `project_vjp_batch` vectorises its lane loop only if no loop is left inside.
+    let kept = |x: R| if f.valid { x } else { R::ZERO };
     ParamsGrad {
-        mean,
-        log_scale,
-        quat,
-        opacity_logit: v_logit,
+        mean: std::array::from_fn(|i| kept(mean[i])),
+        log_scale: std::array::from_fn(|i| kept(log_scale[i])),
+        quat: std::array::from_fn(|i| kept(quat[i])),
+        opacity_logit: kept(v_logit),
     }
 }
 

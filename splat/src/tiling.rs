@@ -60,12 +60,7 @@ impl<R: Real> GaussianSlices<'_, R> {
 
     #[inline]
     pub(crate) fn params(&self, i: usize) -> GaussianParams<R> {
-        GaussianParams {
-            mean: std::array::from_fn(|j| self.means[3 * i + j]),
-            log_scale: std::array::from_fn(|j| self.log_scales[3 * i + j]),
-            quat: std::array::from_fn(|j| self.quats[4 * i + j]),
-            opacity_logit: self.opacity_logits[i],
-        }
+        GaussianParams::read(self.means, self.log_scales, self.quats, self.opacity_logits, i)
     }
 
     #[inline]
@@ -151,7 +146,7 @@ impl TileBins {
 
 /// Gaussians per parallel work item in the per-Gaussian passes: large enough to amortise per-item setup (colour
 /// scratch space), small enough to balance two to sixteen threads.
-const SPLAT_CHUNK: usize = 1024;
+pub(crate) const SPLAT_CHUNK: usize = 1024;
 
 /// Fewest splats in one run of the parallel binning: below this a run's per-tile tables cost more than its work.
 const BIN_RUN: usize = 8192;
