@@ -59,26 +59,44 @@ impl ColorLayout {
     /// The layout of colour coefficients of shape `[N, C]` (plain) or `[N, K, C]` (SH), with the SH degree
     /// limited to `active_degree` when given.
     pub fn from_shape(shape: &[usize], active_degree: Option<usize>) -> Result<Self> {
-        let bad = |why: String| SplatError::Shape(why);
-        let (basis, channels) = match *shape {
-            [_, channels] => (ColorBasis::Plain, channels),
-            [_, coeffs, channels] => {
-                let stored = sh_degree_of(coeffs)
-                    .ok_or_else(|| bad(format!("{coeffs} SH coefficients per channel is not (d+1)² for d ≤ 3")))?;
-                let degree = active_degree.unwrap_or(stored);
-                if degree > stored.min(MAX_SH_DEGREE) {
-                    return Err(SplatError::Options(format!(
-                        "SH degree {degree} but only degree {stored} stored"
-                    )));
-                }
-                (ColorBasis::Sh { coeffs, degree }, channels)
+        let layout = match *shape {
+            [_, channels] => ColorLayout {
+                basis: ColorBasis::Plain,
+                channels,
+            },
+            [_, coeffs, channels] => ColorLayout {
+                basis: ColorBasis::Sh {
+                    coeffs,
+                    degree: active_degree.unwrap_or(sh_degree_of(coeffs).unwrap_or(0)),
+                },
+                channels,
+            },
+            _ => {
+                return Err(SplatError::Shape(format!(
+                    "colours must be [N, C] or [N, K, C], got {shape:?}"
+                )));
             }
-            _ => return Err(bad(format!("colours must be [N, C] or [N, K, C], got {shape:?}"))),
         };
-        if channels == 0 {
-            return Err(bad("colours have zero channels".into()));
+        layout.check()?;
+        Ok(layout)
+    }
+
+    /// Rejects layouts the kernels cannot evaluate (the fields are public, so any value can reach them).
+    pub fn check(&self) -> Result<()> {
+        if self.channels == 0 {
+            return Err(SplatError::Shape("colours have zero channels".into()));
         }
-        Ok(ColorLayout { basis, channels })
+        if let ColorBasis::Sh { coeffs, degree } = self.basis {
+            let stored = sh_degree_of(coeffs).ok_or_else(|| {
+                SplatError::Shape(format!("{coeffs} SH coefficients per channel is not (d+1)² for d ≤ 3"))
+            })?;
+            if degree > stored.min(MAX_SH_DEGREE) {
+                return Err(SplatError::Options(format!(
+                    "SH degree {degree} but only degree {stored} stored"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Coefficients stored per Gaussian.

@@ -34,9 +34,7 @@ impl<R: Real> GaussianSlices<'_, R> {
 
     pub(crate) fn check(&self) -> crate::Result<()> {
         let n = self.len();
-        if self.layout.channels == 0 {
-            return Err(crate::SplatError::Shape("colours have zero channels".into()));
-        }
+        self.layout.check()?;
         let sizes = [
             ("means", self.means.len(), 3 * n),
             ("log_scales", self.log_scales.len(), 3 * n),

@@ -3,7 +3,7 @@
 use super::scenes::*;
 use crate::cpu::Cutoff;
 use crate::options::RenderOptions;
-use crate::{Gaussians, SplatError, reference, render};
+use crate::{ColorBasis, ColorLayout, GaussianSlices, Gaussians, SplatError, rasterize, reference, render};
 use tch::{Kind, Tensor};
 
 #[test]
@@ -82,9 +82,28 @@ fn bad_shapes_options_and_cameras_are_errors() {
     let mut nan = cam.clone();
     nan.cy = f64::NAN;
     assert!(matches!(reference::render(&g, &nan, &ok), Err(SplatError::Camera(_))));
-    let mut empty = cam;
+    let mut empty = cam.clone();
     empty.width = 0;
     assert!(matches!(render(&g, &empty, &ok), Err(SplatError::Camera(_))));
+    // Layouts built by hand through the public fields, which `ColorLayout::from_shape` would refuse: the kernel
+    // says so instead of indexing past the coefficients.
+    let host = Host::<f32>::of(&g, &ok);
+    for (coeffs, degree) in [(0, 0), (5, 1), (4, 2), (25, 4)] {
+        let layout = ColorLayout {
+            basis: ColorBasis::Sh { coeffs, degree },
+            channels: 3,
+        };
+        let colors = vec![0.0; 10 * coeffs * 3];
+        let slices = GaussianSlices {
+            colors: &colors,
+            layout,
+            ..host.slices()
+        };
+        assert!(
+            rasterize(&slices, &cam, &ok).is_err(),
+            "{coeffs} coefficients, degree {degree}"
+        );
+    }
 }
 
 fn copy(g: &Gaussians) -> Gaussians {
