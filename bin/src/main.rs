@@ -33,11 +33,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    lrf_vae::retain_freed_memory();
+    let retained = lrf_vae::retain_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    if !retained {
+        tracing::debug!("the allocator refused the memory-retention settings: large buffers are faulted in per pass");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Synth(args) => synth::run(args),

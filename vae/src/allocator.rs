@@ -9,16 +9,21 @@
 /// are reused; the resident size then stays at its high-water mark instead of shrinking between
 /// passes, which the peak already required. Call it first thing in `main`: blocks allocated before
 /// it keep the old thresholds.
-/// Returns whether the allocator accepted the settings (false off glibc, where nothing changes).
+/// Returns whether the allocator accepted every setting (false off glibc, where nothing changes); each is
+/// applied whether or not another was refused.
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        let settings = [
+            (libc::M_MMAP_THRESHOLD, i32::MAX),
+            (libc::M_TRIM_THRESHOLD, i32::MAX),
+            (libc::M_TOP_PAD, 256 << 20),
+        ];
         // SAFETY: mallopt takes the allocator's lock and only changes its parameters; no memory is touched.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
-                && libc::mallopt(libc::M_TOP_PAD, 256 << 20) == 1
-        }
+        settings
+            .map(|(option, value)| unsafe { libc::mallopt(option, value) } == 1)
+            .iter()
+            .all(|&accepted| accepted)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false
