@@ -1,6 +1,7 @@
 //! Backward blend of one tile by forward replay: the splat list is walked front to back again, taking the same
-//! decisions as the forward pass, while the colour still behind each pixel is peeled off; no division of
-//! transmittance is needed to recover it. Each (tile, splat) intersection writes its own partial gradient, so
+//! decisions as the forward pass, while the colour still behind each pixel (as its dot product with the pixel's
+//! upstream gradient, all that the gradient needs) is peeled off; no division of transmittance is needed to
+//! recover it. Each (tile, splat) intersection writes its own partial gradient, so
 //! the later reduction per splat runs in a fixed order: no atomics, the same result run to run.
 //!
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
@@ -21,8 +22,10 @@ pub(crate) struct TileUpstream<R> {
     pub v_color: Vec<TileRows<R>>,
     /// T_N·(∂L/∂alpha − Σ_k ∂L/∂image_k·bg_k): the background's and alpha's share of ∂L/∂α·(1 − α).
     pub v_final: TileRows<R>,
-    /// Per channel: composited colour without the background.
-    pub color: Vec<TileRows<R>>,
+    /// Σ_k ∂L/∂image_k·S_k with S the colour behind the blend's position: at the start the composited colour
+    /// without the background; each splat takes its own share off. Kept as this one sum rather than S per
+    /// channel, since only the sum enters ∂L/∂α.
+    pub g_dot_behind: TileRows<R>,
 }
 
 /// The backward blend of one tile, run through [`crate::simd::dispatch`]; returns the pairs evaluated.
@@ -96,17 +99,22 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     dalpha,
                     t_before,
                 } = row;
-                // Σ_k g_k c_k and Σ_k g_k S_k, with S the colour behind this splat.
+                // Σ_k g_k c_k, and the colour gradient's lanes.
                 let mut g_dot_c = [R::ZERO; TILE_SIZE];
-                let mut g_dot_s = [R::ZERO; TILE_SIZE];
-                for (((&ck, g), behind), vc) in color.iter().zip(&up.v_color).zip(&mut up.color).zip(&mut v_color) {
-                    let (g, behind) = (&g[r], &mut behind[r]);
+                for ((&ck, g), vc) in color.iter().zip(&up.v_color).zip(&mut v_color) {
+                    // Opaque to the optimiser, as in the forward: otherwise LLVM vectorises across channels. The
+                    // upstream row is copied first, so the opaque store cannot alias it.
+                    let vc = std::hint::black_box(vc);
+                    let g: [R; TILE_SIZE] = g[r];
                     for l in 0..TILE_SIZE {
-                        behind[l] -= weight[l] * ck;
                         vc[l] += weight[l] * g[l];
                         g_dot_c[l] += g[l] * ck;
-                        g_dot_s[l] += g[l] * behind[l];
                     }
+                }
+                // Σ_k g_k S_k, with this splat's share taken off S: S now is the colour behind it.
+                let g_dot_s = &mut up.g_dot_behind[r];
+                for l in 0..TILE_SIZE {
+                    g_dot_s[l] -= weight[l] * g_dot_c[l];
                 }
                 let v_final = &up.v_final[r];
                 for l in 0..TILE_SIZE {

@@ -220,18 +220,17 @@ pub fn rasterize_backward<R: Real>(
             let transmittance = tile.gather(&frame.alpha, width).map(|row| row.map(|a| R::ONE - a));
             let mut v_final = v_alpha.map_or([[R::ZERO; TILE_SIZE]; TILE_SIZE], |v| tile.gather(v, width));
             let mut v_color = Vec::with_capacity(channels);
-            let mut color = Vec::with_capacity(channels);
+            let mut g_dot_behind = [[R::ZERO; TILE_SIZE]; TILE_SIZE];
             for (k, &bg) in frame.background.iter().enumerate() {
                 let g_k = tile.gather(&v_image[k * plane..(k + 1) * plane], width);
-                let mut c_k = tile.gather(&frame.image[k * plane..(k + 1) * plane], width);
+                let c_k = tile.gather(&frame.image[k * plane..(k + 1) * plane], width);
                 for r in 0..TILE_SIZE {
                     for l in 0..TILE_SIZE {
                         v_final[r][l] -= g_k[r][l] * bg;
-                        c_k[r][l] -= transmittance[r][l] * bg;
+                        g_dot_behind[r][l] += g_k[r][l] * (c_k[r][l] - transmittance[r][l] * bg);
                     }
                 }
                 v_color.push(g_k);
-                color.push(c_k);
             }
             for (v, t) in v_final.as_flattened_mut().iter_mut().zip(transmittance.as_flattened()) {
                 *v *= *t;
@@ -239,7 +238,7 @@ pub fn rasterize_backward<R: Real>(
             let upstream = TileUpstream {
                 v_color,
                 v_final,
-                color,
+                g_dot_behind,
             };
             let ids = bins.tile(t);
             match frame.cutoff {
