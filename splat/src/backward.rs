@@ -35,7 +35,8 @@ pub(crate) struct BackwardTile<'a, R, const SMOOTH: bool> {
     pub splats: &'a Splats<R>,
     pub channels: usize,
     pub upstream: TileUpstream<R>,
-    /// `[ids.len(), PARTIAL_GEOMETRY + channels]` partial gradients, one row per intersection.
+    /// `[ids.len(), PARTIAL_GEOMETRY + channels]` partial gradients, one row per intersection, zeroed by the
+    /// caller: rows of splats the blend does not reach stay zero.
     pub partials: &'a mut [R],
 }
 
@@ -61,7 +62,6 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
         let mut v_color = vec![[R::ZERO; TILE_SIZE]; channels];
         let mut pairs = 0u64;
         for (k, (&id, partial)) in ids.iter().zip(partials.chunks_exact_mut(stride)).enumerate() {
-            partial.fill(R::ZERO);
             if done {
                 continue;
             }

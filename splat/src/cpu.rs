@@ -65,6 +65,14 @@ pub struct GaussianGrads<R> {
 /// Splats per parallel work item when reducing partial gradients: enough to amortise rayon's per-item cost.
 const REDUCE_CHUNK: usize = 256;
 
+/// A zeroed vector written by every thread: the backward's buffers reach tens of megabytes (partial gradients,
+/// the colour gradient at C = 32), and one thread's memset of them took a sixth of a latent-size backward.
+fn zeros<R: Real>(len: usize) -> Vec<R> {
+    let mut v = Vec::with_capacity(len);
+    (0..len).into_par_iter().map(|_| R::ZERO).collect_into_vec(&mut v);
+    v
+}
+
 /// Renders Gaussians with the CPU kernel.
 pub fn rasterize<R: Real>(g: &GaussianSlices<R>, camera: &Camera, options: &RenderOptions) -> Result<Frame<R>> {
     rasterize_with(g, camera, options, Cutoff::Hard)
@@ -204,7 +212,7 @@ pub fn rasterize_backward<R: Real>(
     let splats = &frame.splats;
     let stride = PARTIAL_GEOMETRY + channels;
     // One partial gradient per intersection; tiles own disjoint ranges.
-    let mut partials = vec![R::ZERO; bins.ids.len() * stride];
+    let mut partials = zeros(bins.ids.len() * stride);
     let mut chunks = Vec::with_capacity(bins.num_tiles());
     let mut rest = partials.as_mut_slice();
     for t in 0..bins.num_tiles() {
@@ -263,7 +271,7 @@ pub fn rasterize_backward<R: Real>(
         .sum();
     // Per splat, in depth order: its intersections' partials summed in tile order. Consecutive splats' partials
     // lie at increasing positions within each tile's range, so this pass streams through `partials`.
-    let mut reduced = vec![R::ZERO; splats.len() * stride];
+    let mut reduced = zeros(splats.len() * stride);
     reduced
         .par_chunks_mut(stride)
         .with_min_len(REDUCE_CHUNK)
@@ -288,7 +296,7 @@ pub fn rasterize_backward<R: Real>(
         log_scales: vec![R::ZERO; 3 * n],
         quats: vec![R::ZERO; 4 * n],
         opacity_logits: vec![R::ZERO; n],
-        colors: vec![R::ZERO; color_stride * n],
+        colors: zeros(color_stride * n),
         mean2d_grad_norm: vec![R::ZERO; n],
         mean2d_grad_norm_ndc: vec![R::ZERO; n],
         pairs_evaluated,
