@@ -11,7 +11,7 @@
 //!    splat (warp sums, then atomics), `project_backward` (kernel, per Gaussian) takes it to the parameters.
 //!
 //! The same stages also run on CPU tensors with every kernel's per-thread code in host loops
-//! ([`render_emulated`]): tests check the kernels' arithmetic, indexing and decisions without a GPU.
+//! (`render_emulated`, built with the `cuda` feature): tests check the kernels' arithmetic, indexing and decisions without a GPU.
 //!
 //! Unlike the CPU kernel's, the CUDA backward is not deterministic: float atomics add in a varying order.
 

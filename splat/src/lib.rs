@@ -1,6 +1,6 @@
 //! lrf-flow's splat crate: the differentiable N-channel Gaussian rasterizer.
 //!
-//! Three implementations compute the same image: [`reference`] (dense tch tensor operations, autograd
+//! Three implementations compute the same image: [`reference`](mod@reference) (dense tch tensor operations, autograd
 //! backward, f32 or f64), the CPU kernel ([`cpu`], rayon over 16×16 tiles, deterministic backward), and, with
 //! the `cuda` feature, a CUDA kernel ([`cuda`], sources in `splat/cuda/`). [`render`] picks one by device and
 //! hooks its backward into tch autograd. Every cutoff they share lives in [`constants`].

@@ -30,7 +30,8 @@ pub trait Real:
     fn fast_exp(self) -> Self;
     /// [`Real::fast_exp`] with its polynomial evaluated by fused multiply-adds, which shortens the blend's
     /// dependency chain (same accuracy bound, different rounding). Fast only in code compiled with FMA: inside
-    /// [`crate::simd::dispatch`] on x86-64, everywhere on AArch64; elsewhere each fused step is a libm call.
+    /// the kernel's instruction-set dispatch (`simd::dispatch`) on x86-64, everywhere on AArch64; elsewhere each
+    /// fused step is a libm call.
     fn fused_exp(self) -> Self;
     /// self·a + b rounded once; fast under the same conditions as [`Real::fused_exp`].
     fn mul_add(self, a: Self, b: Self) -> Self;
