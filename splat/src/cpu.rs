@@ -398,7 +398,7 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
                 opacity: sum[5],
             });
             let v_coeffs = &mut colors[k * color_stride..(k + 1) * color_stride];
-            let mean = gaussians.params(i).mean;
+            let mean = std::array::from_fn(|j| gaussians.means[3 * i + j]);
             v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), &mut sum[PARTIAL_GEOMETRY..], v_coeffs));
         }
         let mut grads = vec![ParamsGrad::default(); ids.len()];

@@ -88,19 +88,6 @@ pub(crate) struct GaussianParams<R> {
     pub opacity_logit: R,
 }
 
-impl<R: Real> GaussianParams<R> {
-    /// Gaussian `i` of parameter arrays laid out like [`GaussianSlices`]'.
-    #[inline(always)]
-    pub fn read(means: &[R], log_scales: &[R], quats: &[R], opacity_logits: &[R], i: usize) -> Self {
-        GaussianParams {
-            mean: std::array::from_fn(|j| means[3 * i + j]),
-            log_scale: std::array::from_fn(|j| log_scales[3 * i + j]),
-            quat: std::array::from_fn(|j| quats[4 * i + j]),
-            opacity_logit: opacity_logits[i],
-        }
-    }
-}
-
 /// A Gaussian on the screen, as the blend uses it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Splat<R> {
@@ -313,7 +300,12 @@ impl<R: Real> ParamGroup<R> {
 
     #[inline(always)]
     fn params(&self, l: usize) -> GaussianParams<R> {
-        GaussianParams::read(&self.means, &self.log_scales, &self.quats, &self.logits, l)
+        GaussianParams {
+            mean: std::array::from_fn(|j| self.means[3 * l + j]),
+            log_scale: std::array::from_fn(|j| self.log_scales[3 * l + j]),
+            quat: std::array::from_fn(|j| self.quats[4 * l + j]),
+            opacity_logit: self.logits[l],
+        }
     }
 }
 
@@ -357,21 +349,11 @@ pub(crate) fn project_vjp_batch<R: Real>(
         let group = ParamGroup::gather(gaussians, ids.iter().copied());
         let mut lanes = [SplatGrad::default(); L];
         lanes[..v.len()].copy_from_slice(v);
-        // Field by field: a whole-struct store per lane is a memcpy call, which stops the vectoriser.
-        let (mut mean, mut log_scale, mut quat, mut logit) =
-            ([[R::ZERO; 3]; L], [[R::ZERO; 3]; L], [[R::ZERO; 4]; L], [R::ZERO; L]);
+        let mut grads = [ParamsGrad::default(); L];
         for l in 0..L {
-            let g = project_vjp(cam, &group.params(l), mode, &lanes[l]);
-            (mean[l], log_scale[l], quat[l], logit[l]) = (g.mean, g.log_scale, g.quat, g.opacity_logit);
+            grads[l] = project_vjp(cam, &group.params(l), mode, &lanes[l]);
         }
-        for (l, out) in out.iter_mut().enumerate() {
-            *out = ParamsGrad {
-                mean: mean[l],
-                log_scale: log_scale[l],
-                quat: quat[l],
-                opacity_logit: logit[l],
-            };
-        }
+        out.copy_from_slice(&grads[..out.len()]);
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::blend::SplatBlend;
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::options::{ColorLayout, RasterMode};
-use crate::projection::{ColorEval, GaussianParams, PinholeCamera, project_batch};
+use crate::projection::{ColorEval, PinholeCamera, project_batch};
 use crate::real::Real;
 use crate::simd::{SimdTask, dispatch, prefetch, prefetch_slice};
 use rayon::prelude::*;
@@ -54,11 +54,6 @@ impl<R: Real> GaussianSlices<'_, R> {
             )));
         }
         Ok(())
-    }
-
-    #[inline]
-    pub(crate) fn params(&self, i: usize) -> GaussianParams<R> {
-        GaussianParams::read(self.means, self.log_scales, self.quats, self.opacity_logits, i)
     }
 
     #[inline]
