@@ -9,6 +9,7 @@
 
 use crate::blend::{BlendRow, SplatLanes, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::cpu::PairCount;
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
@@ -28,7 +29,7 @@ pub(crate) struct TileUpstream<R> {
     pub g_dot_behind: TileRows<R>,
 }
 
-/// The backward blend of one tile, run through [`crate::simd::dispatch`]; returns the pairs evaluated.
+/// The backward blend of one tile, run through [`crate::simd::dispatch`]; returns its pairs.
 pub(crate) struct BackwardTile<'a, R, const SMOOTH: bool> {
     pub tile: Tile,
     pub ids: &'a [u32],
@@ -41,10 +42,10 @@ pub(crate) struct BackwardTile<'a, R, const SMOOTH: bool> {
 }
 
 impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
-    type Output = u64;
+    type Output = PairCount;
 
     #[inline(always)]
-    fn run(self) -> u64 {
+    fn run(self) -> PairCount {
         let BackwardTile {
             tile,
             ids,
@@ -60,11 +61,13 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
         let half = R::of(0.5);
         // Lane accumulators, reduced once per intersection.
         let mut v_color = vec![[R::ZERO; TILE_SIZE]; channels];
-        let mut pairs = 0u64;
+        let mut pairs = PairCount::default();
+        let tile_pixels = (tile.rows * tile.cols) as u64;
         for (k, (&id, partial)) in ids.iter().zip(partials.chunks_exact_mut(stride)).enumerate() {
             if done {
                 continue;
             }
+            pairs.in_tile_lists += tile_pixels;
             if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
                 splats.prefetch(ahead as usize, channels);
             }
@@ -81,7 +84,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
             let mut stopped = false;
-            pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
+            pairs.evaluated += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
                 let t = &mut transmittance[r];

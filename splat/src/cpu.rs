@@ -38,8 +38,8 @@ pub struct Frame<R> {
     pub radii: Vec<i32>,
     /// Per Gaussian: composited into at least one pixel.
     pub visible: Vec<bool>,
-    /// (Gaussian, pixel) pairs the blend evaluated.
-    pub pairs_evaluated: u64,
+    /// (Gaussian, pixel) pairs of the forward blend.
+    pub pairs: PairCount,
     background: Vec<R>,
     splats: Splats<R>,
     bins: TileBins,
@@ -58,8 +58,37 @@ pub struct GaussianGrads<R> {
     pub mean2d_grad_norm: Vec<R>,
     /// Per Gaussian: ‖∂L/∂mean2d‖ in NDC units (pixel gradient scaled by half the image size per axis).
     pub mean2d_grad_norm_ndc: Vec<R>,
-    /// (Gaussian, pixel) pairs the backward blend evaluated.
-    pub pairs_evaluated: u64,
+    /// (Gaussian, pixel) pairs of the backward blend.
+    pub pairs: PairCount,
+}
+
+/// (Gaussian, pixel) pairs of a blend, counted two ways, for throughput figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairCount {
+    /// Each Gaussian of a tile's list with every image pixel of the tile, up to the tile's early exit: the pairs a
+    /// tile rasterizer (3DGS, gsplat) goes through for this scene. It does not depend on how a kernel culls
+    /// inside a tile, so it compares kernels.
+    pub in_tile_lists: u64,
+    /// The pairs this kernel evaluated: of each listed splat, 16 lanes of each tile row within its y-extent.
+    /// Rows that fail the σ pre-test are counted too.
+    pub evaluated: u64,
+}
+
+impl std::ops::Add for PairCount {
+    type Output = PairCount;
+
+    fn add(self, other: PairCount) -> PairCount {
+        PairCount {
+            in_tile_lists: self.in_tile_lists + other.in_tile_lists,
+            evaluated: self.evaluated + other.evaluated,
+        }
+    }
+}
+
+impl std::iter::Sum for PairCount {
+    fn sum<I: Iterator<Item = PairCount>>(iter: I) -> PairCount {
+        iter.fold(PairCount::default(), |a, b| a + b)
+    }
 }
 
 /// Splats per parallel work item when reducing partial gradients: enough to amortise rayon's per-item cost.
@@ -165,7 +194,7 @@ pub(crate) fn rasterize_with<R: Real>(
             visible[id as usize] = true;
         }
     }
-    let pairs_evaluated = tiles.iter().map(|out| out.pairs).sum();
+    let pairs = tiles.iter().map(|out| out.pairs).sum();
     Ok(Frame {
         width,
         height,
@@ -175,7 +204,7 @@ pub(crate) fn rasterize_with<R: Real>(
         depth,
         radii,
         visible,
-        pairs_evaluated,
+        pairs,
         background,
         splats,
         bins,
@@ -220,7 +249,7 @@ pub fn rasterize_backward<R: Real>(
         chunks.push(head);
         rest = tail;
     }
-    let pairs_evaluated = chunks
+    let pairs = chunks
         .into_par_iter()
         .enumerate()
         .map(|(t, partials)| {
@@ -299,7 +328,7 @@ pub fn rasterize_backward<R: Real>(
         colors: zeros(color_stride * n),
         mean2d_grad_norm: vec![R::ZERO; n],
         mean2d_grad_norm_ndc: vec![R::ZERO; n],
-        pairs_evaluated,
+        pairs,
     };
     let cam = PinholeCamera::<R>::new(camera);
     (

@@ -3,6 +3,7 @@
 
 use crate::blend::{SplatLanes, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::cpu::PairCount;
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
@@ -17,8 +18,7 @@ pub(crate) struct TileImage<R> {
     pub depth: TileRows<R>,
     /// Gaussian ids that composited at least one pixel.
     pub used: Vec<u32>,
-    /// (splat, pixel) pairs evaluated.
-    pub pairs: u64,
+    pub pairs: PairCount,
 }
 
 /// The forward blend of one tile, run through [`crate::simd::dispatch`].
@@ -45,14 +45,16 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
             transmittance: tile.initial_transmittance(),
             depth: [[R::ZERO; TILE_SIZE]; TILE_SIZE],
             used: Vec::new(),
-            pairs: 0,
+            pairs: PairCount::default(),
         };
         let lane_x = tile.lane_x::<R>();
         let mut done = false;
+        let tile_pixels = (tile.rows * tile.cols) as u64;
         for (k, &id) in ids.iter().enumerate() {
             if done {
                 break;
             }
+            out.pairs.in_tile_lists += tile_pixels;
             if let Some(&ahead) = ids.get(k + PREFETCH_AHEAD) {
                 splats.prefetch(ahead as usize, channels);
             }
@@ -97,7 +99,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
             if stopped {
                 done = all_done(&out.transmittance);
             }
-            out.pairs += ((r1 + 1 - r0) * TILE_SIZE) as u64;
+            out.pairs.evaluated += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             if composited {
                 out.used.push(id);
             }

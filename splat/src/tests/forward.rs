@@ -138,3 +138,38 @@ fn cpu_forward_is_deterministic_and_thread_independent() {
     assert_eq!(first.alpha, single.alpha);
     assert!(first.visible.iter().any(|&v| v) && first.radii.iter().any(|&r| r > 0));
 }
+
+#[test]
+fn pairs_are_counted_per_tile_list_and_per_evaluated_row() {
+    // One faint Gaussian far wider than a 40x24 image (3x2 tiles; the last column and row of tiles are 8 pixels
+    // short): it is in every tile's list, and every row of every tile lies within its extent.
+    let camera = lrf_formats::Camera {
+        rotation: glam::DMat3::IDENTITY,
+        translation: glam::DVec3::ZERO,
+        fx: 40.0,
+        fy: 40.0,
+        cx: 20.0,
+        cy: 12.0,
+        width: 40,
+        height: 24,
+    };
+    let colors = [0.5f32, -0.25];
+    let g = crate::GaussianSlices {
+        means: &[0.0, 0.0, 5.0],
+        log_scales: &[2.0; 3],
+        quats: &[1.0, 0.0, 0.0, 0.0],
+        opacity_logits: &[-4.0],
+        colors: &colors,
+        layout: crate::ColorLayout::from_shape(&[1, 2], None).unwrap(),
+    };
+    let options = RenderOptions::default();
+    let frame = crate::rasterize(&g, &camera, &options).unwrap();
+    let pairs = crate::PairCount {
+        in_tile_lists: 40 * 24,
+        evaluated: 16 * (3 * 16 + 3 * 8),
+    };
+    assert_eq!(frame.pairs, pairs);
+    let upstream = vec![1.0f32; 2 * 40 * 24];
+    let grads = crate::rasterize_backward(&g, &camera, &options, &frame, &upstream, None).unwrap();
+    assert_eq!(grads.pairs, pairs);
+}
