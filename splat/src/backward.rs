@@ -110,14 +110,14 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     let vc = std::hint::black_box(vc);
                     let g: [R; TILE_SIZE] = g[r];
                     for l in 0..TILE_SIZE {
-                        vc[l] += weight[l] * g[l];
-                        g_dot_c[l] += g[l] * ck;
+                        vc[l] = weight[l].mul_add(g[l], vc[l]);
+                        g_dot_c[l] = g[l].mul_add(ck, g_dot_c[l]);
                     }
                 }
                 // Σ_k g_k S_k, with this splat's share taken off S: S now is the colour behind it.
                 let g_dot_s = &mut up.g_dot_behind[r];
                 for l in 0..TILE_SIZE {
-                    g_dot_s[l] -= weight[l] * g_dot_c[l];
+                    g_dot_s[l] = (-weight[l]).mul_add(g_dot_c[l], g_dot_s[l]);
                 }
                 let v_final = &up.v_final[r];
                 for l in 0..TILE_SIZE {

@@ -177,11 +177,12 @@ struct Pair<R> {
     next_t: R,
 }
 
-/// Evaluates a pair at Mahalanobis half-distance `sigma`, for a pixel with transmittance `t` (done when t ≤ 0).
+/// Evaluates a pair of a splat of `opacity` at Mahalanobis half-distance `sigma`, for a pixel with transmittance
+/// `t` (done when t ≤ 0).
 #[inline(always)]
-fn eval_pair<R: Real, const SMOOTH: bool>(s: &SplatBlend<R>, sigma: R, t: R) -> Pair<R> {
+fn eval_pair<R: Real, const SMOOTH: bool>(opacity: R, sigma: R, t: R) -> Pair<R> {
     let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).fused_exp();
-    let og = s.opacity * gauss;
+    let og = opacity * gauss;
     let clamped = og > R::of(MAX_ALPHA);
     let raw = if clamped { R::of(MAX_ALPHA) } else { og };
     let threshold = R::of(ALPHA_THRESHOLD);
@@ -260,10 +261,13 @@ pub(crate) fn blend_row<R: Real, const SMOOTH: bool>(
         [R::ZERO; TILE_SIZE],
     );
     let mut t_before = [R::ZERO; TILE_SIZE];
+    // A local copy: read through `s` inside the loop, LLVM checks at run time, every row, that `t` does not
+    // overlap the splat record.
+    let opacity = s.opacity;
     for l in 0..TILE_SIZE {
         let before = t[l];
         t_before[l] = before;
-        let pair = eval_pair::<R, SMOOTH>(s, sigma[l], before);
+        let pair = eval_pair::<R, SMOOTH>(opacity, sigma[l], before);
         weight[l] = if pair.composite { pair.alpha * before } else { R::ZERO };
         dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
         alpha[l] = pair.alpha;

@@ -86,12 +86,12 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                     // scatters over rows 1 KiB apart, several times slower for C >= 8.
                     let acc = std::hint::black_box(&mut acc[r]);
                     for l in 0..TILE_SIZE {
-                        acc[l] += row.weight[l] * c;
+                        acc[l] = row.weight[l].mul_add(c, acc[l]);
                     }
                 }
                 let acc = &mut out.depth[r];
                 for l in 0..TILE_SIZE {
-                    acc[l] += row.weight[l] * depth;
+                    acc[l] = row.weight[l].mul_add(depth, acc[l]);
                 }
             }
             // Once every pixel is done nothing composites any more; checked per splat, as no row of this one
