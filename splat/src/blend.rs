@@ -181,7 +181,15 @@ struct Pair<R> {
 /// `t` (done when t ≤ 0).
 #[inline(always)]
 fn eval_pair<R: Real, const SMOOTH: bool>(opacity: R, sigma: R, t: R) -> Pair<R> {
-    let gauss = (-sigma.min(R::of(MAX_BLEND_SIGMA))).fused_exp();
+    // σ bounded to [0, MAX_BLEND_SIGMA] by selects that compile to one vector min or max each (NaN gives 0),
+    // which also keeps the exponential in range. Pairs with σ < 0 are invalid below, whatever G is.
+    let bounded = if sigma > R::ZERO { sigma } else { R::ZERO };
+    let bounded = if bounded < R::of(MAX_BLEND_SIGMA) {
+        bounded
+    } else {
+        R::of(MAX_BLEND_SIGMA)
+    };
+    let gauss = (-bounded).fused_exp_in_range();
     let og = opacity * gauss;
     let clamped = og > R::of(MAX_ALPHA);
     let raw = if clamped { R::of(MAX_ALPHA) } else { og };

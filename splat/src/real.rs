@@ -28,12 +28,13 @@ pub trait Real:
     /// exp(x) for the blend and projection loops: for f32 a branch-free polynomial the compiler can vectorise
     /// (within 2 ulp of libm; the input is clamped to [−87, 88], so it never reaches 0 or infinity), libm for f64.
     fn fast_exp(self) -> Self;
-    /// [`Real::fast_exp`] with its polynomial evaluated by fused multiply-adds, which shortens the blend's
-    /// dependency chain (same accuracy bound, different rounding). Fast only in code compiled with FMA: inside
-    /// the kernel's instruction-set dispatch (`simd::dispatch`) on x86-64, everywhere on AArch64; elsewhere each
-    /// fused step is a libm call.
-    fn fused_exp(self) -> Self;
-    /// self·a + b rounded once; fast under the same conditions as [`Real::fused_exp`].
+    /// [`Real::fast_exp`] for x in [−87, 88] only, with its polynomial evaluated by fused multiply-adds: the
+    /// blend bounds its argument itself, and each vector operation left out of its row counts. Outside that
+    /// range the f32 result is unspecified. Same accuracy bound, different rounding. Fast only in code compiled
+    /// with FMA: inside the kernel's instruction-set dispatch (`simd::dispatch`) on x86-64, everywhere on
+    /// AArch64; elsewhere each fused step is a libm call.
+    fn fused_exp_in_range(self) -> Self;
+    /// self·a + b rounded once; fast under the same conditions as [`Real::fused_exp_in_range`].
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// ln(x) for positive, normal, finite x, vectorisable like [`Real::fast_exp`] (within 2 ulp of libm); other
     /// inputs give unspecified values.
@@ -64,7 +65,7 @@ macro_rules! impl_real {
                 $fast_exp(self)
             }
             #[inline(always)]
-            fn fused_exp(self) -> Self {
+            fn fused_exp_in_range(self) -> Self {
                 $fused_exp(self)
             }
             #[inline(always)]
@@ -107,7 +108,7 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, exp_f32::<false>, exp_f32::<true>, ln_f32);
+impl_real!(f32, exp_f32, exp_f32_in_range::<true>, ln_f32);
 impl_real!(f64, f64::exp, f64::exp, f64::ln);
 
 /// ln 2 split so that n·LN2_HI is exact for the exponents the polynomials see (Cephes).
@@ -121,13 +122,18 @@ fn multiply_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// Cephes-style expf: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r, 2^n by exponent bits.
-/// Inputs are clamped to [−87, 88] (the kernel never needs values beyond); NaN propagates. `FUSED` evaluates
-/// it with fused multiply-adds (see [`Real::fused_exp`]).
+/// Inputs are clamped to [−87, 88] (the kernel never needs values beyond); NaN propagates.
 #[inline(always)]
-fn exp_f32<const FUSED: bool>(x: f32) -> f32 {
+fn exp_f32(x: f32) -> f32 {
+    exp_f32_in_range::<false>(x.clamp(-87.0, 88.0))
+}
+
+/// [`exp_f32`] without the clamp, for x in [−87, 88]. `FUSED` evaluates it with fused multiply-adds (see
+/// [`Real::fused_exp_in_range`]).
+#[inline(always)]
+fn exp_f32_in_range<const FUSED: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     let fma = multiply_add::<FUSED>;
-    let x = x.clamp(-87.0, 88.0);
     let n = fma(x, LOG2E, 0.5).floor();
     let r = fma(-n, LN2_LO, fma(-n, LN2_HI, x));
     let r2 = r * r;
@@ -135,8 +141,8 @@ fn exp_f32<const FUSED: bool>(x: f32) -> f32 {
         .into_iter()
         .fold(1.987_569_1e-4, |p, c| fma(p, r, c));
     let e_r = fma(p, r2, r) + 1.0;
-    // 2^n from the exponent bits. x is clamped to [−87, 88], so n + 127 is an integer in [2, 254]; adding 2^23
-    // puts it, exactly, in the low mantissa bits. `n as i32` would give the same integer, but Rust's saturating
+    // 2^n from the exponent bits. x is in [−87, 88], so n + 127 is an integer in [2, 254]; adding 2^23 puts it,
+    // exactly, in the low mantissa bits. `n as i32` would give the same integer, but Rust's saturating
     // float-to-int cast does not vectorise: it became 16 scalar conversions with NaN and range fix-ups per row
     // of the blend. A NaN n yields some finite scale here, and e_r is NaN then too, so NaN still propagates.
     let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0xff;
@@ -180,13 +186,13 @@ mod tests {
         for i in 0..=400_000 {
             let x = -87.0 + 175.0 * i as f32 / 400_000.0;
             let exact = (x as f64).exp();
-            for approx in [super::exp_f32::<false>(x), super::exp_f32::<true>(x)] {
+            for approx in [super::exp_f32(x), super::exp_f32_in_range::<true>(x)] {
                 worst = worst.max(((approx as f64) - exact).abs() / exact);
             }
         }
         assert!(worst < 3e-7, "relative error {worst}");
-        assert!(super::exp_f32::<false>(-1e30) < 1e-37 && super::exp_f32::<true>(-1e30) < 1e-37);
-        assert!(super::exp_f32::<false>(f32::NAN).is_nan() && super::exp_f32::<true>(f32::NAN).is_nan());
+        assert!(super::exp_f32(-1e30) < 1e-37 && super::exp_f32(1e30).is_finite());
+        assert!(super::exp_f32(f32::NAN).is_nan() && super::exp_f32_in_range::<true>(f32::NAN).is_nan());
     }
 
     #[test]
