@@ -81,7 +81,10 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             let color = splats.color(s, channels);
             let lanes = SplatLanes::new(blend, &lane_x);
             let dx = lanes.dx;
-            v_color.iter_mut().for_each(|v| *v = [R::ZERO; TILE_SIZE]);
+            // Per-lane factors of the geometry gradients, shared by the splat's rows.
+            let a_dx: [R; TILE_SIZE] = std::array::from_fn(|l| a * dx[l]);
+            let b_dx: [R; TILE_SIZE] = std::array::from_fn(|l| b * dx[l]);
+            let half_dx2: [R; TILE_SIZE] = std::array::from_fn(|l| half * dx[l] * dx[l]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
             let mut stopped = false;
             pairs.evaluated += ((r1 + 1 - r0) * TILE_SIZE) as u64;
@@ -120,26 +123,35 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     g_dot_s[l] = (-weight[l]).mul_add(g_dot_c[l], g_dot_s[l]);
                 }
                 let v_final = &up.v_final[r];
+                let (b_dy, c_dy, half_dy2) = (b * dy, c * dy, half * dy * dy);
                 for l in 0..TILE_SIZE {
                     let v_alpha = t_before[l] * g_dot_c[l] + (v_final[l] - g_dot_s[l]) / (R::ONE - alpha[l]);
-                    // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G.
+                    // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G. With σ = ½a·dx² + b·dx·dy + ½c·dy²
+                    // and dx = x − mean: ∂σ/∂mean = −(a·dx + b·dy, b·dx + c·dy), ∂σ/∂(a, b, c) = (½dx², dx·dy,
+                    // ½dy²). `minus_v_sigma` is −∂L/∂σ, so every update below is one fused multiply-add.
                     let v_og = v_alpha * dalpha[l];
-                    let v_sigma = -v_og * opacity * gauss[l];
-                    let dx = dx[l];
-                    v_geom[0][l] -= v_sigma * (a * dx + b * dy);
-                    v_geom[1][l] -= v_sigma * (b * dx + c * dy);
-                    v_geom[2][l] += half * v_sigma * dx * dx;
-                    v_geom[3][l] += v_sigma * dx * dy;
-                    v_geom[4][l] += half * v_sigma * dy * dy;
-                    v_geom[5][l] += v_og * gauss[l];
+                    let minus_v_sigma = v_og * opacity * gauss[l];
+                    v_geom[0][l] = minus_v_sigma.mul_add(a_dx[l] + b_dy, v_geom[0][l]);
+                    v_geom[1][l] = minus_v_sigma.mul_add(b_dx[l] + c_dy, v_geom[1][l]);
+                    v_geom[2][l] = (-minus_v_sigma).mul_add(half_dx2[l], v_geom[2][l]);
+                    v_geom[3][l] = (-minus_v_sigma).mul_add(dx[l] * dy, v_geom[3][l]);
+                    v_geom[4][l] = (-minus_v_sigma).mul_add(half_dy2, v_geom[4][l]);
+                    v_geom[5][l] = v_og.mul_add(gauss[l], v_geom[5][l]);
                 }
             }
             if stopped {
                 done = all_done(&transmittance);
             }
             let sum = |acc: &[R; TILE_SIZE]| acc.iter().fold(R::ZERO, |x, &y| x + y);
-            for (out, acc) in partial.iter_mut().zip(v_geom.iter().chain(v_color.iter())) {
+            let (geometry, colour) = partial.split_at_mut(PARTIAL_GEOMETRY);
+            for (out, acc) in geometry.iter_mut().zip(&v_geom) {
                 *out = sum(acc);
+            }
+            // Zeroed here for the next splat, while the lines are in cache: a fill at the splat's start was a
+            // memset call, which also reloaded every vector constant of the row loop after it.
+            for (out, acc) in colour.iter_mut().zip(&mut v_color) {
+                *out = sum(acc);
+                *acc = [R::ZERO; TILE_SIZE];
             }
         }
         pairs
