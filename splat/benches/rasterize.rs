@@ -222,9 +222,8 @@ fn throughput(c: &mut Criterion) {
     for (id, c, pf, tf, pb, tb) in summary {
         let rate = |p: u64, t: Duration| p as f64 / t.as_secs_f64() / 1e9;
         let share = |p: u64, t: Duration, flop: f64| 100.0 * rate(p, t) * 1e9 * flop / peak_flops();
-        let rates = |p: PairCount, t: Duration| {
-            format!("{:.2} ({:.2})", rate(p.in_tile_lists, t), rate(p.evaluated, t))
-        };
+        let rates =
+            |p: PairCount, t: Duration| format!("{:.2} ({:.2})", rate(p.in_tile_lists, t), rate(p.evaluated, t));
         println!(
             "{id:<22} {:>10} {:>10} {:>7.2} {:>13} {:>6.1} {:>7.2} {:>13} {:>6.1}",
             pf.in_tile_lists,

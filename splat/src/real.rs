@@ -26,7 +26,8 @@ pub trait Real:
     fn of(v: f64) -> Self;
     fn to_f64(self) -> f64;
     /// exp(x) for the blend and projection loops: for f32 a branch-free polynomial the compiler can vectorise
-    /// (within 2 ulp of libm; the input is clamped to [−87, 88], so it never reaches 0 or infinity), libm for f64.
+    /// (relative error below 2e-7 against libm; the input is clamped to [−87, 88], so it never reaches 0 or
+    /// infinity), libm for f64.
     fn fast_exp(self) -> Self;
     /// [`Real::fast_exp`] for x in [−87, 88] only, with its polynomial evaluated by fused multiply-adds: the
     /// blend bounds its argument itself, and each vector operation left out of its row counts. Outside that
@@ -121,7 +122,9 @@ fn multiply_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Cephes-style expf: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r, 2^n by exponent bits.
+/// Cephes-style expf: x = n·ln2 + r with |r| ≤ ln2/2, e^r ≈ 1 + r + r²·q(r), 2^n by exponent bits. q is a
+/// cubic fitted for least maximum relative error (iteratively reweighted least squares), which keeps the error
+/// within 2e-7 of libm with two fewer multiply-adds than Cephes' quintic; they count in the blend's row.
 /// Inputs are clamped to [−87, 88] (the kernel never needs values beyond); NaN propagates.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
@@ -137,9 +140,9 @@ fn exp_f32_in_range<const FUSED: bool>(x: f32) -> f32 {
     let n = fma(x, LOG2E, 0.5).floor();
     let r = fma(-n, LN2_LO, fma(-n, LN2_HI, x));
     let r2 = r * r;
-    let p = [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5]
+    let p = [4.189_009_6e-2, 1.666_711_4e-1, 4.999_923_1e-1]
         .into_iter()
-        .fold(1.987_569_1e-4, |p, c| fma(p, r, c));
+        .fold(8.312_505_7e-3, |p, c| fma(p, r, c));
     let e_r = fma(p, r2, r) + 1.0;
     // 2^n from the exponent bits. x is in [−87, 88], so n + 127 is an integer in [2, 254]; adding 2^23 puts it,
     // exactly, in the low mantissa bits. `n as i32` would give the same integer, but Rust's saturating
@@ -190,7 +193,7 @@ mod tests {
                 worst = worst.max(((approx as f64) - exact).abs() / exact);
             }
         }
-        assert!(worst < 3e-7, "relative error {worst}");
+        assert!(worst < 2e-7, "relative error {worst}");
         assert!(super::exp_f32(-1e30) < 1e-37 && super::exp_f32(1e30).is_finite());
         assert!(super::exp_f32(f32::NAN).is_nan() && super::exp_f32_in_range::<true>(f32::NAN).is_nan());
     }
