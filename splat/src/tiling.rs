@@ -166,15 +166,17 @@ pub(crate) fn prepare<R: Real>(
     let mut rects = vec![EMPTY_RECT; n];
     let mut colors = vec![R::ZERO; n * channels];
     let mut radii = vec![0; n];
+    let mut depth_keys = vec![UNREACHED; n];
     (
         blend.par_chunks_mut(SPLAT_CHUNK),
         rects.par_chunks_mut(SPLAT_CHUNK),
         colors.par_chunks_mut(SPLAT_CHUNK * channels),
         radii.par_chunks_mut(SPLAT_CHUNK),
+        depth_keys.par_chunks_mut(SPLAT_CHUNK),
     )
         .into_par_iter()
         .enumerate()
-        .for_each(|(chunk, (blend, rects, colors, radii))| {
+        .for_each(|(chunk, (blend, rects, colors, radii, depth_keys))| {
             dispatch(ProjectChunk {
                 cam,
                 gaussians,
@@ -185,18 +187,10 @@ pub(crate) fn prepare<R: Real>(
                 rects,
                 colors,
                 radii,
+                depth_keys,
             })
         });
-    // The splats that reach some tile. Depths are positive and finite, so their bit patterns sort like the
-    // values; ties keep the Gaussian order.
-    let mut order: Vec<(u64, u32)> = Vec::with_capacity(n);
-    order.extend(
-        (0..n)
-            .filter(|&i| rect_tiles(&rects[i]) > 0)
-            .map(|i| (blend[i].depth.to_f64().to_bits(), i as u32)),
-    );
-    radix_sort(&mut order);
-    let gaussian: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
+    let gaussian = depth_order(&depth_keys);
     let bins = bin(&rects, &gaussian, cam.width, cam.height);
     Prepared {
         splats: Splats {
@@ -231,18 +225,49 @@ fn rect_tiles(&[x0, x1, y0, y1]: &TileRect) -> usize {
     ((x1 + 1).saturating_sub(x0) * (y1 + 1).saturating_sub(y0)) as usize
 }
 
-/// Stable LSD radix sort of (key, value) pairs by key, a byte per pass. Passes where every key has the same byte
-/// are skipped: depth keys are f64 bit patterns; f32 depths leave their three low bytes zero, and depths all below 2
-/// or all at least 2 share their top byte.
-fn radix_sort(items: &mut Vec<(u64, u32)>) {
+/// The depth key of a splat that reaches no tile. Depth keys are the bit patterns of positive, finite depths
+/// (as f64), which sort like the depths; this one is a NaN pattern.
+const UNREACHED: u64 = u64::MAX;
+
+/// Gaussian ids of the splats that reach some tile, front to back (by `depth_keys`, one per Gaussian); ties keep
+/// the Gaussian order.
+fn depth_order(depth_keys: &[u64]) -> Vec<u32> {
+    let Some(&first) = depth_keys.iter().find(|&&key| key != UNREACHED) else {
+        return Vec::new();
+    };
+    // The bits in which some key differs from the first: all keys agree on the others, which decide nothing.
+    let varying = depth_keys
+        .iter()
+        .fold(0, |any, &key| any | if key == UNREACHED { 0 } else { key ^ first });
+    let shift = varying.trailing_zeros().min(63);
+    let reached = || depth_keys.iter().enumerate().filter(|&(_, &key)| key != UNREACHED);
+    if varying >> shift <= u32::MAX as u64 {
+        // The common case (f32 depths span 32 bits of an f64 pattern only over a range of 2^9): the varying bits
+        // above the Gaussian id in one u64, half the bytes per pass of a (key, id) pair.
+        let mut items: Vec<u64> = reached()
+            .map(|(i, &key)| ((key >> shift) & u32::MAX as u64) << 32 | i as u64)
+            .collect();
+        radix_sort(&mut items, |item| item >> 32);
+        items.into_iter().map(|item| item as u32).collect()
+    } else {
+        let mut items: Vec<(u64, u32)> = reached().map(|(i, &key)| (key, i as u32)).collect();
+        radix_sort(&mut items, |(key, _)| key);
+        items.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+/// Stable LSD radix sort by a u64 key, a byte per pass. Passes where every key has the same byte are skipped
+/// (the packed keys of [`depth_order`] leave their upper four bytes zero; nearby depths share their top bytes).
+fn radix_sort<T: Copy>(items: &mut Vec<T>, key: impl Fn(T) -> u64) {
     const BYTES: usize = size_of::<u64>();
     let mut counts = [[0usize; 256]; BYTES];
-    for &(key, _) in items.iter() {
+    for &item in items.iter() {
+        let key = key(item);
         for (b, counts) in counts.iter_mut().enumerate() {
             counts[(key >> (8 * b)) as usize & 0xff] += 1;
         }
     }
-    let mut scratch = vec![(0u64, 0u32); items.len()];
+    let mut scratch = items.clone();
     for (b, counts) in counts.iter().enumerate() {
         if counts.contains(&items.len()) {
             continue;
@@ -254,7 +279,7 @@ fn radix_sort(items: &mut Vec<(u64, u32)>) {
             sum += count;
         }
         for &item in items.iter() {
-            let digit = (item.0 >> (8 * b)) as usize & 0xff;
+            let digit = (key(item) >> (8 * b)) as usize & 0xff;
             scratch[next[digit]] = item;
             next[digit] += 1;
         }
@@ -274,6 +299,8 @@ struct ProjectChunk<'a, R> {
     rects: &'a mut [TileRect],
     colors: &'a mut [R],
     radii: &'a mut [i32],
+    /// [`UNREACHED`] where the splat reaches no tile.
+    depth_keys: &'a mut [u64],
 }
 
 impl<R: Real> SimdTask for ProjectChunk<'_, R> {
@@ -291,6 +318,7 @@ impl<R: Real> SimdTask for ProjectChunk<'_, R> {
             rects,
             colors,
             radii,
+            depth_keys,
         } = self;
         let len = blend.len();
         let mut projected = vec![None; len];
@@ -304,8 +332,8 @@ impl<R: Real> SimdTask for ProjectChunk<'_, R> {
             .zip(coeffs.chunks_exact(stride))
             .zip(means.chunks_exact(3))
             .zip(blend.iter_mut().zip(rects.iter_mut()))
-            .zip(colors.chunks_exact_mut(channels).zip(radii));
-        for ((((splat, coeffs), mean), (blend, rect)), (color, radius)) in per_gaussian {
+            .zip(colors.chunks_exact_mut(channels).zip(radii.iter_mut().zip(depth_keys)));
+        for ((((splat, coeffs), mean), (blend, rect)), (color, (radius, depth_key))) in per_gaussian {
             // Non-finite colour coefficients cull the Gaussian like non-finite geometry does. A fold without
             // early exit, so it stays in vectors.
             let Some(s) = splat.filter(|_| coeffs.iter().fold(true, |finite, c| finite & c.is_finite())) else {
@@ -313,6 +341,9 @@ impl<R: Real> SimdTask for ProjectChunk<'_, R> {
             };
             *blend = SplatBlend::new(&s);
             *rect = tile_rect(blend, s.extent[0], cam.width, cam.height);
+            if rect_tiles(rect) > 0 {
+                *depth_key = s.depth.to_f64().to_bits();
+            }
             *radius = s.extent[0].max(s.extent[1]).ceil().to_f64() as i32;
             eval.color(cam, [mean[0], mean[1], mean[2]], coeffs, color);
         }
@@ -443,8 +474,31 @@ mod tests {
                 let mut items: Vec<(u64, u32)> = keys.iter().enumerate().map(|(i, &k)| (k, i as u32)).collect();
                 let mut expected = items.clone();
                 expected.sort_by_key(|&(key, _)| key);
-                radix_sort(&mut items);
+                radix_sort(&mut items, |(key, _)| key);
                 assert_eq!(items, expected, "{len} items");
+            }
+        }
+    }
+
+    /// The depth order is that of a stable comparison sort of the reached splats: f32 depths in a narrow range
+    /// (packed keys), f64 depths over nine decades (full keys), both with ties and unreached splats.
+    #[test]
+    fn depth_order_is_a_stable_sort_of_the_reached_splats() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for len in [0, 1, 2, 300, 5000] {
+            let narrow: Vec<f64> = (0..len).map(|_| rng.random_range(2.0f32..6.0) as f64).collect();
+            let tied: Vec<f64> = (0..len).map(|i| 1.0 + (i % 7) as f64).collect();
+            let wide: Vec<f64> = (0..len).map(|_| 10f64.powf(rng.random_range(-3.0..6.0))).collect();
+            for depths in [narrow, tied, wide] {
+                let reached: Vec<bool> = (0..len).map(|_| rng.random_bool(0.8)).collect();
+                let keys: Vec<u64> = depths
+                    .iter()
+                    .zip(&reached)
+                    .map(|(&depth, &reached)| if reached { depth.to_bits() } else { UNREACHED })
+                    .collect();
+                let mut expected: Vec<u32> = (0..len as u32).filter(|&i| reached[i as usize]).collect();
+                expected.sort_by(|&i, &j| depths[i as usize].total_cmp(&depths[j as usize]));
+                assert_eq!(depth_order(&keys), expected, "{len} depths");
             }
         }
     }
