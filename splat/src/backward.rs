@@ -7,7 +7,7 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{BlendRow, SplatLanes, Tile, TileRows, all_done, blend_row};
+use crate::blend::{BlendRow, LaneFlags, SplatLanes, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::cpu::PairCount;
 use crate::real::Real;
@@ -86,24 +86,24 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             let b_dx: [R; TILE_SIZE] = std::array::from_fn(|l| b * dx[l]);
             let half_dx2: [R; TILE_SIZE] = std::array::from_fn(|l| half * dx[l] * dx[l]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
-            let mut stopped = false;
+            let mut flags = LaneFlags::default();
             pairs.evaluated += ((r1 + 1 - r0) * TILE_SIZE) as u64;
             for r in r0..=r1 {
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let t = &mut transmittance[r];
+                let t = std::array::from_mut(&mut transmittance[r]);
                 let Some(sigma) = lanes.row_sigma(dy, t) else {
                     continue;
                 };
-                let row = blend_row::<R, SMOOTH>(blend, &sigma, t);
-                stopped |= row.stopped(t);
+                let row = blend_row::<R, SMOOTH, 1>(blend, &sigma, t);
+                flags.add(&row, t);
                 // Rows past the pre-test mostly composite; where a pair did not, its weight and ∂α/∂(o·G)
                 // are zero and everything below adds exact zeros for it.
                 let BlendRow {
-                    weight,
-                    alpha,
-                    gauss,
-                    dalpha,
-                    t_before,
+                    weight: [weight],
+                    alpha: [alpha],
+                    gauss: [gauss],
+                    dalpha: [dalpha],
+                    t_before: [t_before],
                 } = row;
                 // Σ_k g_k c_k, and the colour gradient's lanes.
                 let mut g_dot_c = [R::ZERO; TILE_SIZE];
@@ -139,7 +139,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                     v_geom[5][l] = v_og.mul_add(gauss[l], v_geom[5][l]);
                 }
             }
-            if stopped {
+            if flags.stopped() {
                 done = all_done(&transmittance);
             }
             let sum = |acc: &[R; TILE_SIZE]| acc.iter().fold(R::ZERO, |x, &y| x + y);

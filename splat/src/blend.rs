@@ -144,21 +144,40 @@ impl<R: Real> SplatLanes<R> {
         }
     }
 
-    /// σ of each pixel of the row at offset `dy`, or `None` when no open pixel (transmittance `t`) of the row is
-    /// within the splat's σ cutoff: such a row composites nothing, and is skipped before its exponentials.
+    /// σ of each pixel of `ROWS` consecutive rows, the first at offset `dy`, or `None` when no open pixel of them
+    /// (transmittance `t`) is within the splat's σ cutoff: such rows composite nothing, and are skipped before
+    /// their exponentials.
     #[inline(always)]
-    pub fn row_sigma(&self, dy: R, t: &[R; TILE_SIZE]) -> Option<[R; TILE_SIZE]> {
-        let row = self.half_c * dy;
-        let mut sigma = [R::ZERO; TILE_SIZE];
-        for ((sigma, &b_dx), &half_a_dx2) in sigma.iter_mut().zip(&self.b_dx).zip(&self.half_a_dx2) {
-            *sigma = dy.mul_add(b_dx + row, half_a_dx2);
+    pub fn row_sigma<const ROWS: usize>(
+        &self,
+        dy: R,
+        t: &[[R; TILE_SIZE]; ROWS],
+    ) -> Option<[[R; TILE_SIZE]; ROWS]> {
+        let mut sigma = [[R::ZERO; TILE_SIZE]; ROWS];
+        for (h, sigma) in sigma.iter_mut().enumerate() {
+            let dy = dy + R::of(h as f64);
+            let row = self.half_c * dy;
+            for ((sigma, &b_dx), &half_a_dx2) in sigma.iter_mut().zip(&self.b_dx).zip(&self.half_a_dx2) {
+                *sigma = dy.mul_add(b_dx + row, half_a_dx2);
+            }
         }
-        // A fold of its own: inside the blend loop the reduction is not vectorised.
-        let reachable = sigma.iter().zip(t).fold(false, |any, (&sigma, &t)| {
-            any | ((sigma <= self.sigma_cut) & (t > R::ZERO))
-        });
+        let reachable = any_lane::<ROWS>(|h, l| (sigma[h][l] <= self.sigma_cut) & (t[h][l] > R::ZERO));
         reachable.then_some(sigma)
     }
+}
+
+/// Whether `test(row, lane)` holds for some lane of `ROWS` rows. A fold of its own: inside the blend loop the
+/// reduction is not vectorised. The rows are ORed lane-wise first, so one 16-lane reduction remains; folding the
+/// flattened rows compiled to lane-by-lane mask extractions.
+#[inline(always)]
+fn any_lane<const ROWS: usize>(test: impl Fn(usize, usize) -> bool) -> bool {
+    let mut lanes = [false; TILE_SIZE];
+    for h in 0..ROWS {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane |= test(h, l);
+        }
+    }
+    lanes.iter().fold(false, |any, &lane| any | lane)
 }
 
 /// One (splat, pixel) pair evaluated.
@@ -218,70 +237,93 @@ fn eval_pair<R: Real, const SMOOTH: bool>(opacity: R, sigma: R, t: R) -> Pair<R>
     }
 }
 
-/// One splat's pairs with one row of a tile, composited into the row's transmittance.
+/// One splat's pairs with `ROWS` consecutive rows of a tile, composited into their transmittance.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BlendRow<R> {
+pub(crate) struct BlendRow<R, const ROWS: usize> {
     /// α·T where the pair composited, 0 elsewhere: the splat's share of each pixel (> 0 where it composited).
-    pub weight: [R; TILE_SIZE],
-    pub alpha: [R; TILE_SIZE],
-    pub gauss: [R; TILE_SIZE],
+    pub weight: [[R; TILE_SIZE]; ROWS],
+    pub alpha: [[R; TILE_SIZE]; ROWS],
+    pub gauss: [[R; TILE_SIZE]; ROWS],
     /// ∂α/∂(o·G) where the pair composited, 0 elsewhere: it masks every geometry gradient of the backward.
-    pub dalpha: [R; TILE_SIZE],
+    pub dalpha: [[R; TILE_SIZE]; ROWS],
     /// Transmittance in front of the splat.
-    pub t_before: [R; TILE_SIZE],
+    pub t_before: [[R; TILE_SIZE]; ROWS],
 }
 
-impl<R: Real> BlendRow<R> {
-    /// Some pair of the row composited. A fold of its own, like the one in [`SplatLanes::row_sigma`].
+/// Which lanes of a splat's rows composited, and which pixels ended at the splat, ORed lane-wise over its rows
+/// and reduced once per splat. Reductions per row cost a mask test each, and over two rows at a time LLVM compiled
+/// them to lane-by-lane mask extractions.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LaneFlags {
+    composited: [bool; TILE_SIZE],
+    stopped: [bool; TILE_SIZE],
+}
+
+impl LaneFlags {
+    /// Adds the rows just blended; `t` is their transmittance after the splat.
+    #[inline(always)]
+    pub fn add<R: Real, const ROWS: usize>(&mut self, rows: &BlendRow<R, ROWS>, t: &[[R; TILE_SIZE]; ROWS]) {
+        for h in 0..ROWS {
+            for l in 0..TILE_SIZE {
+                self.composited[l] |= rows.weight[h][l] > R::ZERO;
+                self.stopped[l] |= (rows.t_before[h][l] > R::ZERO) & (t[h][l] <= R::ZERO);
+            }
+        }
+    }
+
+    /// Some pair composited.
     #[inline(always)]
     pub fn composited(&self) -> bool {
-        self.weight.iter().fold(false, |any, &w| any | (w > R::ZERO))
+        self.composited.iter().fold(false, |any, &lane| any | lane)
     }
 
-    /// Some pixel of the row ended at this splat: it was open before and is done now (`t`, the row after it).
+    /// Some pixel ended at the splat: it was open before and is done after.
     #[inline(always)]
-    pub fn stopped(&self, t: &[R; TILE_SIZE]) -> bool {
-        self.t_before.iter().zip(t).fold(false, |any, (&before, &after)| {
-            any | ((before > R::ZERO) & (after <= R::ZERO))
-        })
+    pub fn stopped(&self) -> bool {
+        self.stopped.iter().fold(false, |any, &lane| any | lane)
     }
 }
 
-/// Evaluates the pairs of splat `s` with one row of pixels, at half-distances `sigma` (see
-/// [`SplatLanes::row_sigma`]), and composites them into the row's transmittance `t`.
+/// Evaluates the pairs of splat `s` with `ROWS` consecutive rows of pixels, at half-distances `sigma` (see
+/// [`SplatLanes::row_sigma`]), and composites them into the rows' transmittance `t`. The forward blends two rows
+/// at a time: their dependency chains (σ, exponential, compositing) are independent, and in one loop body without
+/// a branch between them the processor overlaps them.
 ///
 /// A pixel's transmittance holds its state: t > 0 while it is open, −T once it is done (T its final
 /// transmittance), so no separate mask is read and written per row. The forward and the backward both blend
 /// through this one function, so they take exactly the same decisions; what a caller does not read is
-/// optimised away.
+/// optimised away. Rows that the pre-test would skip composite nothing here either, so blending them with a row
+/// that passes changes nothing.
 #[inline(always)]
-pub(crate) fn blend_row<R: Real, const SMOOTH: bool>(
+pub(crate) fn blend_row<R: Real, const SMOOTH: bool, const ROWS: usize>(
     s: &SplatBlend<R>,
-    sigma: &[R; TILE_SIZE],
-    t: &mut [R; TILE_SIZE],
-) -> BlendRow<R> {
+    sigma: &[[R; TILE_SIZE]; ROWS],
+    t: &mut [[R; TILE_SIZE]; ROWS],
+) -> BlendRow<R, ROWS> {
     // Locals, not the struct's fields, and no reductions in this loop (see `BlendRow::composited`): either makes
     // LLVM's loop vectoriser give up, and the row runs lane by lane.
     let (mut weight, mut alpha, mut gauss, mut dalpha) = (
-        [R::ZERO; TILE_SIZE],
-        [R::ZERO; TILE_SIZE],
-        [R::ZERO; TILE_SIZE],
-        [R::ZERO; TILE_SIZE],
+        [[R::ZERO; TILE_SIZE]; ROWS],
+        [[R::ZERO; TILE_SIZE]; ROWS],
+        [[R::ZERO; TILE_SIZE]; ROWS],
+        [[R::ZERO; TILE_SIZE]; ROWS],
     );
-    let mut t_before = [R::ZERO; TILE_SIZE];
+    let mut t_before = [[R::ZERO; TILE_SIZE]; ROWS];
     // A local copy: read through `s` inside the loop, LLVM checks at run time, every row, that `t` does not
     // overlap the splat record.
     let opacity = s.opacity;
-    for l in 0..TILE_SIZE {
-        let before = t[l];
-        t_before[l] = before;
-        let pair = eval_pair::<R, SMOOTH>(opacity, sigma[l], before);
-        weight[l] = if pair.composite { pair.alpha * before } else { R::ZERO };
-        dalpha[l] = if pair.composite { pair.dalpha } else { R::ZERO };
-        alpha[l] = pair.alpha;
-        gauss[l] = pair.gauss;
-        let kept = if pair.stop { -before } else { before };
-        t[l] = if pair.composite { pair.next_t } else { kept };
+    for h in 0..ROWS {
+        for l in 0..TILE_SIZE {
+            let before = t[h][l];
+            t_before[h][l] = before;
+            let pair = eval_pair::<R, SMOOTH>(opacity, sigma[h][l], before);
+            weight[h][l] = if pair.composite { pair.alpha * before } else { R::ZERO };
+            dalpha[h][l] = if pair.composite { pair.dalpha } else { R::ZERO };
+            alpha[h][l] = pair.alpha;
+            gauss[h][l] = pair.gauss;
+            let kept = if pair.stop { -before } else { before };
+            t[h][l] = if pair.composite { pair.next_t } else { kept };
+        }
     }
     BlendRow {
         weight,
@@ -338,14 +380,17 @@ mod tests {
                 ..lanes
             };
             let sigma = unculled
-                .row_sigma(0.0, &t)
+                .row_sigma(0.0, &[t])
                 .expect("every lane is within an infinite cut");
-            let row = blend_row::<f32, false>(&blend, &sigma, &mut t.clone());
-            if lanes.row_sigma(0.0, &t).is_none() {
+            let mut after = [t];
+            let row = blend_row::<f32, false, 1>(&blend, &sigma, &mut after);
+            let mut flags = LaneFlags::default();
+            flags.add(&row, &after);
+            if lanes.row_sigma(0.0, &[t]).is_none() {
                 skipped += 1;
-                assert!(!row.composited(), "skipped a compositing row: {splat:?}");
+                assert!(!flags.composited(), "skipped a compositing row: {splat:?}");
             }
-            composited += row.composited() as usize;
+            composited += flags.composited() as usize;
         }
         // The boundary is really exercised: both outcomes occur often.
         assert!(

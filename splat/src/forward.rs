@@ -1,7 +1,7 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
 //! per-row culling of each splat and an early exit once every pixel is done.
 
-use crate::blend::{SplatLanes, Tile, TileRows, all_done, blend_row};
+use crate::blend::{LaneFlags, SplatLanes, Tile, TileRows, all_done, blend_row};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::cpu::PairCount;
 use crate::real::Real;
@@ -68,39 +68,45 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
             // A local copy: the compiler cannot tell that the output rows do not alias the splat record, and
             // would otherwise reload it for every lane, unvectorised.
             let depth = blend.depth;
-            let (mut composited, mut stopped) = (false, false);
-            for r in r0..=r1 {
+            let mut flags = LaneFlags::default();
+            // Groups of ROWS_PER_STEP rows aligned to multiples of it (see `blend_row`); rows of a group outside the
+            // splat's extent come along and composite nothing.
+            let steps = r0 / ROWS_PER_STEP..=r1 / ROWS_PER_STEP;
+            out.pairs.evaluated += (steps.clone().count() * ROWS_PER_STEP * TILE_SIZE) as u64;
+            for step in steps {
+                let r = ROWS_PER_STEP * step;
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let t = &mut out.transmittance[r];
+                let t = row_group(&mut out.transmittance, r);
                 let Some(sigma) = lanes.row_sigma(dy, t) else {
                     continue;
                 };
-                let row = blend_row::<R, SMOOTH>(blend, &sigma, t);
-                composited |= row.composited();
-                stopped |= row.stopped(t);
+                let rows = blend_row::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
+                flags.add(&rows, t);
                 // Rows past the pre-test mostly composite: accumulating their weights (zero where a pair
                 // did not composite) without a test is cheaper than a branch that often mispredicts.
                 for (acc, &c) in out.color.iter_mut().zip(color) {
                     // Opaque to the optimiser on purpose: each channel's row is one 16-lane vector operation,
                     // but LLVM's loop vectoriser otherwise vectorises across channels instead, with gathers and
                     // scatters over rows 1 KiB apart, several times slower for C >= 8.
-                    let acc = std::hint::black_box(&mut acc[r]);
-                    for l in 0..TILE_SIZE {
-                        acc[l] = row.weight[l].mul_add(c, acc[l]);
+                    let acc = std::hint::black_box(row_group(acc, r));
+                    for (acc, weight) in acc.iter_mut().zip(&rows.weight) {
+                        for l in 0..TILE_SIZE {
+                            acc[l] = weight[l].mul_add(c, acc[l]);
+                        }
                     }
                 }
-                let acc = &mut out.depth[r];
-                for l in 0..TILE_SIZE {
-                    acc[l] = row.weight[l].mul_add(depth, acc[l]);
+                for (acc, weight) in row_group(&mut out.depth, r).iter_mut().zip(&rows.weight) {
+                    for l in 0..TILE_SIZE {
+                        acc[l] = weight[l].mul_add(depth, acc[l]);
+                    }
                 }
             }
             // Once every pixel is done nothing composites any more; checked per splat, as no row of this one
             // can composite after that either.
-            if stopped {
+            if flags.stopped() {
                 done = all_done(&out.transmittance);
             }
-            out.pairs.evaluated += ((r1 + 1 - r0) * TILE_SIZE) as u64;
-            if composited {
+            if flags.composited() {
                 out.used.push(id);
             }
         }
@@ -110,4 +116,15 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
         }
         out
     }
+}
+
+/// Rows the forward blends at a time (see `blend_row`).
+const ROWS_PER_STEP: usize = 2;
+const _: () = assert!(TILE_SIZE % ROWS_PER_STEP == 0);
+
+/// Rows `r..r + ROWS_PER_STEP` of a tile (`r` a multiple of ROWS_PER_STEP, so they all exist).
+#[inline(always)]
+fn row_group<R>(rows: &mut TileRows<R>, r: usize) -> &mut [[R; TILE_SIZE]; ROWS_PER_STEP] {
+    let (group, _) = rows[r..].split_first_chunk_mut().expect("tiles hold whole row groups");
+    group
 }
