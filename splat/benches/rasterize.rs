@@ -4,7 +4,8 @@
 //!
 //! Pairs are those of the tile lists ([`lrf_splat::PairCount::in_tile_lists`]: every listed Gaussian with every
 //! pixel of its tile, as a tile rasterizer processes them), which measure the scene and not the kernel; the
-//! summary also gives the rate in pairs this kernel evaluated after its row culling.
+//! summary also gives the rate in pairs this kernel evaluated after its row culling, and, as the yardstick the
+//! issue's targets were calibrated on, the forward rate of a naive vectorised tile loop measured in the same run.
 //!
 //! `cargo bench -p lrf-splat` runs every configuration; `LRF_BENCH_QUICK=1` only the latent-size ones.
 //! `LRF_PEAK_GFLOPS` overrides the peak (default 475, the 2-core development machine with AVX-512);
@@ -13,11 +14,14 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use glam::{DMat3, DVec3};
+use lrf_splat::real::Real;
+use lrf_splat::simd::{SimdTask, dispatch};
 use lrf_splat::{
     Camera, ColorLayout, GaussianSlices, Gaussians, PairCount, RenderOptions, rasterize, rasterize_backward, reference,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
@@ -219,6 +223,7 @@ fn throughput(c: &mut Criterion) {
         "{:<22} {:>10} {:>10} {:>7} {:>13} {:>6} {:>7} {:>13} {:>6}",
         "config", "list pairs", "evaluated", "fwd ms", "fwd G/s", "fwd %", "bwd ms", "bwd G/s", "bwd %"
     );
+    let naive = naive_pairs_per_second();
     for (id, c, pf, tf, pb, tb) in summary {
         let rate = |p: u64, t: Duration| p as f64 / t.as_secs_f64() / 1e9;
         let share = |p: u64, t: Duration, flop: f64| 100.0 * rate(p, t) * 1e9 * flop / peak_flops();
@@ -236,6 +241,103 @@ fn throughput(c: &mut Criterion) {
             share(pb.in_tile_lists, tb, 48.0 + 8.0 * c as f64)
         );
     }
+    println!(
+        "yardstick: a naive vectorised tile loop (every listed Gaussian against all 256 pixels of its tile), C = 4, \
+         forward {:.2} G tile-list pairs/s",
+        naive / 1e9
+    );
+}
+
+/// One Gaussian of the naive loop's tile lists, in tile pixel coordinates.
+struct NaiveSplat {
+    mean: [f32; 2],
+    conic: [f32; 3],
+    opacity: f32,
+}
+
+/// The issue's yardstick, "a naive vectorised C loop": every Gaussian of a tile's list against all 256 pixels
+/// of the tile, the pixel loop vectorised, no culling inside the tile, early exit once the tile is saturated.
+/// Its pairs are tile-list pairs by construction.
+struct NaiveTile<'a> {
+    list: &'a [NaiveSplat],
+    colors: &'a [f32],
+    channels: usize,
+}
+
+impl SimdTask for NaiveTile<'_> {
+    /// (pairs, Σ of the tile's colour, kept so the work is not optimised away)
+    type Output = (u64, f32);
+
+    #[inline(always)]
+    fn run(self) -> (u64, f32) {
+        const PIXELS: usize = 256;
+        let x: [f32; PIXELS] = std::array::from_fn(|p| (p % 16) as f32 + 0.5);
+        let y: [f32; PIXELS] = std::array::from_fn(|p| (p / 16) as f32 + 0.5);
+        let mut t = [1f32; PIXELS];
+        let mut color = vec![[0f32; PIXELS]; self.channels];
+        let mut pairs = 0;
+        for (s, c) in self.list.iter().zip(self.colors.chunks_exact(self.channels)) {
+            if t.iter().fold(true, |done, &t| done & (t <= 1e-4)) {
+                break;
+            }
+            pairs += PIXELS as u64;
+            let [a, b, cc] = s.conic;
+            let mut weight = [0f32; PIXELS];
+            for p in 0..PIXELS {
+                let (dx, dy) = (x[p] - s.mean[0], y[p] - s.mean[1]);
+                let sigma = 0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy;
+                let alpha = (s.opacity * (-sigma).fast_exp()).min(0.99);
+                let valid = (alpha >= 1.0 / 255.0) & (sigma >= 0.0) & (t[p] > 1e-4);
+                weight[p] = if valid { alpha * t[p] } else { 0.0 };
+                t[p] = if valid { t[p] * (1.0 - alpha) } else { t[p] };
+            }
+            for (acc, &c) in color.iter_mut().zip(c) {
+                for p in 0..PIXELS {
+                    acc[p] += weight[p] * c;
+                }
+            }
+        }
+        (pairs, color.as_flattened().iter().sum())
+    }
+}
+
+/// Tile-list pairs per second of [`NaiveTile`] at C = 4, on 192 tiles of 1000 Gaussians each, of 0.5–3 px
+/// standard deviation around the tile: the yardstick that calibrates the issue's targets.
+fn naive_pairs_per_second() -> f64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let channels = 4;
+    let tiles: Vec<(Vec<NaiveSplat>, Vec<f32>)> = (0..192)
+        .map(|_| {
+            let list = (0..1000)
+                .map(|_| {
+                    let (sx, sy): (f32, f32) = (rng.random_range(0.5..3.0), rng.random_range(0.5..3.0));
+                    NaiveSplat {
+                        mean: [rng.random_range(-4.0..20.0), rng.random_range(-4.0..20.0)],
+                        conic: [
+                            1.0 / (sx * sx),
+                            rng.random_range(-0.1..0.1) / (sx * sy),
+                            1.0 / (sy * sy),
+                        ],
+                        opacity: rng.random_range(0.05..0.7),
+                    }
+                })
+                .collect();
+            let colors = (0..1000 * channels).map(|_| rng.random_range(-0.5..0.5)).collect();
+            (list, colors)
+        })
+        .collect();
+    let run = || -> u64 {
+        let tiles = tiles
+            .par_iter()
+            .map(|(list, colors)| black_box(dispatch(NaiveTile { list, colors, channels })));
+        tiles.map(|(pairs, _)| pairs).sum()
+    };
+    let pairs = run();
+    pairs as f64
+        / best_of(5, || {
+            black_box(run());
+        })
+        .as_secs_f64()
 }
 
 /// Forward + backward speed-up over the reference at 64×48, 50k Gaussians, C = 32, SH degree 1.

@@ -148,11 +148,7 @@ impl<R: Real> SplatLanes<R> {
     /// (transmittance `t`) is within the splat's σ cutoff: such rows composite nothing, and are skipped before
     /// their exponentials.
     #[inline(always)]
-    pub fn row_sigma<const ROWS: usize>(
-        &self,
-        dy: R,
-        t: &[[R; TILE_SIZE]; ROWS],
-    ) -> Option<[[R; TILE_SIZE]; ROWS]> {
+    pub fn row_sigma<const ROWS: usize>(&self, dy: R, t: &[[R; TILE_SIZE]; ROWS]) -> Option<[[R; TILE_SIZE]; ROWS]> {
         let mut sigma = [[R::ZERO; TILE_SIZE]; ROWS];
         for (h, sigma) in sigma.iter_mut().enumerate() {
             let dy = dy + R::of(h as f64);

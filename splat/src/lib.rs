@@ -24,7 +24,7 @@ pub mod real;
 pub mod reference;
 mod render;
 pub mod sh;
-mod simd;
+pub mod simd;
 mod tiling;
 pub mod train;
 

@@ -1,15 +1,17 @@
 //! Runtime choice of the instruction set for the blend loops. The per-tile kernels are written as plain loops
 //! over 16 lanes; compiled inside a function with AVX-512 or AVX2+FMA enabled, the compiler vectorises them
-//! (16 lanes = one zmm register). The portable baseline (SSE2) is the fallback on other CPUs.
+//! (16 lanes = one zmm register). The portable baseline (SSE2) is the fallback on other CPUs. Public for the
+//! benchmark's naive yardstick loop, which is compiled the same way.
 
 /// A unit of work whose `run` is inlined into each instruction-set variant.
-pub(crate) trait SimdTask {
+pub trait SimdTask {
     type Output;
     /// Must be `#[inline(always)]` so the body is compiled with the caller's target features.
     fn run(self) -> Self::Output;
 }
 
-pub(crate) fn dispatch<T: SimdTask>(task: T) -> T::Output {
+/// Runs `task` compiled for the best instruction set this CPU has.
+pub fn dispatch<T: SimdTask>(task: T) -> T::Output {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
