@@ -7,7 +7,7 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{BlendRow, LaneFlags, SplatLanes, Tile, TileRows, all_done, blend_row};
+use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_row, row_group};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::cpu::PairCount;
 use crate::real::Real;
@@ -87,56 +87,57 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             let half_dx2: [R; TILE_SIZE] = std::array::from_fn(|l| half * dx[l] * dx[l]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
             let mut flags = LaneFlags::default();
-            pairs.evaluated += ((r1 + 1 - r0) * TILE_SIZE) as u64;
-            for r in r0..=r1 {
-                let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let t = std::array::from_mut(&mut transmittance[r]);
-                let Some(sigma) = lanes.row_sigma(dy, t) else {
+            // Groups of rows as in the forward (see `blend_row`): blended together, then differentiated row by row.
+            let steps = r0 / ROWS_PER_STEP..=r1 / ROWS_PER_STEP;
+            pairs.evaluated += (steps.clone().count() * ROWS_PER_STEP * TILE_SIZE) as u64;
+            for step in steps {
+                let first = ROWS_PER_STEP * step;
+                let dy_first = R::of((tile.y0 + first) as f64 + PIXEL_CENTER) - blend.mean[1];
+                let t = row_group::<R, ROWS_PER_STEP>(&mut transmittance, first);
+                let Some(sigma) = lanes.row_sigma(dy_first, t) else {
                     continue;
                 };
-                let row = blend_row::<R, SMOOTH, 1>(blend, &sigma, t);
-                flags.add(&row, t);
-                // Rows past the pre-test mostly composite; where a pair did not, its weight and ∂α/∂(o·G)
-                // are zero and everything below adds exact zeros for it.
-                let BlendRow {
-                    weight: [weight],
-                    alpha: [alpha],
-                    gauss: [gauss],
-                    dalpha: [dalpha],
-                    t_before: [t_before],
-                } = row;
-                // Σ_k g_k c_k, and the colour gradient's lanes.
-                let mut g_dot_c = [R::ZERO; TILE_SIZE];
-                for ((&ck, g), vc) in color.iter().zip(&up.v_color).zip(&mut v_color) {
-                    // Opaque to the optimiser, as in the forward: otherwise LLVM vectorises across channels. The
-                    // upstream row is copied first, so the opaque store cannot alias it.
-                    let vc = std::hint::black_box(vc);
-                    let g: [R; TILE_SIZE] = g[r];
-                    for l in 0..TILE_SIZE {
-                        vc[l] = weight[l].mul_add(g[l], vc[l]);
-                        g_dot_c[l] = g[l].mul_add(ck, g_dot_c[l]);
+                let rows = blend_row::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
+                flags.add(&rows, t);
+                for h in 0..ROWS_PER_STEP {
+                    let (r, dy) = (first + h, dy_first + R::of(h as f64));
+                    // Rows past the pre-test mostly composite; where a pair did not, its weight and ∂α/∂(o·G)
+                    // are zero and everything below adds exact zeros for it.
+                    let (weight, alpha, gauss) = (rows.weight[h], rows.alpha[h], rows.gauss[h]);
+                    let (dalpha, t_before) = (rows.dalpha[h], rows.t_before[h]);
+                    // Σ_k g_k c_k, and the colour gradient's lanes.
+                    let mut g_dot_c = [R::ZERO; TILE_SIZE];
+                    for ((&ck, g), vc) in color.iter().zip(&up.v_color).zip(&mut v_color) {
+                        // Opaque to the optimiser, as in the forward: otherwise LLVM vectorises across channels. The
+                        // upstream row is copied first, so the opaque store cannot alias it.
+                        let vc = std::hint::black_box(vc);
+                        let g: [R; TILE_SIZE] = g[r];
+                        for l in 0..TILE_SIZE {
+                            vc[l] = weight[l].mul_add(g[l], vc[l]);
+                            g_dot_c[l] = g[l].mul_add(ck, g_dot_c[l]);
+                        }
                     }
-                }
-                // Σ_k g_k S_k, with this splat's share taken off S: S now is the colour behind it.
-                let g_dot_s = &mut up.g_dot_behind[r];
-                for l in 0..TILE_SIZE {
-                    g_dot_s[l] = (-weight[l]).mul_add(g_dot_c[l], g_dot_s[l]);
-                }
-                let v_final = &up.v_final[r];
-                let (b_dy, c_dy, half_dy2) = (b * dy, c * dy, half * dy * dy);
-                for l in 0..TILE_SIZE {
-                    let v_alpha = t_before[l] * g_dot_c[l] + (v_final[l] - g_dot_s[l]) / (R::ONE - alpha[l]);
-                    // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G. With σ = ½a·dx² + b·dx·dy + ½c·dy²
-                    // and dx = x − mean: ∂σ/∂mean = −(a·dx + b·dy, b·dx + c·dy), ∂σ/∂(a, b, c) = (½dx², dx·dy,
-                    // ½dy²). `minus_v_sigma` is −∂L/∂σ, so every update below is one fused multiply-add.
-                    let v_og = v_alpha * dalpha[l];
-                    let minus_v_sigma = v_og * opacity * gauss[l];
-                    v_geom[0][l] = minus_v_sigma.mul_add(a_dx[l] + b_dy, v_geom[0][l]);
-                    v_geom[1][l] = minus_v_sigma.mul_add(b_dx[l] + c_dy, v_geom[1][l]);
-                    v_geom[2][l] = (-minus_v_sigma).mul_add(half_dx2[l], v_geom[2][l]);
-                    v_geom[3][l] = (-minus_v_sigma).mul_add(dx[l] * dy, v_geom[3][l]);
-                    v_geom[4][l] = (-minus_v_sigma).mul_add(half_dy2, v_geom[4][l]);
-                    v_geom[5][l] = v_og.mul_add(gauss[l], v_geom[5][l]);
+                    // Σ_k g_k S_k, with this splat's share taken off S: S now is the colour behind it.
+                    let g_dot_s = &mut up.g_dot_behind[r];
+                    for l in 0..TILE_SIZE {
+                        g_dot_s[l] = (-weight[l]).mul_add(g_dot_c[l], g_dot_s[l]);
+                    }
+                    let v_final = &up.v_final[r];
+                    let (b_dy, c_dy, half_dy2) = (b * dy, c * dy, half * dy * dy);
+                    for l in 0..TILE_SIZE {
+                        let v_alpha = t_before[l] * g_dot_c[l] + (v_final[l] - g_dot_s[l]) / (R::ONE - alpha[l]);
+                        // α = o·G (below the clamp): ∂α/∂o = G, ∂α/∂σ = −o·G. With σ = ½a·dx² + b·dx·dy + ½c·dy²
+                        // and dx = x − mean: ∂σ/∂mean = −(a·dx + b·dy, b·dx + c·dy), ∂σ/∂(a, b, c) = (½dx², dx·dy,
+                        // ½dy²). `minus_v_sigma` is −∂L/∂σ, so every update below is one fused multiply-add.
+                        let v_og = v_alpha * dalpha[l];
+                        let minus_v_sigma = v_og * opacity * gauss[l];
+                        v_geom[0][l] = minus_v_sigma.mul_add(a_dx[l] + b_dy, v_geom[0][l]);
+                        v_geom[1][l] = minus_v_sigma.mul_add(b_dx[l] + c_dy, v_geom[1][l]);
+                        v_geom[2][l] = (-minus_v_sigma).mul_add(half_dx2[l], v_geom[2][l]);
+                        v_geom[3][l] = (-minus_v_sigma).mul_add(dx[l] * dy, v_geom[3][l]);
+                        v_geom[4][l] = (-minus_v_sigma).mul_add(half_dy2, v_geom[4][l]);
+                        v_geom[5][l] = v_og.mul_add(gauss[l], v_geom[5][l]);
+                    }
                 }
             }
             if flags.stopped() {

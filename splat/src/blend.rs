@@ -281,9 +281,9 @@ impl LaneFlags {
 }
 
 /// Evaluates the pairs of splat `s` with `ROWS` consecutive rows of pixels, at half-distances `sigma` (see
-/// [`SplatLanes::row_sigma`]), and composites them into the rows' transmittance `t`. The forward blends two rows
-/// at a time: their dependency chains (σ, exponential, compositing) are independent, and in one loop body without
-/// a branch between them the processor overlaps them.
+/// [`SplatLanes::row_sigma`]), and composites them into the rows' transmittance `t`. Both passes blend
+/// [`ROWS_PER_STEP`] rows at a time: their dependency chains (σ, exponential, compositing) are independent, and in
+/// one loop body without a branch between them the processor overlaps them.
 ///
 /// A pixel's transmittance holds its state: t > 0 while it is open, −T once it is done (T its final
 /// transmittance), so no separate mask is read and written per row. The forward and the backward both blend
@@ -328,6 +328,17 @@ pub(crate) fn blend_row<R: Real, const SMOOTH: bool, const ROWS: usize>(
         dalpha,
         t_before,
     }
+}
+
+/// Rows the blends evaluate at a time (see [`blend_row`]).
+pub(crate) const ROWS_PER_STEP: usize = 2;
+const _: () = assert!(TILE_SIZE % ROWS_PER_STEP == 0);
+
+/// Rows `r..r + ROWS` of a tile (`r` a multiple of ROWS, which divides the tile size, so they all exist).
+#[inline(always)]
+pub(crate) fn row_group<R, const ROWS: usize>(rows: &mut TileRows<R>, r: usize) -> &mut [[R; TILE_SIZE]; ROWS] {
+    let (group, _) = rows[r..].split_first_chunk_mut().expect("tiles hold whole row groups");
+    group
 }
 
 /// Whether every pixel of a tile is done (see [`blend_row`]); an OR over all lanes, no early exit, so it stays

@@ -69,8 +69,8 @@ pub struct PairCount {
     /// tile rasterizer (3DGS, gsplat) goes through for this scene. It does not depend on how a kernel culls
     /// inside a tile, so it compares kernels.
     pub in_tile_lists: u64,
-    /// The pairs this kernel evaluated: of each listed splat, 16 lanes of each tile row within its y-extent (the
-    /// forward rounds that range out to whole row pairs). Rows that fail the σ pre-test are counted too.
+    /// The pairs this kernel evaluated: of each listed splat, 16 lanes of each tile row within its y-extent,
+    /// rounded out to whole row pairs. Rows that fail the σ pre-test are counted too.
     pub evaluated: u64,
 }
 

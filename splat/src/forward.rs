@@ -1,7 +1,7 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
 //! per-row culling of each splat and an early exit once every pixel is done.
 
-use crate::blend::{LaneFlags, SplatLanes, Tile, TileRows, all_done, blend_row};
+use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_row, row_group};
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
 use crate::cpu::PairCount;
 use crate::real::Real;
@@ -76,7 +76,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
             for step in steps {
                 let r = ROWS_PER_STEP * step;
                 let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
-                let t = row_group(&mut out.transmittance, r);
+                let t = row_group::<R, ROWS_PER_STEP>(&mut out.transmittance, r);
                 let Some(sigma) = lanes.row_sigma(dy, t) else {
                     continue;
                 };
@@ -88,14 +88,17 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                     // Opaque to the optimiser on purpose: each channel's row is one 16-lane vector operation,
                     // but LLVM's loop vectoriser otherwise vectorises across channels instead, with gathers and
                     // scatters over rows 1 KiB apart, several times slower for C >= 8.
-                    let acc = std::hint::black_box(row_group(acc, r));
+                    let acc = std::hint::black_box(row_group::<R, ROWS_PER_STEP>(acc, r));
                     for (acc, weight) in acc.iter_mut().zip(&rows.weight) {
                         for l in 0..TILE_SIZE {
                             acc[l] = weight[l].mul_add(c, acc[l]);
                         }
                     }
                 }
-                for (acc, weight) in row_group(&mut out.depth, r).iter_mut().zip(&rows.weight) {
+                for (acc, weight) in row_group::<R, ROWS_PER_STEP>(&mut out.depth, r)
+                    .iter_mut()
+                    .zip(&rows.weight)
+                {
                     for l in 0..TILE_SIZE {
                         acc[l] = weight[l].mul_add(depth, acc[l]);
                     }
@@ -116,15 +119,4 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
         }
         out
     }
-}
-
-/// Rows the forward blends at a time (see `blend_row`).
-const ROWS_PER_STEP: usize = 2;
-const _: () = assert!(TILE_SIZE % ROWS_PER_STEP == 0);
-
-/// Rows `r..r + ROWS_PER_STEP` of a tile (`r` a multiple of ROWS_PER_STEP, so they all exist).
-#[inline(always)]
-fn row_group<R>(rows: &mut TileRows<R>, r: usize) -> &mut [[R; TILE_SIZE]; ROWS_PER_STEP] {
-    let (group, _) = rows[r..].split_first_chunk_mut().expect("tiles hold whole row groups");
-    group
 }
