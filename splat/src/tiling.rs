@@ -232,20 +232,12 @@ const UNREACHED: u64 = u64::MAX;
 /// Gaussian ids of the splats that reach some tile, front to back (by `depth_keys`, one per Gaussian); ties keep
 /// the Gaussian order.
 fn depth_order(depth_keys: &[u64]) -> Vec<u32> {
-    let Some(&first) = depth_keys.iter().find(|&&key| key != UNREACHED) else {
-        return Vec::new();
-    };
-    // The bits in which some key differs from the first: all keys agree on the others, which decide nothing.
-    let varying = depth_keys
-        .iter()
-        .fold(0, |any, &key| any | if key == UNREACHED { 0 } else { key ^ first });
-    let shift = varying.trailing_zeros().min(63);
     let reached = || depth_keys.iter().enumerate().filter(|&(_, &key)| key != UNREACHED);
-    if varying >> shift <= u32::MAX as u64 {
-        // The common case (f32 depths span 32 bits of an f64 pattern only over a range of 2^9): the varying bits
-        // above the Gaussian id in one u64, half the bytes per pass of a (key, id) pair.
+    if let Some(KeyPacking { min, shift }) = key_packing(depth_keys) {
+        // The packed key above the Gaussian id in one u64: half the bytes per pass of a (key, id) pair, and ties
+        // stay in Gaussian order.
         let mut items: Vec<u64> = reached()
-            .map(|(i, &key)| ((key >> shift) & u32::MAX as u64) << 32 | i as u64)
+            .map(|(i, &key)| ((key - min) >> shift) << 32 | i as u64)
             .collect();
         radix_sort(&mut items, |item| item >> 32);
         items.into_iter().map(|item| item as u32).collect()
@@ -254,6 +246,26 @@ fn depth_order(depth_keys: &[u64]) -> Vec<u32> {
         radix_sort(&mut items, |(key, _)| key);
         items.into_iter().map(|(_, i)| i).collect()
     }
+}
+
+/// Depth keys as 32-bit offsets: (key − min) >> shift orders the keys like the keys themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KeyPacking {
+    min: u64,
+    shift: u32,
+}
+
+/// How the reached depth keys pack into 32 bits, if they do. f32 depths as f64 patterns leave the 29 low bits
+/// zero in every offset, so any range of f32 depths up to a ratio of 2^511 packs; f64 depths spread over all 52
+/// mantissa bits do not.
+fn key_packing(depth_keys: &[u64]) -> Option<KeyPacking> {
+    let reached = depth_keys.iter().copied().filter(|&key| key != UNREACHED);
+    let (min, max) = reached
+        .clone()
+        .fold((u64::MAX, 0), |(lo, hi), key| (lo.min(key), hi.max(key)));
+    // Bits below the lowest set bit of any offset are zero in all of them and decide nothing.
+    let shift = reached.fold(0, |any, key| any | (key - min)).trailing_zeros().min(63);
+    (min <= max && (max - min) >> shift <= u32::MAX as u64).then_some(KeyPacking { min, shift })
 }
 
 /// Stable LSD radix sort by a u64 key, a byte per pass. Passes where every key has the same byte are skipped
@@ -480,16 +492,16 @@ mod tests {
         }
     }
 
-    /// The depth order is that of a stable comparison sort of the reached splats: f32 depths in a narrow range
-    /// (packed keys), f64 depths over nine decades (full keys), both with ties and unreached splats.
+    /// The depth order is that of a stable comparison sort of the reached splats: f32 depths (packed keys), f64
+    /// depths over nine decades (full keys), both with ties and unreached splats.
     #[test]
     fn depth_order_is_a_stable_sort_of_the_reached_splats() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         for len in [0, 1, 2, 300, 5000] {
-            let narrow: Vec<f64> = (0..len).map(|_| rng.random_range(2.0f32..6.0) as f64).collect();
+            let single: Vec<f64> = (0..len).map(|_| rng.random_range(0.1f32..60.0) as f64).collect();
             let tied: Vec<f64> = (0..len).map(|i| 1.0 + (i % 7) as f64).collect();
             let wide: Vec<f64> = (0..len).map(|_| 10f64.powf(rng.random_range(-3.0..6.0))).collect();
-            for depths in [narrow, tied, wide] {
+            for depths in [single, tied, wide] {
                 let reached: Vec<bool> = (0..len).map(|_| rng.random_bool(0.8)).collect();
                 let keys: Vec<u64> = depths
                     .iter()
@@ -501,6 +513,25 @@ mod tests {
                 assert_eq!(depth_order(&keys), expected, "{len} depths");
             }
         }
+    }
+
+    /// f32 depths pack into 32-bit offsets whatever their range, including across powers of two (where the f64
+    /// exponent's bits flip); f64 depths with full mantissas do not.
+    #[test]
+    fn f32_depth_keys_pack_into_32_bits() {
+        let keys = |depths: &[f64]| depths.iter().map(|d| d.to_bits()).collect::<Vec<u64>>();
+        let f32_depths = [0.011f32, 0.5, 1.999, 2.0, 3.7, 1000.25].map(|d| d as f64);
+        let packing = key_packing(&keys(&f32_depths)).expect("f32 depths pack");
+        assert_eq!(packing.shift, 29);
+        assert!(key_packing(&keys(&[0.5, 0.5 + 1e-12, 1e6])).is_none());
+        assert_eq!(key_packing(&[UNREACHED; 3]), None);
+        assert_eq!(
+            key_packing(&keys(&[2.0, 2.0])),
+            Some(KeyPacking {
+                min: 2f64.to_bits(),
+                shift: 63
+            })
+        );
     }
 
     /// Binning in many small runs gives, for every tile, exactly the Gaussians whose extent reaches it, in depth
