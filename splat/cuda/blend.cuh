@@ -71,8 +71,9 @@ struct Pair {
 };
 
 // blend.rs `eval_pair` at offset (dx, dy) = pixel − mean, for a pixel with transmittance `t` still `active`.
-// The CPU kernel evaluates G at min(σ, 30) to keep its SIMD exp out of denormals; where that matters o·G is
-// below ALPHA_THRESHOLD either way (o ≤ 1), so the pair is skipped and G unused: the decisions are the same.
+// The CPU kernel evaluates G at σ bounded to [0, 30] to keep its SIMD exp in range and out of denormals; where
+// that matters o·G is below ALPHA_THRESHOLD (σ > 30) or σ < 0, so the pair is skipped either way and its G
+// unused: the decisions are the same.
 template <typename T>
 LRF_HD Pair<T> eval_pair(const BlendSplat<T>& s, T dx, T dy, T t, bool active) {
     const T a = s.conic[0], b = s.conic[1], c = s.conic[2];

@@ -7,8 +7,8 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_row, row_group};
-use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
+use crate::constants::TILE_SIZE;
 use crate::cpu::PairCount;
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
@@ -83,24 +83,24 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
             let dx = lanes.dx;
             // Per-lane factors of the geometry gradients, shared by the splat's rows.
             let a_dx: [R; TILE_SIZE] = std::array::from_fn(|l| a * dx[l]);
-            let b_dx: [R; TILE_SIZE] = std::array::from_fn(|l| b * dx[l]);
+            let b_dx = lanes.b_dx;
             let half_dx2: [R; TILE_SIZE] = std::array::from_fn(|l| half * dx[l] * dx[l]);
             let mut v_geom = [[R::ZERO; TILE_SIZE]; PARTIAL_GEOMETRY];
             let mut flags = LaneFlags::default();
-            // Groups of rows as in the forward (see `blend_row`): blended together, then differentiated row by row.
+            // Groups of rows as in the forward (see `blend_rows`): blended together, then differentiated row by row.
             let steps = r0 / ROWS_PER_STEP..=r1 / ROWS_PER_STEP;
             pairs.evaluated += (steps.clone().count() * ROWS_PER_STEP * TILE_SIZE) as u64;
             for step in steps {
                 let first = ROWS_PER_STEP * step;
-                let dy_first = R::of((tile.y0 + first) as f64 + PIXEL_CENTER) - blend.mean[1];
+                let dys = tile.row_offsets::<R, ROWS_PER_STEP>(first, blend.mean[1]);
                 let t = row_group::<R, ROWS_PER_STEP>(&mut transmittance, first);
-                let Some(sigma) = lanes.row_sigma(dy_first, t) else {
+                let Some(sigma) = lanes.rows_sigma(&dys, t) else {
                     continue;
                 };
-                let rows = blend_row::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
+                let rows = blend_rows::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
                 flags.add(&rows, t);
-                for h in 0..ROWS_PER_STEP {
-                    let (r, dy) = (first + h, dy_first + R::of(h as f64));
+                for (h, &dy) in dys.iter().enumerate() {
+                    let r = first + h;
                     // Rows past the pre-test mostly composite; where a pair did not, its weight and ∂α/∂(o·G)
                     // are zero and everything below adds exact zeros for it.
                     let (weight, alpha, gauss) = (rows.weight[h], rows.alpha[h], rows.gauss[h]);

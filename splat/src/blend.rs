@@ -41,7 +41,7 @@ impl Tile {
     }
 
     /// The transmittance a tile's blend starts from: 1 on the image; off the image the pixels are already done
-    /// (see [`blend_row`] for the sign convention).
+    /// (see [`blend_rows`] for the sign convention).
     pub fn initial_transmittance<R: Real>(&self) -> TileRows<R> {
         std::array::from_fn(|r| {
             std::array::from_fn(|l| {
@@ -57,6 +57,13 @@ impl Tile {
     /// Pixel-centre x of each lane.
     pub fn lane_x<R: Real>(&self) -> [R; TILE_SIZE] {
         std::array::from_fn(|l| R::of((self.x0 + l) as f64 + PIXEL_CENTER))
+    }
+
+    /// Offsets from `mean_y` of the pixel centres of tile rows `r..r + ROWS`, each computed from its own row index
+    /// (as the reference and the CUDA kernel compute them).
+    #[inline(always)]
+    pub fn row_offsets<R: Real, const ROWS: usize>(&self, r: usize, mean_y: R) -> [R; ROWS] {
+        std::array::from_fn(|h| R::of((self.y0 + r + h) as f64 + PIXEL_CENTER) - mean_y)
     }
 
     /// Tile-local rows (inclusive) that a splat can reach.
@@ -124,7 +131,7 @@ impl<R: Real> SplatBlend<R> {
 pub(crate) struct SplatLanes<R> {
     pub dx: [R; TILE_SIZE],
     half_a_dx2: [R; TILE_SIZE],
-    b_dx: [R; TILE_SIZE],
+    pub b_dx: [R; TILE_SIZE],
     half_c: R,
     sigma_cut: R,
 }
@@ -144,14 +151,17 @@ impl<R: Real> SplatLanes<R> {
         }
     }
 
-    /// σ of each pixel of `ROWS` consecutive rows, the first at offset `dy`, or `None` when no open pixel of them
-    /// (transmittance `t`) is within the splat's σ cutoff: such rows composite nothing, and are skipped before
-    /// their exponentials.
+    /// σ of each pixel of `ROWS` consecutive rows at offsets `dy` (see [`Tile::row_offsets`]), or `None` when no
+    /// open pixel of them (transmittance `t`) is within the splat's σ cutoff: such rows composite nothing, and are
+    /// skipped before their exponentials.
     #[inline(always)]
-    pub fn row_sigma<const ROWS: usize>(&self, dy: R, t: &[[R; TILE_SIZE]; ROWS]) -> Option<[[R; TILE_SIZE]; ROWS]> {
+    pub fn rows_sigma<const ROWS: usize>(
+        &self,
+        dy: &[R; ROWS],
+        t: &[[R; TILE_SIZE]; ROWS],
+    ) -> Option<[[R; TILE_SIZE]; ROWS]> {
         let mut sigma = [[R::ZERO; TILE_SIZE]; ROWS];
-        for (h, sigma) in sigma.iter_mut().enumerate() {
-            let dy = dy + R::of(h as f64);
+        for (sigma, &dy) in sigma.iter_mut().zip(dy) {
             let row = self.half_c * dy;
             for ((sigma, &b_dx), &half_a_dx2) in sigma.iter_mut().zip(&self.b_dx).zip(&self.half_a_dx2) {
                 *sigma = dy.mul_add(b_dx + row, half_a_dx2);
@@ -235,7 +245,7 @@ fn eval_pair<R: Real, const SMOOTH: bool>(opacity: R, sigma: R, t: R) -> Pair<R>
 
 /// One splat's pairs with `ROWS` consecutive rows of a tile, composited into their transmittance.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BlendRow<R, const ROWS: usize> {
+pub(crate) struct BlendRows<R, const ROWS: usize> {
     /// α·T where the pair composited, 0 elsewhere: the splat's share of each pixel (> 0 where it composited).
     pub weight: [[R; TILE_SIZE]; ROWS],
     pub alpha: [[R; TILE_SIZE]; ROWS],
@@ -258,7 +268,11 @@ pub(crate) struct LaneFlags {
 impl LaneFlags {
     /// Adds the rows just blended; `t` is their transmittance after the splat.
     #[inline(always)]
-    pub fn add<R: Real, const ROWS: usize>(&mut self, rows: &BlendRow<R, ROWS>, t: &[[R; TILE_SIZE]; ROWS]) {
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "lanes index four arrays; this form vectorises"
+    )]
+    pub fn add<R: Real, const ROWS: usize>(&mut self, rows: &BlendRows<R, ROWS>, t: &[[R; TILE_SIZE]; ROWS]) {
         for h in 0..ROWS {
             for l in 0..TILE_SIZE {
                 self.composited[l] |= rows.weight[h][l] > R::ZERO;
@@ -281,7 +295,7 @@ impl LaneFlags {
 }
 
 /// Evaluates the pairs of splat `s` with `ROWS` consecutive rows of pixels, at half-distances `sigma` (see
-/// [`SplatLanes::row_sigma`]), and composites them into the rows' transmittance `t`. Both passes blend
+/// [`SplatLanes::rows_sigma`]), and composites them into the rows' transmittance `t`. Both passes blend
 /// [`ROWS_PER_STEP`] rows at a time: their dependency chains (σ, exponential, compositing) are independent, and in
 /// one loop body without a branch between them the processor overlaps them.
 ///
@@ -291,13 +305,13 @@ impl LaneFlags {
 /// optimised away. Rows that the pre-test would skip composite nothing here either, so blending them with a row
 /// that passes changes nothing.
 #[inline(always)]
-pub(crate) fn blend_row<R: Real, const SMOOTH: bool, const ROWS: usize>(
+pub(crate) fn blend_rows<R: Real, const SMOOTH: bool, const ROWS: usize>(
     s: &SplatBlend<R>,
     sigma: &[[R; TILE_SIZE]; ROWS],
     t: &mut [[R; TILE_SIZE]; ROWS],
-) -> BlendRow<R, ROWS> {
-    // Locals, not the struct's fields, and no reductions in this loop (see `BlendRow::composited`): either makes
-    // LLVM's loop vectoriser give up, and the row runs lane by lane.
+) -> BlendRows<R, ROWS> {
+    // Locals, not the struct's fields, and no reductions in this loop (see `LaneFlags`): either makes LLVM's loop
+    // vectoriser give up, and the row runs lane by lane.
     let (mut weight, mut alpha, mut gauss, mut dalpha) = (
         [[R::ZERO; TILE_SIZE]; ROWS],
         [[R::ZERO; TILE_SIZE]; ROWS],
@@ -321,7 +335,7 @@ pub(crate) fn blend_row<R: Real, const SMOOTH: bool, const ROWS: usize>(
             t[h][l] = if pair.composite { pair.next_t } else { kept };
         }
     }
-    BlendRow {
+    BlendRows {
         weight,
         alpha,
         gauss,
@@ -330,18 +344,19 @@ pub(crate) fn blend_row<R: Real, const SMOOTH: bool, const ROWS: usize>(
     }
 }
 
-/// Rows the blends evaluate at a time (see [`blend_row`]).
+/// Rows the blends evaluate at a time (see [`blend_rows`]).
 pub(crate) const ROWS_PER_STEP: usize = 2;
-const _: () = assert!(TILE_SIZE % ROWS_PER_STEP == 0);
+const _: () = assert!(TILE_SIZE.is_multiple_of(ROWS_PER_STEP));
 
 /// Rows `r..r + ROWS` of a tile (`r` a multiple of ROWS, which divides the tile size, so they all exist).
 #[inline(always)]
 pub(crate) fn row_group<R, const ROWS: usize>(rows: &mut TileRows<R>, r: usize) -> &mut [[R; TILE_SIZE]; ROWS] {
+    debug_assert_eq!(r % ROWS, 0, "row groups start at multiples of their size");
     let (group, _) = rows[r..].split_first_chunk_mut().expect("tiles hold whole row groups");
     group
 }
 
-/// Whether every pixel of a tile is done (see [`blend_row`]); an OR over all lanes, no early exit, so it stays
+/// Whether every pixel of a tile is done (see [`blend_rows`]); an OR over all lanes, no early exit, so it stays
 /// in vectors. Called only after a splat where some pixel stopped.
 #[inline(always)]
 pub(crate) fn all_done<R: Real>(t: &TileRows<R>) -> bool {
@@ -387,13 +402,13 @@ mod tests {
                 ..lanes
             };
             let sigma = unculled
-                .row_sigma(0.0, &[t])
+                .rows_sigma(&[0.0], &[t])
                 .expect("every lane is within an infinite cut");
             let mut after = [t];
-            let row = blend_row::<f32, false, 1>(&blend, &sigma, &mut after);
+            let row = blend_rows::<f32, false, 1>(&blend, &sigma, &mut after);
             let mut flags = LaneFlags::default();
             flags.add(&row, &after);
-            if lanes.row_sigma(0.0, &[t]).is_none() {
+            if lanes.rows_sigma(&[0.0], &[t]).is_none() {
                 skipped += 1;
                 assert!(!flags.composited(), "skipped a compositing row: {splat:?}");
             }

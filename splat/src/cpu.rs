@@ -70,7 +70,7 @@ pub struct PairCount {
     /// inside a tile, so it compares kernels.
     pub in_tile_lists: u64,
     /// The pairs this kernel evaluated: of each listed splat, 16 lanes of each tile row within its y-extent,
-    /// rounded out to whole row pairs. Rows that fail the σ pre-test are counted too.
+    /// rounded out to whole groups of rows blended together. Rows that fail the σ pre-test are counted too.
     pub evaluated: u64,
 }
 

@@ -1,8 +1,8 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
-//! per-row culling of each splat and an early exit once every pixel is done.
+//! culling of each splat's rows and an early exit once every pixel is done.
 
-use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_row, row_group};
-use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
+use crate::constants::TILE_SIZE;
 use crate::cpu::PairCount;
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
@@ -69,18 +69,19 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
             // would otherwise reload it for every lane, unvectorised.
             let depth = blend.depth;
             let mut flags = LaneFlags::default();
-            // Groups of ROWS_PER_STEP rows aligned to multiples of it (see `blend_row`); rows of a group outside the
-            // splat's extent come along and composite nothing.
+            // Groups of ROWS_PER_STEP rows aligned to multiples of it (see `blend_rows`). A row of a group outside
+            // the splat's extent comes along: it lies beyond the α ≥ ALPHA_THRESHOLD ellipse the extent bounds, so it
+            // composites nothing (the dense reference evaluates such pairs too), up to rounding at that boundary.
             let steps = r0 / ROWS_PER_STEP..=r1 / ROWS_PER_STEP;
             out.pairs.evaluated += (steps.clone().count() * ROWS_PER_STEP * TILE_SIZE) as u64;
             for step in steps {
                 let r = ROWS_PER_STEP * step;
-                let dy = R::of((tile.y0 + r) as f64 + PIXEL_CENTER) - blend.mean[1];
+                let dy = tile.row_offsets::<R, ROWS_PER_STEP>(r, blend.mean[1]);
                 let t = row_group::<R, ROWS_PER_STEP>(&mut out.transmittance, r);
-                let Some(sigma) = lanes.row_sigma(dy, t) else {
+                let Some(sigma) = lanes.rows_sigma(&dy, t) else {
                     continue;
                 };
-                let rows = blend_row::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
+                let rows = blend_rows::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
                 flags.add(&rows, t);
                 // Rows past the pre-test mostly composite: accumulating their weights (zero where a pair
                 // did not composite) without a test is cheaper than a branch that often mispredicts.
@@ -113,7 +114,7 @@ impl<R: Real, const SMOOTH: bool> SimdTask for ForwardTile<'_, R, SMOOTH> {
                 out.used.push(id);
             }
         }
-        // Done pixels hold −T (see `blend_row`).
+        // Done pixels hold −T (see `blend_rows`).
         for t in out.transmittance.as_flattened_mut() {
             *t = t.abs();
         }

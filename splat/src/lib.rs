@@ -24,6 +24,7 @@ pub mod real;
 pub mod reference;
 mod render;
 pub mod sh;
+#[doc(hidden)]
 pub mod simd;
 mod tiling;
 pub mod train;

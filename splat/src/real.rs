@@ -140,9 +140,9 @@ fn exp_f32_in_range<const FUSED: bool>(x: f32) -> f32 {
     let n = fma(x, LOG2E, 0.5).floor();
     let r = fma(-n, LN2_LO, fma(-n, LN2_HI, x));
     let r2 = r * r;
-    let p = [4.189_009_6e-2, 1.666_711_4e-1, 4.999_923_1e-1]
+    let p = [4.189_009_6e-2, 1.666_711_4e-1, 4.999_923e-1]
         .into_iter()
-        .fold(8.312_505_7e-3, |p, c| fma(p, r, c));
+        .fold(8.312_506e-3, |p, c| fma(p, r, c));
     let e_r = fma(p, r2, r) + 1.0;
     // 2^n from the exponent bits. x is in [−87, 88], so n + 127 is an integer in [2, 254]; adding 2^23 puts it,
     // exactly, in the low mantissa bits. `n as i32` would give the same integer, but Rust's saturating

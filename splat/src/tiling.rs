@@ -511,6 +511,11 @@ mod tests {
                 let mut expected: Vec<u32> = (0..len as u32).filter(|&i| reached[i as usize]).collect();
                 expected.sort_by(|&i, &j| depths[i as usize].total_cmp(&depths[j as usize]));
                 assert_eq!(depth_order(&keys), expected, "{len} depths");
+                // Both paths are taken: f32 depths pack, f64 depths with full mantissas (beyond a few) do not.
+                let f32_depths = depths.iter().all(|&d| d as f32 as f64 == d);
+                if expected.len() > 3 {
+                    assert_eq!(key_packing(&keys).is_some(), f32_depths, "{len} depths");
+                }
             }
         }
     }

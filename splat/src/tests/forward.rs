@@ -139,37 +139,61 @@ fn cpu_forward_is_deterministic_and_thread_independent() {
     assert!(first.visible.iter().any(|&v| v) && first.radii.iter().any(|&r| r > 0));
 }
 
-#[test]
-fn pairs_are_counted_per_tile_list_and_per_evaluated_row() {
-    // One faint Gaussian far wider than a 40x24 image (3x2 tiles; the last column and row of tiles are 8 pixels
-    // short): it is in every tile's list, and every row of every tile lies within its extent.
+/// Forward and backward pair counts of Gaussians (camera at the origin looking down +z, fx = fy = 40, principal
+/// point at the image centre, one colour channel), which must agree.
+fn pair_counts(means: &[f32], log_scales: &[f32], opacity_logits: &[f32], width: u32, height: u32) -> crate::PairCount {
     let camera = lrf_formats::Camera {
         rotation: glam::DMat3::IDENTITY,
         translation: glam::DVec3::ZERO,
         fx: 40.0,
         fy: 40.0,
-        cx: 20.0,
-        cy: 12.0,
-        width: 40,
-        height: 24,
+        cx: width as f64 / 2.0,
+        cy: height as f64 / 2.0,
+        width,
+        height,
     };
-    let colors = [0.5f32, -0.25];
+    let n = opacity_logits.len();
+    let quats: Vec<f32> = (0..n).flat_map(|_| [1.0, 0.0, 0.0, 0.0]).collect();
+    let colors = vec![0.5f32; n];
     let g = crate::GaussianSlices {
-        means: &[0.0, 0.0, 5.0],
-        log_scales: &[2.0; 3],
-        quats: &[1.0, 0.0, 0.0, 0.0],
-        opacity_logits: &[-4.0],
+        means,
+        log_scales,
+        quats: &quats,
+        opacity_logits,
         colors: &colors,
-        layout: crate::ColorLayout::from_shape(&[1, 2], None).unwrap(),
+        layout: crate::ColorLayout::from_shape(&[n, 1], None).unwrap(),
     };
     let options = RenderOptions::default();
     let frame = crate::rasterize(&g, &camera, &options).unwrap();
-    let pairs = crate::PairCount {
-        in_tile_lists: 40 * 24,
+    let upstream = vec![1.0f32; (width * height) as usize];
+    let grads = crate::rasterize_backward(&g, &camera, &options, &frame, &upstream, None).unwrap();
+    assert_eq!(frame.pairs, grads.pairs, "forward and backward pair counts");
+    frame.pairs
+}
+
+#[test]
+fn pairs_are_counted_per_tile_list_and_per_evaluated_row_group() {
+    // One faint Gaussian far wider than a 40x23 image (3x2 tiles; the last column of tiles is 8 pixels wide, the
+    // last row 7 pixels high): it is in every tile's list, and every row of every tile lies within its extent.
+    // Row groups round the bottom tiles' 7 rows up to 8.
+    let wide = pair_counts(&[0.0, 0.0, 5.0], &[2.0; 3], &[-4.0], 40, 23);
+    let expected = crate::PairCount {
+        in_tile_lists: 40 * 23,
         evaluated: 16 * (3 * 16 + 3 * 8),
     };
-    assert_eq!(frame.pairs, pairs);
-    let upstream = vec![1.0f32; 2 * 40 * 24];
-    let grads = crate::rasterize_backward(&g, &camera, &options, &frame, &upstream, None).unwrap();
-    assert_eq!(grads.pairs, pairs);
+    assert_eq!(wide, expected);
+    // A point-like Gaussian at pixel (4, 4) of a 16x16 image, faint enough that its extent (about 0.8 px, the
+    // 0.3 px² blur) reaches the pixel centres of rows 3 and 4 only: two row groups, rows 2 to 5.
+    let (x, y) = ((4.0 - 8.0) * 5.0 / 40.0, (4.0 - 8.0) * 5.0 / 40.0);
+    let point = pair_counts(&[x, y, 5.0], &[-10.0; 3], &[-4.46], 16, 16);
+    let expected = crate::PairCount {
+        in_tile_lists: 16 * 16,
+        evaluated: 4 * 16,
+    };
+    assert_eq!(point, expected);
+    // Ten opaque (α ≈ 0.95) Gaussians stacked in depth over the whole image: the transmittance is 0.05^3 after
+    // three, and every pixel ends at the fourth, so each tile stops after four of its ten.
+    let means: Vec<f32> = (0..10).flat_map(|k| [0.0, 0.0, 5.0 + k as f32]).collect();
+    let stack = pair_counts(&means, &[3.0; 30], &[19f32.ln(); 10], 40, 23);
+    assert_eq!(stack.in_tile_lists, 4 * 40 * 23);
 }
