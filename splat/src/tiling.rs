@@ -9,6 +9,7 @@ use crate::projection::{ColorEval, PinholeCamera, project_batch};
 use crate::real::Real;
 use crate::simd::{SimdTask, dispatch, prefetch, prefetch_slice};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A borrowed view of Gaussians as flat row-major arrays: means `[N, 3]`, log-scales `[N, 3]`, quaternions
 /// `[N, 4]` (w, x, y, z, unnormalised), opacity logits `[N]`, colour coefficients `[N, stride]` (see
@@ -419,17 +420,11 @@ fn bin_in_runs(ranked: &[TileRect], gaussian: &[u32], width: usize, height: usiz
         sum += rect_tiles(rect);
         splat_offsets.push(sum);
     }
-    // Each run's shares of `ids` and its contiguous range of `isects`, as disjoint mutable slices.
-    let mut ids = vec![0u32; total];
-    let mut shares: Vec<Vec<&mut [u32]>> = (0..runs.len()).map(|_| Vec::with_capacity(num_tiles)).collect();
-    let mut rest = ids.as_mut_slice();
-    for t in 0..num_tiles {
-        for (r, counts) in counts.iter().enumerate() {
-            let (share, tail) = rest.split_at_mut(counts[t]);
-            shares[r].push(share);
-            rest = tail;
-        }
-    }
+    // Run r writes tile t's share of `ids` from starts[r][t] on. The shares are disjoint but interleaved, so the
+    // runs store through relaxed atomics (plain stores on x86-64 and AArch64), unwrapped in place afterwards; a
+    // slice per (run, tile) cost two indirections per intersection.
+    let ids: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(0)).collect();
+    // Each run's contiguous range of `isects`, as disjoint mutable slices.
     let mut isects = vec![0u32; total];
     let mut isect_runs = Vec::with_capacity(runs.len());
     let mut rest = isects.as_mut_slice();
@@ -439,22 +434,21 @@ fn bin_in_runs(ranked: &[TileRect], gaussian: &[u32], width: usize, height: usiz
         isect_runs.push(head);
         rest = tail;
     }
-    shares
+    starts
         .into_par_iter()
         .zip(isect_runs)
-        .enumerate()
-        .for_each(|(r, (mut shares, isects))| {
-            let mut cursor = vec![0usize; num_tiles];
+        .zip(&runs)
+        .for_each(|((mut next, isects), &(rects, gaussian))| {
             let mut isects = isects.iter_mut();
-            let (rects, ids) = runs[r];
-            for (rect, &g) in rects.iter().zip(ids) {
+            for (rect, &g) in rects.iter().zip(gaussian) {
                 for_each_tile(rect, tiles_x, |t| {
-                    shares[t][cursor[t]] = g;
-                    *isects.next().expect("a run's intersections fill its range") = (starts[r][t] + cursor[t]) as u32;
-                    cursor[t] += 1;
+                    ids[next[t]].store(g, Ordering::Relaxed);
+                    *isects.next().expect("a run's intersections fill its range") = next[t] as u32;
+                    next[t] += 1;
                 });
             }
         });
+    let ids: Vec<u32> = ids.into_iter().map(AtomicU32::into_inner).collect();
     TileBins {
         tiles_x,
         tiles_y,
