@@ -78,7 +78,13 @@ impl Tile {
         let mut out = [[R::ZERO; TILE_SIZE]; TILE_SIZE];
         for (r, row) in out.iter_mut().enumerate().take(self.rows) {
             let start = (self.y0 + r) * width + self.x0;
-            row[..self.cols].copy_from_slice(&plane[start..start + self.cols]);
+            let pixels = &plane[start..start + self.cols];
+            // Whole rows as fixed-size copies: a run-time-length copy of 64 bytes was a memcpy call per row.
+            if let Ok(whole) = <&[R; TILE_SIZE]>::try_from(pixels) {
+                *row = *whole;
+            } else {
+                row[..self.cols].copy_from_slice(pixels);
+            }
         }
         out
     }
@@ -87,7 +93,12 @@ impl Tile {
     pub fn scatter<R: Real>(&self, tile: &TileRows<R>, plane: &mut [R], width: usize) {
         for (r, row) in tile.iter().enumerate().take(self.rows) {
             let start = (self.y0 + r) * width + self.x0;
-            plane[start..start + self.cols].copy_from_slice(&row[..self.cols]);
+            let pixels = &mut plane[start..start + self.cols];
+            if let Ok(whole) = <&mut [R; TILE_SIZE]>::try_from(&mut *pixels) {
+                *whole = *row;
+            } else {
+                pixels.copy_from_slice(&row[..self.cols]);
+            }
         }
     }
 }

@@ -395,7 +395,6 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
         let stride = PARTIAL_GEOMETRY + gaussians.layout.channels;
         let color_stride = gaussians.layout.stride();
         let mut eval = ColorEval::new(gaussians.layout, options.color_offset_clamp);
-        let mut sum = vec![R::ZERO; stride];
         // The Gaussians with a splat, their splat gradients and view-direction gradients.
         let mut ids = Vec::with_capacity(rank_of.len());
         let mut v = Vec::with_capacity(rank_of.len());
@@ -413,7 +412,8 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
                 continue;
             }
             let rank = rank as usize;
-            sum.copy_from_slice(&reduced[rank * stride..(rank + 1) * stride]);
+            // Read in place: a copy of this short, run-time-length row was a memcpy call per Gaussian.
+            let sum = &reduced[rank * stride..(rank + 1) * stride];
             // Splats hidden behind others or below the alpha cutoff everywhere get no gradient: skip their VJPs,
             // whose results would be zero.
             if sum.iter().all(|&v| v == R::ZERO) {
@@ -428,7 +428,7 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
             });
             let v_coeffs = &mut colors[k * color_stride..(k + 1) * color_stride];
             let mean = std::array::from_fn(|j| gaussians.means[3 * i + j]);
-            v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), &mut sum[PARTIAL_GEOMETRY..], v_coeffs));
+            v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), &sum[PARTIAL_GEOMETRY..], v_coeffs));
         }
         let mut grads = vec![ParamsGrad::default(); ids.len()];
         project_vjp_batch(cam, gaussians, options.mode, &ids, &v, &mut grads);

@@ -543,23 +543,30 @@ impl<R: Real> ColorEval<R> {
     }
 
     /// Writes the coefficients' gradient into `v_coeffs` (the full stride) and returns the gradient of the mean
-    /// through the view direction. `v_color` is consumed as scratch.
+    /// through the view direction.
     pub fn color_vjp(
         &mut self,
         cam: &PinholeCamera<R>,
         mean: [R; 3],
         coeffs: &[R],
-        v_color: &mut [R],
+        v_color: &[R],
         v_coeffs: &mut [R],
     ) -> [R; 3] {
         raw_color(self.layout, &mut self.basis, cam, mean, coeffs, &mut self.raw);
-        if self.offset_clamp {
-            for (v, &r) in v_color.iter_mut().zip(&self.raw) {
-                if r + R::of(SH_COLOR_OFFSET) <= R::ZERO {
-                    *v = R::ZERO;
-                }
+        // Where the clamp at 0 held the colour, no gradient passes: the masked gradient replaces the raw colour,
+        // which is not needed any more.
+        let v_color: &[R] = if self.offset_clamp {
+            for (r, &v) in self.raw.iter_mut().zip(v_color) {
+                *r = if *r + R::of(SH_COLOR_OFFSET) <= R::ZERO {
+                    R::ZERO
+                } else {
+                    v
+                };
             }
-        }
+            &self.raw
+        } else {
+            v_color
+        };
         v_coeffs.fill(R::ZERO);
         let c = self.layout.channels;
         let ColorBasis::Sh { degree, .. } = self.layout.basis else {
