@@ -352,6 +352,7 @@ pub fn rasterize_backward<R: Real>(
                     first: chunk * SPLAT_CHUNK,
                     rank_of,
                     reduced: &reduced,
+                    forward_colors: &splats.colors,
                     image_size: [width, height],
                     out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
                 })
@@ -372,6 +373,8 @@ struct GaussianVjp<'a, R> {
     rank_of: &'a [u32],
     /// Per depth rank: the splat's blend-input gradient, then its colour gradient.
     reduced: &'a [R],
+    /// Per Gaussian: the colour the forward composited (`[N, C]`).
+    forward_colors: &'a [R],
     image_size: [usize; 2],
     /// This chunk's share of the [`GaussianGrads`] arrays, in field order.
     out: [&'a mut [R]; 7],
@@ -389,10 +392,12 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
             first,
             rank_of,
             reduced,
+            forward_colors,
             image_size,
             out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
         } = self;
-        let stride = PARTIAL_GEOMETRY + gaussians.layout.channels;
+        let channels = gaussians.layout.channels;
+        let stride = PARTIAL_GEOMETRY + channels;
         let color_stride = gaussians.layout.stride();
         let mut eval = ColorEval::new(gaussians.layout, options.color_offset_clamp);
         // The Gaussians with a splat, their splat gradients and view-direction gradients.
@@ -428,7 +433,9 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
             });
             let v_coeffs = &mut colors[k * color_stride..(k + 1) * color_stride];
             let mean = std::array::from_fn(|j| gaussians.means[3 * i + j]);
-            v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), &sum[PARTIAL_GEOMETRY..], v_coeffs));
+            let color = &forward_colors[i * channels..(i + 1) * channels];
+            let v_color = &sum[PARTIAL_GEOMETRY..];
+            v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), color, v_color, v_coeffs));
         }
         let mut grads = vec![ParamsGrad::default(); ids.len()];
         project_vjp_batch(cam, gaussians, options.mode, &ids, &v, &mut grads);

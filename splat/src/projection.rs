@@ -543,25 +543,30 @@ impl<R: Real> ColorEval<R> {
     }
 
     /// Writes the coefficients' gradient into `v_coeffs` (the full stride) and returns the gradient of the mean
-    /// through the view direction.
+    /// through the view direction. `color` is the colour [`ColorEval::color`] gave for this Gaussian: the
+    /// backward reads the forward's instead of evaluating the SH sum again.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the colour VJP's inputs; a struct for one call would add nothing"
+    )]
     pub fn color_vjp(
         &mut self,
         cam: &PinholeCamera<R>,
         mean: [R; 3],
         coeffs: &[R],
+        color: &[R],
         v_color: &[R],
         v_coeffs: &mut [R],
     ) -> [R; 3] {
-        raw_color(self.layout, &mut self.basis, cam, mean, coeffs, &mut self.raw);
-        // Where the clamp at 0 held the colour, no gradient passes: the masked gradient replaces the raw colour,
-        // which is not needed any more.
+        let view = view_direction(cam, mean);
+        if let ColorBasis::Sh { degree, .. } = self.layout.basis {
+            sh_basis(degree, view.map_or([R::ZERO; 3], |(d, _)| d), &mut self.basis);
+        }
+        // Where the clamp at 0 held the colour, no gradient passes. The clamped colour is max(raw + offset, 0):
+        // exactly 0 there and positive elsewhere.
         let v_color: &[R] = if self.offset_clamp {
-            for (r, &v) in self.raw.iter_mut().zip(v_color) {
-                *r = if *r + R::of(SH_COLOR_OFFSET) <= R::ZERO {
-                    R::ZERO
-                } else {
-                    v
-                };
+            for ((masked, &v), &col) in self.raw.iter_mut().zip(v_color).zip(color) {
+                *masked = if col > R::ZERO { v } else { R::ZERO };
             }
             &self.raw
         } else {
@@ -584,7 +589,7 @@ impl<R: Real> ColorEval<R> {
             }
             self.v_basis[l] = v_y;
         }
-        let Some((dir, dist)) = (degree > 0).then(|| view_direction(cam, mean)).flatten() else {
+        let Some((dir, dist)) = view.filter(|_| degree > 0) else {
             return [R::ZERO; 3];
         };
         let v_dir = sh_basis_vjp(degree, dir, &self.v_basis[..k]);
