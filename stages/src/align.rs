@@ -3,8 +3,12 @@
 //! actually renders (DESIGN.md §2, LRF eq. 11):
 //!
 //! L = train_weight·|D(Z_train) − I_train|_1 + novel_weight·|D(Z_novel) − I_novel|_1
+//!     + anchor_weight·|D(E(I)) − I|_1
 //!
-//! with images in [0, 1] and D's output unclamped. Each step draws `batch` pairs (half train, half novel when
+//! with images in [0, 1] and D's output unclamped. The last term is IG-AE's autoencoder preservation: the
+//! decoder must still decode the frozen encoder's latents of real images, so that aligning it to a small
+//! corpus's renders does not cost the autoencoder its own reconstruction (without it, the decoder drifts
+//! toward the corpus's colours). Each step draws `batch` pairs (half train, half novel when
 //! a scene set has both) from all scenes, each a random `window`² crop of latent pixels and the image region
 //! it decodes to; pairs of one shape go through the decoder together, the others accumulate gradients. The
 //! encoder is frozen and saved unchanged. The output is the whole model as a folder other stages open
@@ -16,7 +20,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
-use lrf_vae::{Autoencoder, Part, TilePlan, decode_tiled};
+use lrf_vae::metrics::psnr;
+use lrf_vae::{Autoencoder, Part, TilePlan, decode_tiled, encode_tiled};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,6 +52,11 @@ pub struct DecoderAlign {
     pub batch: usize,
     pub train_weight: f64,
     pub novel_weight: f64,
+    /// Weight of the autoencoder-preservation term: L1 between the pairs' images and the decoder's output
+    /// for the frozen encoder's latents of the same images (0: off).
+    pub anchor_weight: f64,
+    /// Images per step for the preservation term, drawn from all pairs' images, each cropped to `window`.
+    pub anchor_batch: usize,
     /// Each pair is trained on a random square window of this many latent pixels (0: the whole pair); the
     /// default equals the tile that tiled decoding uses at evaluation.
     pub window: i64,
@@ -68,6 +78,8 @@ impl Default for DecoderAlign {
             batch: 4,
             train_weight: 0.5,
             novel_weight: 0.5,
+            anchor_weight: 1.0,
+            anchor_batch: 2,
             window: TilePlan::default().tile,
             eval_pairs: 32,
             seed: 0,
@@ -98,6 +110,9 @@ struct PairRef {
 pub struct KindL1 {
     pub train: Option<f64>,
     pub novel: Option<f64>,
+    /// PSNR (dB, mean over images) of the autoencoder's own reconstruction D(E(I)), clamped to [0, 1], of the
+    /// measured pairs' images of both kinds: the ceiling that alignment must not lower.
+    pub reconstruction_psnr: Option<f64>,
     /// How many pairs of each kind were measured.
     pub train_pairs: usize,
     pub novel_pairs: usize,
@@ -110,6 +125,7 @@ pub struct CurvePoint {
     pub loss: f64,
     pub train_l1: Option<f64>,
     pub novel_l1: Option<f64>,
+    pub anchor_l1: Option<f64>,
 }
 
 /// `autoencoder/training.json`.
@@ -130,7 +146,7 @@ pub struct AlignTraining {
 
 impl StageKind for DecoderAlign {
     const KIND: &'static str = "decoder-align";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn signature(&self) -> Signature {
         let mut inputs = vec![Port::new("pairs", PAIRS_TYPE)];
@@ -151,7 +167,11 @@ impl StageKind for DecoderAlign {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("lr = {} must be a number > 0", self.lr));
         }
-        for (name, value) in [("train_weight", self.train_weight), ("novel_weight", self.novel_weight)] {
+        for (name, value) in [
+            ("train_weight", self.train_weight),
+            ("novel_weight", self.novel_weight),
+            ("anchor_weight", self.anchor_weight),
+        ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!("{name} = {value} must be a number ≥ 0"));
             }
@@ -161,6 +181,9 @@ impl StageKind for DecoderAlign {
         }
         if self.window < 0 {
             return Err(format!("window = {} must be ≥ 0 (0: whole pairs)", self.window));
+        }
+        if self.anchor_weight > 0.0 && self.anchor_batch == 0 {
+            return Err("anchor_batch must be at least 1 when anchor_weight > 0".into());
         }
         Ok(())
     }
@@ -217,6 +240,8 @@ impl StageKind for DecoderAlign {
         let mut optimizer = nn::Adam::default().build(model.vars(Part::Decoder), self.lr)?;
         let before = self.measure(model.as_ref(), &scenes, &train, &novel)?;
         tracing::info!(?before, "decoder alignment: L1 before");
+        let all: Vec<PairRef> = train.iter().chain(&novel).copied().collect();
+        let n_anchor = if self.anchor_weight > 0.0 { self.anchor_batch } else { 0 };
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         tch::manual_seed(self.seed as i64);
         let started = Instant::now();
@@ -231,13 +256,14 @@ impl StageKind for DecoderAlign {
                 (false, true) => (self.batch, 0),
                 _ => (0, self.batch),
             };
-            let mut chosen = Vec::with_capacity(self.batch);
-            for (pool, n, kind, weight) in [
-                (&train, n_train, PairKind::Train, self.train_weight),
-                (&novel, n_novel, PairKind::Novel, self.novel_weight),
+            let mut chosen = Vec::with_capacity(self.batch + self.anchor_batch);
+            for (pool, n, role, weight) in [
+                (&train, n_train, Role::Train, self.train_weight),
+                (&novel, n_novel, Role::Novel, self.novel_weight),
+                (&all, n_anchor, Role::Anchor, self.anchor_weight),
             ] {
                 for pair in draw(pool, n, &mut rng) {
-                    chosen.push((pair, kind, weight / n as f64));
+                    chosen.push((pair, role, weight / n as f64));
                 }
             }
             let measured = self.step(model.as_ref(), &scenes, &chosen, &mut rng, &mut optimizer)?;
@@ -283,19 +309,28 @@ fn draw(pool: &[PairRef], n: usize, rng: &mut ChaCha8Rng) -> Vec<PairRef> {
     }
 }
 
-/// One pair of a step: its (cropped) latent and image, its kind and its weight in the loss.
+/// What a sample of a step trains: a training-view pair, a novel-view pair, or the autoencoder-preservation
+/// term on a pair's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Train,
+    Novel,
+    Anchor,
+}
+
+/// One sample of a step: the (cropped) latent it decodes, its image, its role and its weight in the loss.
 struct Sample {
     z: Tensor,
     image: Tensor,
-    kind: PairKind,
+    role: Role,
     weight: f64,
 }
 
-/// What one step measured: the weighted loss and each pair's L1 by kind.
+/// What one step measured: the weighted loss and each sample's L1 by role.
 #[derive(Debug, Default)]
 struct StepValues {
     loss: f64,
-    l1: Vec<(PairKind, f64)>,
+    l1: Vec<(Role, f64)>,
 }
 
 #[derive(Debug, Default)]
@@ -304,16 +339,18 @@ struct Interval {
     loss: f64,
     train: (f64, usize),
     novel: (f64, usize),
+    anchor: (f64, usize),
 }
 
 impl Interval {
     fn add(&mut self, values: &StepValues) {
         self.steps += 1;
         self.loss += values.loss;
-        for &(kind, l1) in &values.l1 {
-            let slot = match kind {
-                PairKind::Train => &mut self.train,
-                PairKind::Novel => &mut self.novel,
+        for &(role, l1) in &values.l1 {
+            let slot = match role {
+                Role::Train => &mut self.train,
+                Role::Novel => &mut self.novel,
+                Role::Anchor => &mut self.anchor,
             };
             slot.0 += l1;
             slot.1 += 1;
@@ -327,30 +364,35 @@ impl Interval {
             loss: self.loss / self.steps.max(1) as f64,
             train_l1: mean(self.train),
             novel_l1: mean(self.novel),
+            anchor_l1: mean(self.anchor),
         }
     }
 }
 
 impl DecoderAlign {
-    /// One optimiser step over `chosen` (pair, kind, weight): pairs whose windows have one shape are decoded
-    /// as one batch; the gradients of the batches add up before the step.
+    /// One optimiser step over `chosen` (pair, role, weight): samples whose windows have one shape are decoded
+    /// as one batch; the gradients of the batches add up before the step. Anchor samples decode the frozen
+    /// encoder's latent of the image crop instead of the pair's rendered latent.
     fn step(
         &self,
         model: &dyn Autoencoder,
         scenes: &[Pairs],
-        chosen: &[(PairRef, PairKind, f64)],
+        chosen: &[(PairRef, Role, f64)],
         rng: &mut ChaCha8Rng,
         optimizer: &mut nn::Optimizer,
     ) -> anyhow::Result<StepValues> {
         let factor = model.downsampling();
         let mut groups: BTreeMap<Vec<i64>, Vec<Sample>> = BTreeMap::new();
-        for &(pair, kind, weight) in chosen {
+        for &(pair, role, weight) in chosen {
             let pairs = &scenes[pair.scene];
-            let (z, image) = self.crop(&pairs.latent(pair.k)?, &pairs.image(pair.k)?, factor, rng);
+            let (mut z, image) = self.crop(&pairs.latent(pair.k)?, &pairs.image(pair.k)?, factor, rng);
+            if role == Role::Anchor {
+                z = encode_unit(model, &image)?;
+            }
             groups
                 .entry(z.size())
                 .or_default()
-                .push(Sample { z, image, kind, weight });
+                .push(Sample { z, image, role, weight });
         }
         optimizer.zero_grad();
         let mut values = StepValues::default();
@@ -364,7 +406,7 @@ impl DecoderAlign {
             loss.backward();
             values.loss += loss.double_value(&[]);
             let l1 = Vec::<f64>::try_from(l1.detach().to_kind(Kind::Double))?;
-            values.l1.extend(group.iter().map(|g| g.kind).zip(l1));
+            values.l1.extend(group.iter().map(|g| g.role).zip(l1));
         }
         optimizer.step();
         if !values.loss.is_finite() {
@@ -412,15 +454,38 @@ impl DecoderAlign {
             }
             Ok(((!chosen.is_empty()).then(|| total / chosen.len() as f64), chosen.len()))
         };
+        let mut measured: Vec<PairRef> = spread(train, self.eval_pairs);
+        measured.extend(spread(novel, self.eval_pairs));
         let (train, train_pairs) = mean(train)?;
         let (novel, novel_pairs) = mean(novel)?;
+        let mut total = 0.0;
+        for pair in &measured {
+            let image = scenes[pair.scene].image(pair.k)?;
+            total += psnr(&reconstruct_tiled(model, &image)?.clamp(0.0, 1.0), &image)?;
+        }
         Ok(KindL1 {
             train,
             novel,
+            reconstruction_psnr: (!measured.is_empty()).then(|| total / measured.len() as f64),
             train_pairs,
             novel_pairs,
         })
     }
+}
+
+/// The frozen encoder's latent (posterior mean) of a `[3, H, W]` image in [0, 1], without gradients.
+fn encode_unit(model: &dyn Autoencoder, image: &Tensor) -> anyhow::Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let pixels = model.input_range().from_unit(&image.unsqueeze(0));
+    Ok(model.encode(&pixels)?.mean.squeeze_dim(0).to_kind(Kind::Float))
+}
+
+/// D(E(image)) of a `[3, H, W]` image in [0, 1], tiled as evaluation encodes and decodes.
+fn reconstruct_tiled(model: &dyn Autoencoder, image: &Tensor) -> anyhow::Result<Tensor> {
+    let pixels = model.input_range().from_unit(&image.unsqueeze(0));
+    let z = encode_tiled(model, &pixels, TilePlan::default())?.mean;
+    let decoded = decode_tiled(model, &z, TilePlan::default())?;
+    Ok(model.input_range().to_unit(&decoded).squeeze_dim(0))
 }
 
 /// At most `limit` entries of `pool` (all when `limit` is 0), evenly spaced.
@@ -436,12 +501,9 @@ mod tests {
     use std::collections::HashMap;
     use std::path::PathBuf;
 
-    use glam::{DMat3, DVec3};
-    use lrf_formats::camera::Camera;
-    use lrf_formats::image::ImageF32;
     use lrf_formats::scene::Split;
     use lrf_formats::shard::{ShardReader, write_tch_shard};
-    use lrf_formats::views::{IMAGES_FILE, Points, ViewRecord, ViewSet, view_key, write_images};
+    use lrf_formats::views::{IMAGES_FILE, read_image, view_key};
     use lrf_vae::{TinyAutoencoder, open_autoencoder};
     use serde_json::json;
     use tch::Device;
@@ -452,74 +514,14 @@ mod tests {
     use crate::evaluate::{Evaluate, Evaluation, METRICS_FILE};
     use crate::pairs::{PAIRS_FILE, PAIRS_INFO, PairEmit, PairsInfo};
     use crate::render::{RENDERS_FILE, RENDERS_INFO};
+    use crate::test_support::{run_stage, stage, views_fixture};
 
     const SPLITS: [Split; 4] = [Split::Test, Split::Train, Split::Train, Split::Test];
-
-    /// A stage as the registry builds it: parameters parsed, validated and resolved.
-    fn stage<T: StageKind + ResolvePaths>(params: serde_json::Value, base: &Path) -> T {
-        let mut stage: T = serde_json::from_value(params).expect("parameters");
-        stage.validate().expect("valid parameters");
-        stage.resolve(base).expect("resolved");
-        stage
-    }
-
-    fn run_stage(stage: &dyn lrf_graph::Stage, inputs: &[(&str, Input)], out: &Path) -> anyhow::Result<()> {
-        let inputs: BTreeMap<String, Input> = inputs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let job = Job {
-            stage_id: stage.kind(),
-            scene: Some("s"),
-            inputs: &inputs,
-            out,
-            status: &|_: &str| {},
-        };
-        stage.run(&job)
-    }
 
     /// A 4-view 64×48 scene (`views`) and a hand-made latent `renders` artifact: TAEF2 latents of the images,
     /// scaled, shifted and noised, so the decoder has something to learn. `space` overrides the field space.
     fn fixture(dir: &Path, rgb: bool, downsampling: usize) -> (PathBuf, PathBuf) {
-        let views_dir = dir.join("views");
-        std::fs::create_dir_all(&views_dir).unwrap();
-        let (width, height) = (64u32, 48u32);
-        let views = ViewSet {
-            scene: "s".into(),
-            images: "images".into(),
-            views: SPLITS
-                .iter()
-                .enumerate()
-                .map(|(i, &split)| ViewRecord {
-                    name: format!("{i:05}.png"),
-                    split,
-                    camera: Camera {
-                        rotation: DMat3::IDENTITY,
-                        translation: DVec3::new(i as f64 * 0.1, 0.0, 3.0),
-                        fx: 60.0,
-                        fy: 60.0,
-                        cx: 32.0,
-                        cy: 24.0,
-                        width,
-                        height,
-                    },
-                })
-                .collect(),
-        };
-        views.write(&views_dir).unwrap();
-        let images: Vec<ImageF32> = (0..SPLITS.len())
-            .map(|i| {
-                let mut image = ImageF32::new(3, width, height);
-                for y in 0..height {
-                    for x in 0..width {
-                        let (u, v) = (x as f32 / width as f32, y as f32 / height as f32);
-                        image.set(0, x, y, 0.2 + 0.6 * u);
-                        image.set(1, x, y, 0.3 + 0.5 * v);
-                        image.set(2, x, y, 0.5 + 0.3 * ((u * 6.0 + i as f32).sin() * (v * 4.0).cos()));
-                    }
-                }
-                image
-            })
-            .collect();
-        write_images(&views_dir, &images).unwrap();
-        Points::default().write(&views_dir).unwrap();
+        let (views_dir, images) = views_fixture(dir, &SPLITS);
 
         let renders_dir = dir.join("renders");
         std::fs::create_dir_all(&renders_dir).unwrap();
@@ -670,6 +672,64 @@ mod tests {
         // The reconstruction ceiling uses the given model too.
         let ceiling = |e: &Evaluation| e.summary[0].reconstruction.as_ref().unwrap().psnr;
         assert_ne!(ceiling(&field), ceiling(&input));
+    }
+
+    /// The preservation term does its job. The renders here are the encoder's latents of the images with red
+    /// and blue swapped, a systematic difference like a corpus's colour cast: aligning to them teaches the
+    /// decoder to swap colours. Without the anchor that costs the autoencoder its own reconstruction; with it,
+    /// much less, while the pairs are still learned.
+    #[test]
+    fn the_anchor_keeps_the_autoencoder_reconstruction() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        tch::set_num_threads(1);
+        let (views, renders) = fixture(base, false, 8);
+        let model = TinyAutoencoder::taef2(Device::Cpu).unwrap();
+        let images = ShardReader::open(&views.join(IMAGES_FILE)).unwrap();
+        let swapped: Vec<Tensor> = (0..SPLITS.len())
+            .map(|i| {
+                let image = crate::encode::image_tensor(&read_image(&images, i).unwrap()).flip([0]);
+                encode_unit(&model, &image).unwrap()
+            })
+            .collect();
+        let names: Vec<String> = (0..SPLITS.len()).map(view_key).collect();
+        let tensors: Vec<(&str, &Tensor)> = names.iter().map(String::as_str).zip(&swapped).collect();
+        write_tch_shard(&renders.join(RENDERS_FILE), &tensors, &HashMap::new()).unwrap();
+        let emit: PairEmit = stage(json!({}), base);
+        let emitted = base.join("emit");
+        run_stage(&emit, &[("renders", one(&renders)), ("views", one(&views))], &emitted).unwrap();
+        let pairs = Input::PerScene([("s".to_string(), emitted.join("pairs"))].into());
+        let drift = |anchor_weight: f64| -> (f64, f64) {
+            let align: DecoderAlign = stage(
+                json!({"steps": 100, "lr": 1e-3, "batch": 2, "log_every": 50, "eval_pairs": 0, "seed": 1,
+                       "anchor_weight": anchor_weight, "anchor_batch": 2}),
+                base,
+            );
+            let out = base.join(format!("align-{anchor_weight}"));
+            run_stage(&align, &[("pairs", pairs.clone())], &out).unwrap();
+            let training: serde_json::Value = read_json(&out.join("autoencoder").join(TRAINING_FILE)).unwrap();
+            let value = |path: &str| training.pointer(path).and_then(|v| v.as_f64()).unwrap();
+            (
+                value("/before/reconstruction_psnr") - value("/after/reconstruction_psnr"),
+                value("/after/train"),
+            )
+        };
+        let (free_drift, free_train) = drift(0.0);
+        let (anchored_drift, anchored_train) = drift(1.0);
+        eprintln!("reconstruction drift: {free_drift} dB without the anchor, {anchored_drift} dB with it");
+        assert!(
+            free_drift > 1.0,
+            "without the anchor the reconstruction moved only {free_drift} dB"
+        );
+        assert!(
+            anchored_drift < 0.5 * free_drift,
+            "reconstruction loss: {anchored_drift} dB with the anchor, {free_drift} dB without"
+        );
+        // The alignment itself still happens.
+        assert!(
+            anchored_train < 1.5 * free_train,
+            "train L1 {anchored_train} vs {free_train}"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub mod ingest;
 pub mod pairs;
 pub mod render;
 pub mod summary;
+#[cfg(test)]
+mod test_support;
 
 use std::path::Path;
 use std::sync::Arc;
