@@ -18,6 +18,23 @@ pub const FROM_INPUT: &str = "input";
 /// pair or a diffusers folder), written with [`Autoencoder::save_folder`].
 pub const AUTOENCODER_TYPE: &str = "autoencoder";
 
+/// Which autoencoder a stage that decodes a latent field's renders uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeWith {
+    /// The one the field was fitted with, as its manifest records.
+    #[default]
+    Field,
+    /// The model on the `autoencoder` input port (e.g. a decoder aligned by `decoder-align` or `rgb-align`).
+    Input,
+}
+
+impl DecodeWith {
+    pub fn is_field(&self) -> bool {
+        *self == DecodeWith::Field
+    }
+}
+
 /// An autoencoder as a stage parameter resolved it: its name as written, its absolute path (none for the
 /// bundled model) and a hash of its files, so replacing the weights changes every downstream artifact key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use tch::{Device, Tensor};
 
 use crate::ResolvePaths;
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
-use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource};
+use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::encode::{encode_view, image_tensor};
 use crate::render::Renders;
 
@@ -32,23 +32,6 @@ pub const METRICS_FILE: &str = "metrics.json";
 pub enum LpipsBackbone {
     Vgg,
     Alex,
-}
-
-/// Which autoencoder decodes latent renders (and makes the reconstruction ceiling).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DecodeWith {
-    /// The one the field was fitted with, as its manifest records.
-    #[default]
-    Field,
-    /// The model on the `autoencoder` input port (e.g. a decoder aligned by `decoder-align`).
-    Input,
-}
-
-impl DecodeWith {
-    fn is_field(&self) -> bool {
-        *self == DecodeWith::Field
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -203,7 +203,7 @@ pub fn downsample(image: &Tensor, factor: usize) -> Tensor {
 }
 
 /// The camera of a view seen at 1/`factor` of its size, checked against the target's size.
-fn latent_camera(camera: &Camera, factor: usize, target: &Tensor) -> anyhow::Result<Camera> {
+pub(crate) fn latent_camera(camera: &Camera, factor: usize, target: &Tensor) -> anyhow::Result<Camera> {
     let size = target.size();
     let (w, h) = (camera.width as usize / factor, camera.height as usize / factor);
     if size[1..] != [h as i64, w as i64] || camera.width as usize % factor != 0 || camera.height as usize % factor != 0
@@ -275,10 +275,10 @@ fn colors_from_latents(
 /// Runs this thread's libtorch operations on one thread while alive. The rasterizer's rayon threads do the heavy
 /// work between libtorch's small operations, and libtorch's OpenMP threads would spin-wait for their next
 /// region meanwhile, taking the cores the rasterizer needs (a third of a fit's time on 2 cores, measured).
-struct SingleThreadedLibtorch(i32);
+pub(crate) struct SingleThreadedLibtorch(i32);
 
 impl SingleThreadedLibtorch {
-    fn enter() -> Self {
+    pub(crate) fn enter() -> Self {
         let previous = tch::get_num_threads();
         tch::set_num_threads(1);
         SingleThreadedLibtorch(previous)
@@ -382,10 +382,9 @@ impl Fit<'_> {
         }
         let seconds = started.elapsed().as_secs_f64();
         let field = trainer.into_field();
-        field.save(&out.join(FIELD_FILE))?;
-        lrf_formats::ply::write_ply(&out.join(PLY_FILE), &field.to_ply()?)?;
-        write_json(
-            &out.join(FIELD_INFO),
+        write_field(
+            out,
+            &field,
             &FieldInfo {
                 space: self.space.clone(),
                 channels: self.channels,
@@ -400,4 +399,11 @@ impl Fit<'_> {
             },
         )
     }
+}
+
+/// Writes a `field` artifact into `out`: the parameters, a PLY that 3DGS viewers open, and the manifest.
+pub(crate) fn write_field(out: &Path, field: &GaussianField, info: &FieldInfo) -> anyhow::Result<()> {
+    field.save(&out.join(FIELD_FILE))?;
+    lrf_formats::ply::write_ply(&out.join(PLY_FILE), &field.to_ply()?)?;
+    write_json(&out.join(FIELD_INFO), info)
 }

@@ -13,6 +13,7 @@
 //! | `latent-consistency` | per scene | latents, correspondences, views → consistency | [`consistency`] |
 //! | `pair-emit` | per scene | renders, views → pairs | [`pairs`] |
 //! | `decoder-align` | global | pairs of several scenes (+ autoencoder) → autoencoder | [`align`] |
+//! | `rgb-align` | per scene | field, views, latents (+ autoencoder) → field, autoencoder | [`rgb_align`] |
 //! | `summary` | global | evaluations of several methods → report | [`summary`] |
 
 pub mod align;
@@ -27,6 +28,7 @@ pub mod fit;
 pub mod ingest;
 pub mod pairs;
 pub mod render;
+pub mod rgb_align;
 pub mod summary;
 #[cfg(test)]
 mod test_support;
@@ -49,6 +51,7 @@ pub fn register(registry: &mut Registry) {
     register_kind::<consistency::LatentConsistency>(registry);
     register_kind::<finetune::EncoderFinetune>(registry);
     register_kind::<align::DecoderAlign>(registry);
+    register_kind::<rgb_align::RgbAlign>(registry);
     register_kind::<summary::Summary>(registry);
 }
 

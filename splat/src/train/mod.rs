@@ -222,6 +222,13 @@ impl Trainer {
         })
     }
 
+    /// Renders from the start at SH degree `degree` (at most the schedule's): a field fitted before keeps the
+    /// degree its fit reached, instead of growing it again from 0.
+    pub fn starting_at_sh_degree(mut self, degree: usize) -> Self {
+        self.sh_degree = degree.min(self.config.sh_degree);
+        self
+    }
+
     pub fn field(&self) -> &GaussianField {
         &self.field
     }
