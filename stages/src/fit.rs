@@ -402,8 +402,48 @@ impl Fit<'_> {
 }
 
 /// Writes a `field` artifact into `out`: the parameters, a PLY that 3DGS viewers open, and the manifest.
+/// A field with a NaN or an infinity is refused: no later stage may take it for a successful fit.
 pub(crate) fn write_field(out: &Path, field: &GaussianField, info: &FieldInfo) -> anyhow::Result<()> {
+    if let Some(group) = field.non_finite_group() {
+        bail!("refusing to save a field whose `{group}` parameters hold NaN or infinite values");
+    }
     field.save(&out.join(FIELD_FILE))?;
     lrf_formats::ply::write_ply(&out.join(PLY_FILE), &field.to_ply()?)?;
     write_json(&out.join(FIELD_INFO), info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_field_is_not_saved() {
+        let positions = [[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]];
+        let init = PointInit {
+            positions: &positions,
+            colors: &[0.5, 0.5],
+            channels: 1,
+        };
+        let mut field = GaussianField::from_points(&init, 0).unwrap();
+        let _ = tch::no_grad(|| field.params[4].get(1).fill_(f64::INFINITY));
+        let info = FieldInfo {
+            space: FieldSpace::Rgb,
+            channels: 1,
+            downsampling: 1,
+            gaussians: 2,
+            iterations: 1,
+            seconds: 0.0,
+            seconds_per_iteration: 0.0,
+            peak_memory_mib: None,
+            loss_curve: vec![],
+            gaussian_curve: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let error = write_field(dir.path(), &field, &info).unwrap_err();
+        assert!(format!("{error:#}").contains("log_scales"), "{error:#}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "something was written"
+        );
+    }
 }

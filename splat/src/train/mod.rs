@@ -313,6 +313,13 @@ impl Trainer {
         if it < config.iterations {
             self.optimiser_step(&rendered.radii);
         }
+        // A field can go non-finite while the loss stays finite (the rasterizer culls such Gaussians), so the
+        // parameters are checked themselves: cheaply, on the densification cadence and at the end.
+        if it % config.densify_interval == 0 || it == config.iterations {
+            if let Some(group) = self.field.non_finite_group() {
+                return Err(TrainError::NonFinite { iteration: it, group });
+            }
+        }
         Ok(StepReport {
             iteration: it,
             loss: loss_value,
@@ -365,6 +372,11 @@ pub enum TrainError<E> {
     Loss(E),
     #[error("the loss became NaN or infinite at iteration {iteration}; lower the learning rates")]
     Diverged { iteration: u32 },
+    #[error(
+        "the field's `{group}` parameters became NaN or infinite by iteration {iteration}; lower the learning \
+         rates (the `{group}` group's first)"
+    )]
+    NonFinite { iteration: u32, group: &'static str },
 }
 
 /// 3DGS's scene extent: 1.1 × the largest distance of a camera centre from the centres' mean.
@@ -516,5 +528,57 @@ mod tests {
             .step(&cam, |image| Ok::<_, SplatError>(image.sum(Kind::Float) * f64::NAN))
             .unwrap_err();
         assert!(matches!(error, TrainError::Diverged { iteration: 1 }), "{error}");
+    }
+
+    /// Learning rates of 1000 (with densification) send parameters to NaN while the rendered loss stays finite:
+    /// the trainer must stop with the group and the iteration, not hand back a non-finite field.
+    #[test]
+    fn a_non_finite_field_is_an_error_naming_the_group() {
+        let positions: Vec<[f64; 3]> = (0..50)
+            .map(|i| [(i % 10) as f64 * 0.1 - 0.5, (i / 10) as f64 * 0.1, 0.0])
+            .collect();
+        let field = GaussianField::from_points(
+            &PointInit {
+                positions: &positions,
+                colors: &[0.5; 50],
+                channels: 1,
+            },
+            0,
+        )
+        .unwrap();
+        let config = TrainConfig {
+            iterations: 200,
+            sh_degree: 0,
+            densify_from: 10,
+            densify_interval: 50,
+            densify_grad_threshold: 1e-9,
+            lr_means: 1000.0,
+            lr_means_final: 1000.0,
+            lr_sh_dc: 1000.0,
+            lr_opacity: 1000.0,
+            lr_scales: 1000.0,
+            lr_quats: 1000.0,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(field, config, 1.0, vec![], true).unwrap();
+        let cam = camera(DVec3::new(0.0, 0.0, -3.0));
+        let target = Tensor::full([1, 30, 40], 0.8, (Kind::Float, tch::Device::Cpu));
+        let error = (0..200)
+            .find_map(|_| {
+                trainer
+                    .step(&cam, |image| Ok::<_, SplatError>(l1(image, &target)))
+                    .err()
+            })
+            .expect("training with learning rates of 1000 went on to the end");
+        let message = error.to_string();
+        let TrainError::NonFinite { iteration, group } = error else {
+            panic!("expected a non-finite field, got: {message}");
+        };
+        assert_eq!(iteration % 50, 0, "checked off the densification cadence: {iteration}");
+        assert_eq!(trainer.field().non_finite_group(), Some(group));
+        assert!(
+            message.contains(group) && message.contains(&iteration.to_string()),
+            "{message}"
+        );
     }
 }

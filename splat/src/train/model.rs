@@ -99,6 +99,16 @@ impl GaussianField {
         self.len() == 0
     }
 
+    /// The first parameter group (a name of [`GROUPS`]) holding a NaN or an infinity, if any.
+    pub fn non_finite_group(&self) -> Option<&'static str> {
+        let _guard = tch::no_grad_guard();
+        self.params
+            .iter()
+            .zip(GROUPS)
+            .find(|(param, _)| !bool::try_from(param.isfinite().all()).unwrap_or(false))
+            .map(|(_, group)| group)
+    }
+
     pub fn channels(&self) -> usize {
         self.params[1].size()[2] as usize
     }
