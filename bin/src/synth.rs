@@ -139,7 +139,7 @@ fn write_scenes(out: &Path, options: &SynthOptions, announce: bool) -> anyhow::R
 pub const GENERATOR: &str = "synth";
 /// Bump it when lrf-synth writes different files for the same options, so that pipelines
 /// generate their scenes again instead of reusing the old ones.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// The generator's parameters, named as the command's flags.
 const PARAMS: [&str; 6] = ["scenes", "views", "size", "seed", "path", "points"];

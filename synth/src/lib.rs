@@ -21,6 +21,7 @@
 //! number of threads.
 
 mod cameras;
+mod lighting;
 mod output;
 mod points;
 mod render;

@@ -38,7 +38,7 @@ pub fn render_view(scene: &Scene, camera: &Camera) -> RenderedView {
                     .map(|&(dx, dy)| {
                         scene
                             .world
-                            .colour_along(origin, camera.ray_direction(corner + DVec2::new(dx, dy)))
+                            .color_along(origin, camera.ray_direction(corner + DVec2::new(dx, dy)))
                     })
                     .sum();
                 colours.extend(to_8bit(sum / SUBPIXELS.len() as f64));

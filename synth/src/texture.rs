@@ -79,6 +79,15 @@ impl Material {
     }
 }
 
+/// A colour from hue (in sixths of the colour wheel: 0 red, 2 green, 4 blue), saturation and value.
+pub(crate) fn hsv(hue: f64, saturation: f64, value: f64) -> DVec3 {
+    let channel = |n: f64| {
+        let k = (n + hue).rem_euclid(6.0);
+        value - value * saturation * (k.min(4.0 - k)).clamp(0.0, 1.0)
+    };
+    DVec3::new(channel(5.0), channel(3.0), channel(1.0))
+}
+
 /// C1 Hermite step from 0 at `lo` to 1 at `hi`.
 pub(crate) fn smoothstep(lo: f64, hi: f64, v: f64) -> f64 {
     let x = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);

@@ -1,5 +1,5 @@
-//! The procedural world: a textured ground plane, spheres and boxes resting on it, a sky, a sun and
-//! ambient light; rays are traced against it analytically.
+//! The procedural world: a textured ground plane and spheres and boxes resting on it, under the
+//! scene's lighting (see `lighting`); rays are traced against it analytically.
 //!
 //! World axes: z up, ground at z = 0, objects within [`World::LAYOUT_RADIUS`] of the origin.
 //! Shading is Lambertian without shadows or reflections, so a surface point's radiance is the same
@@ -9,7 +9,8 @@ use glam::{DVec2, DVec3};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::texture::{Material, smoothstep};
+use crate::lighting::Lighting;
+use crate::texture::{Material, hsv, smoothstep};
 
 /// Which surface a ray hit: an object and, for boxes, the face (normals jump between faces).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,12 +81,7 @@ struct Object {
 #[derive(Clone, Debug)]
 pub(crate) struct World {
     objects: Vec<Object>,
-    /// Unit vector towards the sun.
-    sun: DVec3,
-    sun_colour: DVec3,
-    ambient: DVec3,
-    zenith: DVec3,
-    horizon: DVec3,
+    lighting: Lighting,
 }
 
 /// Rays start at cameras, never on surfaces, so a tiny positive bound suffices.
@@ -152,25 +148,9 @@ impl World {
             };
             objects.push(Object { shape, material });
         }
-        let azimuth: f64 = rng.random_range(0.0..std::f64::consts::TAU);
-        let elevation: f64 = rng.random_range(35f64..65.0).to_radians();
-        let sun = DVec3::new(
-            elevation.cos() * azimuth.cos(),
-            elevation.cos() * azimuth.sin(),
-            elevation.sin(),
-        );
-        let zenith = DVec3::new(
-            rng.random_range(0.2..0.4),
-            rng.random_range(0.4..0.6),
-            rng.random_range(0.75..0.95),
-        );
         World {
             objects,
-            sun,
-            sun_colour: DVec3::new(1.0, 0.95, 0.85) * 0.75,
-            ambient: DVec3::new(0.85, 0.92, 1.0) * 0.32,
-            zenith,
-            horizon: zenith.lerp(DVec3::new(0.88, 0.9, 0.92), 0.7),
+            lighting: Lighting::random(rng),
         }
     }
 
@@ -205,20 +185,14 @@ impl World {
             Shape::Sphere { centre, .. } => object.material.albedo(hit.position - centre),
             Shape::Cuboid { centre, yaw, .. } => object.material.albedo(to_box(hit.position - centre, yaw)),
         };
-        albedo * (self.ambient + self.sun_colour * hit.normal.dot(self.sun).max(0.0))
-    }
-
-    /// Sky colour in a unit direction: horizon to zenith, with a soft glow around the sun.
-    pub(crate) fn sky(&self, direction: DVec3) -> DVec3 {
-        let glow = direction.dot(self.sun).max(0.0).powi(64) * 0.5;
-        self.horizon.lerp(self.zenith, smoothstep(0.0, 0.6, direction.z)) + self.sun_colour * glow
+        self.lighting.shade(albedo, hit.normal)
     }
 
     /// What a camera at `origin` sees along a unit direction.
-    pub(crate) fn colour_along(&self, origin: DVec3, direction: DVec3) -> DVec3 {
+    pub(crate) fn color_along(&self, origin: DVec3, direction: DVec3) -> DVec3 {
         match self.trace(origin, direction) {
             Some(hit) => self.radiance(&hit),
-            None => self.sky(direction),
+            None => self.lighting.sky(direction),
         }
     }
 }
@@ -284,12 +258,7 @@ fn from_box(v: DVec3, yaw: DVec2) -> DVec3 {
 fn colour(rng: &mut ChaCha8Rng, value: std::ops::Range<f64>) -> DVec3 {
     let hue: f64 = rng.random_range(0.0..6.0);
     let saturation: f64 = rng.random_range(0.25..0.7);
-    let v: f64 = rng.random_range(value);
-    let channel = |n: f64| {
-        let k = (n + hue) % 6.0;
-        v - v * saturation * (k.min(4.0 - k)).clamp(0.0, 1.0)
-    };
-    DVec3::new(channel(5.0), channel(3.0), channel(1.0))
+    hsv(hue, saturation, rng.random_range(value))
 }
 
 /// A light and a dark colour, so patterns show.
@@ -361,11 +330,7 @@ mod tests {
                 shape,
                 material: Material::Solid(DVec3::splat(0.5)),
             }],
-            sun: DVec3::Z,
-            sun_colour: DVec3::ONE,
-            ambient: DVec3::ZERO,
-            zenith: DVec3::Z,
-            horizon: DVec3::X,
+            lighting: Lighting::plain(),
         }
     }
 
