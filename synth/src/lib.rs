@@ -22,6 +22,7 @@
 
 mod cameras;
 mod lighting;
+mod materials;
 mod output;
 mod points;
 mod render;

@@ -3,10 +3,11 @@
 //! A candidate is the surface point seen through a random position of a random view. A view
 //! observes it when (1) it projects inside the image, (2) the ray from that camera reaches it
 //! before any other surface, and (3) the eight rays through the corners and edge midpoints of a
-//! square of half-size [`RING_PIXELS`] around its projection hit the same surface with radiance
-//! within [`SMOOTHNESS`] of its own. (3) makes the pixel it falls in show its colour up to 8-bit
-//! rounding, and keeps keypoints off occlusion edges, box edges and grazing, blurred views of a
-//! texture, as a feature matcher would. Points need two observing views.
+//! square of half-size [`RING_PIXELS`] around its projection, and the colour samples of the pixel
+//! it falls in, hit the same surface with radiance within [`SMOOTHNESS`] of its own. (3) makes
+//! that pixel show its colour up to 8-bit rounding, even where a pattern has features finer than
+//! the square (glyphs, mortar), and keeps keypoints off occlusion edges, box edges and grazing,
+//! blurred views of a texture, as a feature matcher would. Points need two observing views.
 //!
 //! Rejecting a point outright for one unclear view, rather than leaving that view out of its track,
 //! would leave almost no points on the objects of an orbit: every point on a sphere is near the
@@ -19,11 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::cameras::View;
-use crate::render::to_8bit;
+use crate::render::{SUBPIXELS, to_8bit};
 use crate::world::{Hit, World};
 
-/// Half-size, in pixels of each view, of the square checked around a projection. It holds the
-/// colour samples of the pixel the point falls in (at most 0.75 px away along each axis) with margin.
+/// Half-size, in pixels of each view, of the square checked around a projection: beyond the colour
+/// samples of the pixel the point falls in (at most 0.75 px away along each axis).
 const RING_PIXELS: f64 = 1.0;
 /// Largest radiance change allowed across that square, per channel.
 const SMOOTHNESS: f64 = 1.5 / 255.0;
@@ -100,19 +101,23 @@ fn candidate(world: &World, views: &[View], view: usize, pixel: DVec2) -> Option
     })
 }
 
-/// Whether the rays through the square around `projection` hit the point's surface with nearly its
-/// radiance (compared as stored: clamped to [0, 1]).
+/// Whether the rays through the square around `projection` and the colour samples of the pixel it
+/// falls in hit the point's surface with nearly its radiance (compared as stored: clamped to [0, 1]).
 fn smooth_around(world: &World, camera: &Camera, projection: DVec2, hit: &Hit, radiance: DVec3) -> bool {
     let origin = camera.center();
     let shown = |radiance: DVec3| radiance.clamp(DVec3::ZERO, DVec3::ONE);
     let offsets = [-RING_PIXELS, 0.0, RING_PIXELS];
-    let square = offsets.iter().flat_map(|&dy| offsets.map(|dx| DVec2::new(dx, dy)));
-    square.filter(|offset| *offset != DVec2::ZERO).all(|offset| {
-        world
-            .trace(origin, camera.ray_direction(projection + offset))
-            .is_some_and(|near| {
-                near.surface == hit.surface
-                    && (shown(world.radiance(&near)) - shown(radiance)).abs().max_element() <= SMOOTHNESS
-            })
+    let square = offsets
+        .iter()
+        .flat_map(|&dy| offsets.map(|dx| DVec2::new(dx, dy)))
+        .filter(|offset| *offset != DVec2::ZERO)
+        .map(|offset| projection + offset);
+    let corner = projection.floor();
+    let pixel = SUBPIXELS.iter().map(|&(dx, dy)| corner + DVec2::new(dx, dy));
+    square.chain(pixel).all(|position| {
+        world.trace(origin, camera.ray_direction(position)).is_some_and(|near| {
+            near.surface == hit.surface
+                && (shown(world.radiance(&near)) - shown(radiance)).abs().max_element() <= SMOOTHNESS
+        })
     })
 }

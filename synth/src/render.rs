@@ -19,7 +19,7 @@ pub struct RenderedView {
 }
 
 /// Colour samples inside a pixel, in pixel units from its top-left corner.
-const SUBPIXELS: [(f64, f64); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
+pub(crate) const SUBPIXELS: [(f64, f64); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
 
 /// Renders `scene` through `camera`. Rows are rendered in parallel; every pixel depends only on
 /// its own rays, so the result does not depend on the number of threads.

@@ -10,7 +10,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::lighting::Lighting;
-use crate::texture::{Material, hsv, smoothstep};
+use crate::materials::{Palette, Role};
+use crate::texture::{Material, smoothstep};
 
 /// Which surface a ray hit: an object and, for boxes, the face (normals jump between faces).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,14 +99,10 @@ impl World {
     pub const POINT_RADIUS: f64 = 6.0;
 
     pub(crate) fn random(rng: &mut ChaCha8Rng) -> World {
-        let ground = match rng.random_range(0..3) {
-            0 => checker(rng, 1.0..1.6),
-            1 => stripes(rng, true),
-            _ => blotches(rng, 1.0..1.8),
-        };
+        let palette = Palette::random(rng);
         let mut objects = vec![Object {
             shape: Shape::Ground,
-            material: ground,
+            material: palette.material(rng, Role::Ground).on_plane(DVec3::Z),
         }];
         let count = rng.random_range(3..=6);
         // Footprints (centre, radius) already taken, so objects do not overlap.
@@ -140,12 +137,7 @@ impl World {
             let Some(spot) = spot else { continue };
             taken.push((spot, footprint));
             let shape = shape.moved(spot);
-            let material = match rng.random_range(0..4) {
-                0 => Material::Solid(colour(rng, 0.45..0.85)),
-                1 => checker(rng, 0.25..0.45),
-                2 => stripes(rng, false),
-                _ => blotches(rng, 0.3..0.6),
-            };
+            let material = palette.material(rng, Role::Object);
             objects.push(Object { shape, material });
         }
         World {
@@ -183,7 +175,11 @@ impl World {
                 object.material.albedo(hit.position).lerp(object.material.mean(), fade)
             }
             Shape::Sphere { centre, .. } => object.material.albedo(hit.position - centre),
-            Shape::Cuboid { centre, yaw, .. } => object.material.albedo(to_box(hit.position - centre, yaw)),
+            // Planar patterns (bricks, glyphs) lie on each face.
+            Shape::Cuboid { centre, yaw, .. } => object
+                .material
+                .on_plane(to_box(hit.normal, yaw))
+                .albedo(to_box(hit.position - centre, yaw)),
         };
         self.lighting.shade(albedo, hit.normal)
     }
@@ -252,72 +248,6 @@ fn to_box(v: DVec3, yaw: DVec2) -> DVec3 {
 
 fn from_box(v: DVec3, yaw: DVec2) -> DVec3 {
     DVec3::new(yaw.x * v.x - yaw.y * v.y, yaw.y * v.x + yaw.x * v.y, v.z)
-}
-
-/// A colour of random hue with brightness in `value`, moderately saturated.
-fn colour(rng: &mut ChaCha8Rng, value: std::ops::Range<f64>) -> DVec3 {
-    let hue: f64 = rng.random_range(0.0..6.0);
-    let saturation: f64 = rng.random_range(0.25..0.7);
-    hsv(hue, saturation, rng.random_range(value))
-}
-
-/// A light and a dark colour, so patterns show.
-fn pair(rng: &mut ChaCha8Rng) -> (DVec3, DVec3) {
-    (colour(rng, 0.6..0.85), colour(rng, 0.15..0.45))
-}
-
-/// Soft edges about 0.03 world units wide either side: a few pixels at the default sizes.
-const EDGE: f64 = 0.03;
-
-fn checker(rng: &mut ChaCha8Rng, cell: std::ops::Range<f64>) -> Material {
-    let (a, b) = pair(rng);
-    Material::Checker {
-        a,
-        b,
-        cell: rng.random_range(cell),
-        edge: EDGE,
-    }
-}
-
-/// Stripes across a random direction, horizontal if `level` (for the ground).
-fn stripes(rng: &mut ChaCha8Rng, level: bool) -> Material {
-    let (a, b) = pair(rng);
-    let across = random_unit(rng);
-    let across = if level {
-        across.with_z(0.0).try_normalize().unwrap_or(DVec3::X)
-    } else {
-        across
-    };
-    let period = if level {
-        rng.random_range(1.0..1.8)
-    } else {
-        rng.random_range(0.5..1.0)
-    };
-    Material::Stripes {
-        a,
-        b,
-        across,
-        period,
-        edge: EDGE,
-    }
-}
-
-fn blotches(rng: &mut ChaCha8Rng, scale: std::ops::Range<f64>) -> Material {
-    let (a, b) = pair(rng);
-    Material::Blotches {
-        a,
-        b,
-        scale: rng.random_range(scale),
-        edge: 0.06,
-        seed: rng.random(),
-    }
-}
-
-fn random_unit(rng: &mut ChaCha8Rng) -> DVec3 {
-    let z: f64 = rng.random_range(-1.0..1.0);
-    let angle: f64 = rng.random_range(0.0..std::f64::consts::TAU);
-    let r = (1.0 - z * z).sqrt();
-    DVec3::new(r * angle.cos(), r * angle.sin(), z)
 }
 
 #[cfg(test)]
@@ -392,5 +322,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The scenes of one seed differ in lighting, and together use every kind of material.
+    #[test]
+    fn scenes_vary_in_lighting_and_materials() {
+        let options = crate::SynthOptions {
+            scenes: 24,
+            seed: 3,
+            ..Default::default()
+        };
+        let worlds: Vec<World> = (0..options.scenes)
+            .map(|index| crate::Scene::new(&options, index).unwrap().world)
+            .collect();
+        for (i, world) in worlds.iter().enumerate() {
+            for (j, other) in worlds[..i].iter().enumerate() {
+                assert_ne!(world.lighting, other.lighting, "scenes {j} and {i}");
+            }
+        }
+        let kinds: std::collections::HashSet<_> = worlds
+            .iter()
+            .flat_map(|world| &world.objects)
+            .map(|object| std::mem::discriminant(&object.material))
+            .collect();
+        assert_eq!(
+            kinds.len(),
+            8,
+            "solid, checker, stripes, blotches, marble, gradient, bricks, glyphs"
+        );
     }
 }
