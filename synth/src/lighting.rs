@@ -24,8 +24,8 @@ pub(crate) struct Lighting {
 const SUN_KELVIN: std::ops::Range<f64> = 2500.0..9500.0;
 /// Ambient (sky) light is bluer than most suns.
 const AMBIENT_KELVIN: std::ops::Range<f64> = 5000.0..14000.0;
-/// Exposure as a power of two: about 0.4 (dim) to 1.3 (bright, with some clipping).
-const EXPOSURE_STOPS: std::ops::Range<f64> = -1.3..0.4;
+/// Exposure as a power of two: 0.5 (dim) to 1.9 (bright, with some clipping).
+const EXPOSURE_STOPS: std::ops::Range<f64> = -1.0..0.9;
 
 impl Lighting {
     pub(crate) fn random(rng: &mut ChaCha8Rng) -> Lighting {
@@ -146,7 +146,7 @@ mod tests {
             (min, max)
         };
         let (dim, bright) = range(&total);
-        assert!(dim < 0.5 && bright > 1.1, "total light {dim}..{bright}");
+        assert!(dim < 0.6 && bright > 1.6, "total light {dim}..{bright}");
         let (low, high) = range(&|l| l.sun.z.asin().to_degrees());
         assert!(low < 20.0 && high > 70.0, "sun elevation {low}..{high}");
         let (warmest, coolest) = range(&|l| l.sun_color.z / l.sun_color.x);

@@ -53,7 +53,7 @@ impl Palette {
             hue: rng.random_range(0.0..6.0),
             hue_spread: rng.random_range(0.2..3.0),
             saturation: low..(low + rng.random_range(0.15..0.4)).min(1.0),
-            brightness: rng.random_range(0.5..1.15),
+            brightness: rng.random_range(0.6..1.2),
         }
     }
 
@@ -167,7 +167,8 @@ fn bricks(palette: &Palette, rng: &mut ChaCha8Rng, scale: f64) -> Material {
     }
 }
 
-fn glyphs(palette: &Palette, rng: &mut ChaCha8Rng, scale: f64) -> Material {
+/// Print, whatever the surface: strokes of one to a few pixels at the default sizes.
+fn glyphs(palette: &Palette, rng: &mut ChaCha8Rng, _scale: f64) -> Material {
     let (light, dark) = palette.pair(rng);
     // Mostly dark on light, as print.
     let (paper, ink) = if rng.random_bool(0.75) {
@@ -179,7 +180,7 @@ fn glyphs(palette: &Palette, rng: &mut ChaCha8Rng, scale: f64) -> Material {
         paper,
         ink,
         frame: Frame::UPRIGHT,
-        stroke: scale * rng.random_range(0.09..0.14),
+        stroke: rng.random_range(0.025..0.05),
         edge: 0.35,
         seed: rng.random(),
     }
