@@ -8,8 +8,11 @@ use serde_json::Value;
 
 /// Generate procedural test scenes with exact geometry.
 ///
-/// Ray traces textured spheres, boxes and a ground plane under a sky and a sun, from cameras on an
-/// orbit or a forward-facing spiral, and writes each scene in the COLMAP/3DGS layout:
+/// Ray traces textured spheres and boxes on a ground plane under a sky, seen from cameras on an
+/// orbit or a forward-facing spiral, or inside a textured room, seen from cameras in its middle
+/// looking outwards. Each scene draws its own sun direction and colour temperature, ambient light,
+/// sky, exposure, palette and textures (checker, stripes, blotches, marble, gradients, bricks,
+/// text-like glyphs). It writes each scene in the COLMAP/3DGS layout:
 /// images/ (PNG), images_2/, images_4/, images_8/ (exact box downsamples), depth/ (f32 z-depth per
 /// view as safetensors), sparse/0/*.bin (true PINHOLE cameras and poses; 3D points on visible
 /// surfaces with tracks at their exact sub-pixel projections) and synth.json.
@@ -35,8 +38,9 @@ pub struct SynthArgs {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Camera path: orbit, forward-facing, or alternate (orbit for even scenes, forward-facing
-    /// for odd ones).
+    /// Camera path: orbit, forward-facing, room (inside a closed room, looking outwards), or
+    /// alternate (orbit, forward-facing and room in turn: scene000 orbit, scene001 forward-facing,
+    /// scene002 room, scene003 orbit, ...).
     #[arg(long, value_enum, default_value = "alternate")]
     path: PathArg,
     /// 3D points to sample per scene.
@@ -48,6 +52,7 @@ pub struct SynthArgs {
 enum PathArg {
     Orbit,
     ForwardFacing,
+    Room,
     Alternate,
 }
 
@@ -68,6 +73,7 @@ impl SynthArgs {
         let path = match self.path {
             PathArg::Orbit => CameraPath::Orbit,
             PathArg::ForwardFacing => CameraPath::ForwardFacing,
+            PathArg::Room => CameraPath::Room,
             PathArg::Alternate => CameraPath::Alternate,
         };
         SynthOptions {
@@ -194,7 +200,7 @@ fn options_from_params(params: &Value) -> Result<SynthOptions, String> {
             }
             "path" => {
                 options.path = serde_json::from_value(value.clone())
-                    .map_err(|_| format!("path: expected orbit, forward-facing or alternate, got {value}"))?
+                    .map_err(|_| format!("path: expected orbit, forward-facing, room or alternate, got {value}"))?
             }
             other => {
                 return Err(format!(
@@ -235,10 +241,11 @@ mod tests {
         );
         let options = options_from_params(&all).unwrap();
         assert_eq!(options, SynthOptions::default());
-        let some = check_params(json!({"size": "64x48", "seed": 7, "path": "orbit"})).unwrap();
+        let some = check_params(json!({"size": "64x48", "seed": 7, "path": "room"})).unwrap();
         assert_eq!(some["size"], "64x48");
         assert_eq!(some["seed"], 7);
-        assert_eq!(some["path"], "orbit");
+        assert_eq!(some["path"], "room");
+        assert_eq!(options_from_params(&some).unwrap().path, CameraPath::Room);
         assert_eq!(
             check_params(some.clone()).unwrap(),
             some,

@@ -1,14 +1,20 @@
 //! Procedural test scenes, ray traced with exact depth and exact COLMAP tracks.
 //!
-//! Each scene is a textured ground plane with spheres and boxes on it under a sky, a sun and ambient
-//! light, seen by cameras on an orbit or a forward-facing spiral. It is written in the COLMAP / 3DGS
-//! layout:
+//! A scene is spheres and boxes either on a textured ground plane under a sky, seen by cameras on an
+//! orbit or a forward-facing spiral, or around the middle of a closed room (textured floor, four
+//! walls, ceiling), seen inside out by cameras standing in the middle and looking outwards (see
+//! [`CameraPath`]). Each scene draws its own lighting (sun direction, elevation and colour
+//! temperature, ambient light, sky, exposure: from dark to bright), palette (hue spread, saturation,
+//! brightness) and textures (solid, checker, stripes, blotches, marble, gradients, bricks,
+//! text-like glyphs), so that a few dozen scenes make a varied training corpus. It is written in
+//! the COLMAP / 3DGS layout:
 //!
 //! ```text
 //! <out>/<scene>/images/00000.png ...     full resolution
 //! <out>/<scene>/images_{2,4,8}/...       box-filter downsamples by exactly 2, 4, 8
 //! <out>/<scene>/depth/00000.safetensors  f32 "depth" [H, W]: z along the optical axis at the
 //!                                        full-resolution pixel centres, +inf where sky is seen
+//!                                        (never in rooms)
 //! <out>/<scene>/sparse/0/{cameras,images,points3D}.bin
 //! <out>/<scene>/synth.json               how the scene was made (also marks it as replaceable)
 //! ```
@@ -146,8 +152,8 @@ impl Scene {
     pub fn new(options: &SynthOptions, index: usize) -> Result<Scene, SynthError> {
         options.validate()?;
         let mut rng = rng(options.seed, index, Stream::Layout);
-        let world = World::random(&mut rng);
         let camera_path = options.path.for_scene(index);
+        let world = World::random(&mut rng, camera_path);
         let views = cameras::views(camera_path, options.views, options.width, options.height, &mut rng);
         Ok(Scene {
             name: format!("scene{index:03}"),

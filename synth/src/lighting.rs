@@ -4,6 +4,8 @@
 //! Light arrives from fixed directions and nothing casts shadows, so shading depends on a surface
 //! point's albedo and normal only, never on the view.
 
+use std::ops::Range;
+
 use glam::DVec3;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -21,14 +23,16 @@ pub(crate) struct Lighting {
 }
 
 /// Colour temperatures of the sun, in kelvin: candle-warm to overcast-blue.
-const SUN_KELVIN: std::ops::Range<f64> = 2500.0..9500.0;
+const SUN_KELVIN: Range<f64> = 2500.0..9500.0;
 /// Ambient (sky) light is bluer than most suns.
-const AMBIENT_KELVIN: std::ops::Range<f64> = 5000.0..14000.0;
+const AMBIENT_KELVIN: Range<f64> = 5000.0..14000.0;
 /// Exposure as a power of two: 0.5 (dim) to 1.9 (bright, with some clipping).
-const EXPOSURE_STOPS: std::ops::Range<f64> = -1.0..0.9;
+const EXPOSURE_STOPS: Range<f64> = -1.0..0.9;
 
 impl Lighting {
-    pub(crate) fn random(rng: &mut ChaCha8Rng) -> Lighting {
+    /// Random lighting where ambient light takes a share in `ambient_share` of the light: low under
+    /// a harsh sun, high under an overcast sky or in a room, whose walls scatter the light.
+    pub(crate) fn random(rng: &mut ChaCha8Rng, ambient_share: Range<f64>) -> Lighting {
         let exposure = rng.random_range(EXPOSURE_STOPS).exp2();
         let azimuth: f64 = rng.random_range(0.0..std::f64::consts::TAU);
         let elevation: f64 = rng.random_range(12f64..78.0).to_radians();
@@ -37,8 +41,7 @@ impl Lighting {
             elevation.cos() * azimuth.sin(),
             elevation.sin(),
         );
-        // Sun and ambient share the light: a harsh sun or an overcast sky.
-        let ambient_share = rng.random_range(0.15..0.6);
+        let ambient_share = rng.random_range(ambient_share);
         let sun_color = blackbody(rng.random_range(SUN_KELVIN)) * (1.0 - ambient_share) * exposure;
         let ambient = blackbody(rng.random_range(AMBIENT_KELVIN)) * ambient_share * exposure;
         let zenith = hsv(
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn random_lighting_varies_in_every_parameter() {
         let draws: Vec<Lighting> = (0..64)
-            .map(|seed| Lighting::random(&mut ChaCha8Rng::seed_from_u64(seed)))
+            .map(|seed| Lighting::random(&mut ChaCha8Rng::seed_from_u64(seed), 0.15..0.6))
             .collect();
         let total = |l: &Lighting| (l.sun_color + l.ambient).dot(LUMINANCE);
         let range = |f: &dyn Fn(&Lighting) -> f64| {

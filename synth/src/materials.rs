@@ -25,6 +25,9 @@ pub(crate) struct Palette {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
     Ground,
+    Floor,
+    Wall,
+    Ceiling,
     Object,
 }
 
@@ -38,6 +41,9 @@ impl Role {
         match self {
             // No glyphs on the open ground: they would alias long before it fades far away.
             Role::Ground => (&[checker, stripes, blotches, marble, gradient, bricks], 0.9..1.6),
+            Role::Floor => (&[checker, stripes, blotches, marble, bricks], 0.4..0.8),
+            Role::Wall => (&[solid, stripes, blotches, marble, gradient, bricks, glyphs], 0.35..0.7),
+            Role::Ceiling => (&[solid, checker, blotches, gradient], 0.5..1.0),
             Role::Object => (
                 &[solid, checker, stripes, blotches, marble, gradient, bricks, glyphs],
                 0.25..0.45,

@@ -82,18 +82,18 @@ fn stem(name: &str) -> &str {
 }
 
 /// Checks (a) exact keypoints, (b) point colours against pixels, (c) depth at pixel centres, on an
-/// orbit scene and a forward-facing one.
+/// orbit scene, a forward-facing one and a room.
 #[test]
 fn written_model_agrees_with_images_and_depth() {
     let dir = tempfile::tempdir().unwrap();
     let options = SynthOptions {
-        scenes: 2,
+        scenes: 3,
         path: CameraPath::Alternate,
         ..options(11, 8, 128, 96, 400)
     };
     let scenes = run(dir.path(), &options);
-    assert_eq!(scenes[0].camera_path, CameraPath::Orbit);
-    assert_eq!(scenes[1].camera_path, CameraPath::ForwardFacing);
+    let paths: Vec<CameraPath> = scenes.iter().map(|scene| scene.camera_path).collect();
+    assert_eq!(paths, [CameraPath::Orbit, CameraPath::ForwardFacing, CameraPath::Room]);
     for scene in &scenes {
         let model = ColmapModel::read(&scene.path.join("sparse/0")).unwrap();
         assert_eq!(model.images.len(), 8);
@@ -116,6 +116,9 @@ fn written_model_agrees_with_images_and_depth() {
                     .join(format!("{}.safetensors", stem(&image.name))),
             );
             assert_eq!((w as u32, h as u32), (cameras[&id].width, cameras[&id].height));
+            if scene.camera_path == CameraPath::Room {
+                assert!(depth.iter().all(|d| d.is_finite()), "{}: a room shows sky", image.name);
+            }
             depths.insert(id, depth);
         }
 
@@ -255,7 +258,7 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let small = |seed| SynthOptions {
-        scenes: 2,
+        scenes: 3,
         path: CameraPath::Alternate,
         ..options(seed, 3, 32, 24, 60)
     };
@@ -266,7 +269,7 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(
         a.len(),
-        2 * (3 * 5 + 3 + 1),
+        3 * (3 * 5 + 3 + 1),
         "images, 3 downsamples, depth per view; model; synth.json"
     );
     for (path, bytes) in &a {
@@ -279,6 +282,7 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     for path in [
         Path::new("scene000/images/00000.png"),
         Path::new("scene001/sparse/0/points3D.bin"),
+        Path::new("scene002/images/00002.png"),
     ] {
         assert_ne!(a[path], c[path], "{} is the same for seeds 5 and 6", path.display());
     }
@@ -428,4 +432,46 @@ fn render_view_reproduces_written_views() {
         assert_eq!(rendered.depth, depth);
         assert!(depth.iter().all(|d| d.is_finite() && *d > 0.0 || *d == f32::INFINITY));
     }
+}
+
+/// The scenes of one seed look different: some dark and some bright, some warm and some cool.
+#[test]
+fn scenes_vary_in_brightness_and_color() {
+    let options = SynthOptions {
+        scenes: 24,
+        path: CameraPath::Alternate,
+        ..options(3, 2, 48, 32, 1)
+    };
+    let looks: Vec<(f64, f64)> = (0..options.scenes)
+        .map(|index| {
+            let scene = lrf_synth::Scene::new(&options, index).unwrap();
+            let image = lrf_synth::render_view(&scene, &scene.views[0].camera).image;
+            let pixels = image.pixels().map(|p| p.0.map(f64::from));
+            let (mut luminance, mut warmth) = (0.0, 0.0);
+            for [r, g, b] in pixels {
+                luminance += 0.2126 * r + 0.7152 * g + 0.0722 * b;
+                warmth += r - b;
+            }
+            let n = (image.width() * image.height()) as f64;
+            (luminance / n, warmth / n)
+        })
+        .collect();
+    eprintln!("(mean luminance, mean red − blue) per scene: {looks:.0?}");
+    let extremes = |f: fn(&(f64, f64)) -> f64| {
+        let values = looks.iter().map(f);
+        (
+            values.clone().fold(f64::INFINITY, f64::min),
+            values.fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
+    let (darkest, brightest) = extremes(|look| look.0);
+    assert!(
+        darkest < 40.0 && brightest > 150.0,
+        "luminance {darkest:.0}..{brightest:.0}"
+    );
+    let (coolest, warmest) = extremes(|look| look.1);
+    assert!(
+        coolest < -30.0 && warmest > 30.0,
+        "red − blue {coolest:.0}..{warmest:.0}"
+    );
 }
