@@ -101,7 +101,7 @@ pub(crate) fn views(path: CameraPath, views: usize, width: u32, height: u32, rng
             let radius = World::ROOM_CLEARING * rng.random_range(0.25..0.45);
             let height = World::ROOM_OBJECT_TOP + rng.random_range(0.2..0.4);
             let turn = rng.random_range(-20f64..20.0).to_radians();
-            let tilt = rng.random_range(-20f64..-10.0).to_radians();
+            let tilt = rng.random_range(-18f64..-10.0).to_radians();
             let step = (std::f64::consts::TAU / views as f64).min(ROOM_STEP_DEGREES.to_radians());
             (0..views)
                 .map(|i| {
@@ -112,7 +112,7 @@ pub(crate) fn views(path: CameraPath, views: usize, width: u32, height: u32, rng
                         height + 0.08 * (3.0 * angle).sin(),
                     );
                     let yaw = angle + turn;
-                    let pitch = tilt + 8f64.to_radians() * (2.0 * angle).sin();
+                    let pitch = tilt + 12f64.to_radians() * (2.0 * angle).sin();
                     let look = DVec3::new(pitch.cos() * yaw.cos(), pitch.cos() * yaw.sin(), pitch.sin());
                     (eye, eye + look)
                 })

@@ -42,7 +42,8 @@ impl Role {
             // No glyphs on the open ground: they would alias long before it fades far away.
             Role::Ground => (&[checker, stripes, blotches, marble, gradient, bricks], 0.9..1.6),
             Role::Floor => (&[checker, stripes, blotches, marble, bricks], 0.4..0.8),
-            Role::Wall => (&[solid, stripes, blotches, marble, gradient, bricks, glyphs], 0.35..0.7),
+            // Walls fill most of a room's views: no plain colours or ramps there.
+            Role::Wall => (&[checker, stripes, blotches, marble, bricks, glyphs], 0.35..0.7),
             Role::Ceiling => (&[solid, checker, blotches, gradient], 0.5..1.0),
             Role::Object => (
                 &[solid, checker, stripes, blotches, marble, gradient, bricks, glyphs],

@@ -462,9 +462,10 @@ mod tests {
 
     /// Room scenes: every camera stands inside the room, in the clearing and above the objects,
     /// and every view sees the walls over a good share of its pixels (the rest: floor, ceiling,
-    /// objects; never sky).
+    /// objects; never sky); some views see the ceiling.
     #[test]
     fn room_cameras_stand_inside_and_see_the_walls() {
+        let mut ceiling_seen = 0;
         for (seed, (width, height)) in (0..8).zip([(64, 48), (64, 32), (48, 64)].into_iter().cycle()) {
             let options = crate::SynthOptions {
                 scenes: 1,
@@ -476,7 +477,11 @@ mod tests {
                 points_per_scene: 1,
             };
             let crate::Scene { views, world, .. } = crate::Scene::new(&options, 0).unwrap();
-            let is_wall = |surface: Surface| matches!(world.objects[surface.object].shape, Shape::Plane { normal, .. } if normal.z == 0.0);
+            // The vertical component of the normal of a plane hit: 0 on walls, −1 on the ceiling.
+            let facing = |surface: Surface| match world.objects[surface.object].shape {
+                Shape::Plane { normal, .. } => Some(normal.z),
+                _ => None,
+            };
             for view in &views {
                 let camera = &view.camera;
                 let eye = camera.center();
@@ -492,13 +497,14 @@ mod tests {
                         ),
                     }
                 }
-                let (mut rays, mut walls) = (0, 0);
+                let (mut rays, mut walls, mut ceiling) = (0, 0, 0);
                 for y in (0..height).step_by(4) {
                     for x in (0..width).step_by(4) {
                         let pixel = DVec2::new(x as f64 + 0.5, y as f64 + 0.5);
                         let hit = world.trace(eye, camera.ray_direction(pixel)).expect("rooms are closed");
                         rays += 1;
-                        walls += usize::from(is_wall(hit.surface));
+                        walls += usize::from(facing(hit.surface) == Some(0.0));
+                        ceiling += usize::from(facing(hit.surface) == Some(-1.0));
                     }
                 }
                 assert!(
@@ -506,8 +512,10 @@ mod tests {
                     "seed {seed}: {} sees walls on {walls} of {rays} rays",
                     view.name
                 );
+                ceiling_seen += usize::from(ceiling > 0);
             }
         }
+        assert!(ceiling_seen >= 8, "the ceiling shows in {ceiling_seen} of 192 views");
     }
 
     /// The scenes of one seed differ in lighting, and together use every kind of material.

@@ -225,8 +225,10 @@ fn written_model_agrees_with_images_and_depth() {
             "{}: colour checked on {colour_checked} of {observations}",
             scene.name
         );
+        // Rooms show their floor in the lower part of the views only.
+        let enough = if scene.camera_path == CameraPath::Room { 25 } else { 50 };
         assert!(
-            depth_checked >= 50,
+            depth_checked >= enough,
             "{}: inverse depth checked on only {depth_checked}",
             scene.name
         );
