@@ -333,7 +333,7 @@ impl Fit<'_> {
             .filter(|v| v.split == Split::Train)
             .map(|v| &v.camera)
             .collect();
-        let extent = scene_extent(&cameras);
+        let extent = scene_extent(&cameras)?;
         let mut trainer = Trainer::new(field, self.train.clone(), extent, vec![], true)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed);
         let mut order: Vec<usize> = Vec::new();

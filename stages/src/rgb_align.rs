@@ -261,7 +261,7 @@ impl StageKind for RgbAlign {
         let sh_degree = field.max_sh_degree;
         let config = self.train.train_config(sh_degree);
         let mut trainer =
-            Trainer::new(field, config, scene_extent(&cameras), vec![], true)?.starting_at_sh_degree(sh_degree);
+            Trainer::new(field, config, scene_extent(&cameras)?, vec![], true)?.starting_at_sh_degree(sh_degree);
         let mut tuning = DecoderTuning::new(model.as_mut(), self.decoder_lr, self.decoder_lr_decay)?;
 
         let before = train_psnr(tuning.model, &trainer, &samples, normalization)?;

@@ -380,14 +380,32 @@ pub enum TrainError<E> {
 }
 
 /// 3DGS's scene extent: 1.1 × the largest distance of a camera centre from the centres' mean.
-pub fn scene_extent(cameras: &[&Camera]) -> f64 {
+///
+/// Errors when the cameras cannot define one: a non-finite centre, or centres that coincide up to rounding
+/// (a spread below 1e-9 of their distance from the origin, or of 1 when they sit near it), which would
+/// otherwise train with an extent like 1e-15 and scale every learning rate by it.
+pub fn scene_extent(cameras: &[&Camera]) -> Result<f64> {
+    let invalid = |message: String| Err(SplatError::Options(message));
     if cameras.is_empty() {
-        return 0.0;
+        return invalid("no training cameras to measure the scene extent from".into());
     }
     let centres: Vec<_> = cameras.iter().map(|c| c.center()).collect();
+    if let Some(k) = centres.iter().position(|c| !c.is_finite()) {
+        return invalid(format!(
+            "training camera {k} has a non-finite centre {}; check the poses in images.bin",
+            centres[k]
+        ));
+    }
     let mean = centres.iter().copied().sum::<glam::DVec3>() / centres.len() as f64;
     let radius = centres.iter().map(|c| c.distance(mean)).fold(0.0, f64::max);
-    1.1 * radius
+    if radius <= 1e-9 * mean.length().max(1.0) {
+        return invalid(format!(
+            "the {} training cameras all stand at one place (they spread {radius:.1e} around {mean}), so the scene \
+             has no extent; 3D reconstruction needs views from different positions",
+            centres.len()
+        ));
+    }
+    Ok(1.1 * radius)
 }
 
 /// Mean absolute difference: the tests' loss (the stages use lrf-vae's losses).
@@ -422,7 +440,21 @@ mod tests {
     fn extent_is_1_1_times_the_largest_centre_distance() {
         let a = camera(DVec3::new(3.0, 0.0, 0.0));
         let b = camera(DVec3::new(-1.0, 0.0, 0.0));
-        assert!((scene_extent(&[&a, &b]) - 2.2).abs() < 1e-9);
+        assert!((scene_extent(&[&a, &b]).unwrap() - 2.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cameras_at_one_place_have_no_extent_but_small_scenes_do() {
+        // Identical poses differ by rounding only: 3DGS would train with an extent near 1e-15.
+        let eye = DVec3::new(0.3, -1.7, 2.9);
+        let (a, b) = (camera(eye), camera(eye + DVec3::splat(1e-15)));
+        let error = scene_extent(&[&a, &b, &a]).unwrap_err().to_string();
+        assert!(error.contains("3 training cameras all stand at one place"), "{error}");
+        // A scene in millimetres is small, not degenerate.
+        let (c, d) = (camera(DVec3::new(1e-3, 0.0, 0.0)), camera(DVec3::new(-1e-3, 0.0, 0.0)));
+        assert!((scene_extent(&[&c, &d]).unwrap() - 1.1e-3).abs() < 1e-12);
+        let error = scene_extent(&[]).unwrap_err().to_string();
+        assert!(error.contains("no training cameras"), "{error}");
     }
 
     /// A fit that must make progress: random points fitted to a target rendered from other Gaussians.
@@ -469,7 +501,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let field = GaussianField::from_points(&init, 1).unwrap();
-        let extent = scene_extent(&cameras.iter().collect::<Vec<_>>());
+        let extent = scene_extent(&cameras.iter().collect::<Vec<_>>()).unwrap();
         let mut trainer = Trainer::new(field, config, extent, vec![], true).unwrap();
         let mut first = Vec::new();
         let mut last = Vec::new();
