@@ -707,6 +707,16 @@ mod tests {
     }
 
     #[test]
+    fn zero_workers_is_refused_where_it_is_written() {
+        let text = "pipeline: p\nworkers: 0\nscenes: []\nstages: []\n";
+        let errors = PipelineSpec::parse(text, Path::new("dir/p.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("dir/p.yaml:2:10: workers: 0"), "{errors}");
+        assert!(errors.contains("give at least 1 worker thread"), "{errors}");
+    }
+
+    #[test]
     fn tidy_removes_dot_and_resolvable_dot_dot() {
         assert_eq!(tidy(Path::new("a/./b/../c")), Path::new("a/c"));
         assert_eq!(tidy(Path::new("pipelines/../work/x")), Path::new("work/x"));

@@ -37,8 +37,8 @@ pub struct PipelineSpec {
     /// Where the artifact store and reports live; relative to the pipeline file. Default: `work/<pipeline>`.
     #[serde(default)]
     pub work_dir: Option<String>,
-    /// Default worker threads (`-w` overrides).
-    #[serde(default)]
+    /// Default worker threads (`-w` overrides); at least 1.
+    #[serde(default, deserialize_with = "at_least_one_worker")]
     pub workers: Option<usize>,
     pub scenes: Vec<Spanned<SceneSource>>,
     pub stages: Vec<Spanned<StageSpec>>,
@@ -153,5 +153,14 @@ fn strip_position(message: &str) -> &str {
     match message.rsplit_once(" at line ") {
         Some((text, position)) if position.contains("column") => text,
         _ => message,
+    }
+}
+
+fn at_least_one_worker<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    match <Option<usize> as serde::Deserialize>::deserialize(deserializer)? {
+        Some(0) => Err(serde::de::Error::custom(
+            "workers: 0 runs nothing; give at least 1 worker thread (or leave it out for 1)",
+        )),
+        workers => Ok(workers),
     }
 }
