@@ -65,7 +65,9 @@ pub struct DecoderAlign {
     /// taken on the window only. A decoder sees about ±17 latent pixels, so a bare crop decodes in a regime
     /// evaluation never uses. TAEF2 on a real 472×264 image (a generated 384×288 one): a bare 16² crop
     /// decodes 24.6 dB (26.9) from the full decoding of the same region, and 6.9 dB (6.1) further from the
-    /// image; a 32² window with 8 pixels of context 38.6 dB, and 0.7 dB.
+    /// image; a 32² window with 8 pixels of context 38.6 dB, and 0.7 dB. Left out of the canonical parameters
+    /// when 0, the bare crops that artifacts made before this option hold.
+    #[serde(skip_serializing_if = "is_zero")]
     pub context: i64,
     /// The L1 before and after training is measured on at most this many pairs of each kind, spread evenly
     /// over all of them (0: every pair).
@@ -309,6 +311,10 @@ impl StageKind for DecoderAlign {
             },
         )
     }
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// `n` pairs of `pool`: distinct when the pool is large enough, with repeats otherwise.
@@ -864,6 +870,11 @@ mod tests {
             let stage: DecoderAlign = serde_json::from_value(bad.clone()).unwrap();
             assert!(stage.validate().is_err(), "{bad}");
         }
+
+        // Bare crops (context 0) keep the parameters, and so the keys, of alignments made before `context`.
+        let bare: DecoderAlign = stage(json!({"context": 0}), base);
+        assert!(lrf_graph::Stage::params(&bare).get("context").is_none());
+        assert_eq!(lrf_graph::Stage::params(&bundled)["context"], 8);
 
         let evaluate: Evaluate = stage(json!({"autoencoder": "input"}), base);
         assert!(ports(evaluate.signature()).contains(&("autoencoder".into(), "autoencoder".into())));
