@@ -336,17 +336,13 @@ impl Fit<'_> {
         let extent = scene_extent(&cameras)?;
         let mut trainer = Trainer::new(field, self.train.clone(), extent, vec![], true)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed);
-        let mut order: Vec<usize> = Vec::new();
-        let (mut loss_curve, mut gaussian_curve) = (Vec::new(), Vec::new());
-        let (mut loss_sum, mut loss_count) = (0.0, 0u32);
+        let mut order = ViewOrder::new(samples.len());
+        let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);
+        let mut gaussian_curve = Vec::new();
         let started = Instant::now();
         let λ = self.dssim_weight;
         for _ in 0..self.train.iterations {
-            if order.is_empty() {
-                order = (0..samples.len()).collect();
-                order.shuffle(&mut rng);
-            }
-            let sample = &samples[order.pop().expect("refilled above")];
+            let sample = &samples[order.next(&mut rng)];
             let report = trainer
                 .step(&sample.camera, |image| -> lrf_vae::Result<Tensor> {
                     let l1 = l1(image, &sample.target)?;
@@ -357,14 +353,10 @@ impl Fit<'_> {
                     })
                 })
                 .with_context(|| format!("scene {:?}, view {:?}", views.scene, views.views[sample.index].name))?;
-            loss_sum += report.loss;
-            loss_count += 1;
             if report.densified.is_some() {
                 gaussian_curve.push((report.iteration, report.gaussians));
             }
-            if report.iteration % self.log_every == 0 || report.iteration == self.train.iterations {
-                let mean = loss_sum / loss_count as f64;
-                loss_curve.push((report.iteration, mean));
+            if let Some(mean) = loss_curve.add(report.iteration, report.loss) {
                 tracing::info!(
                     stage = job.stage_id,
                     scene = views.scene,
@@ -377,7 +369,6 @@ impl Fit<'_> {
                     "iteration {}/{}, loss {mean:.4}, {} Gaussians",
                     report.iteration, self.train.iterations, report.gaussians
                 ));
-                (loss_sum, loss_count) = (0.0, 0);
             }
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -394,10 +385,69 @@ impl Fit<'_> {
                 seconds,
                 seconds_per_iteration: seconds / self.train.iterations as f64,
                 peak_memory_mib: peak_memory_mib(),
-                loss_curve,
+                loss_curve: loss_curve.points,
                 gaussian_curve,
             },
         )
+    }
+}
+
+/// Training views in a new random order on each pass over them (3DGS's viewpoint stack).
+pub(crate) struct ViewOrder {
+    count: usize,
+    order: Vec<usize>,
+}
+
+impl ViewOrder {
+    /// `count` must be at least 1.
+    pub(crate) fn new(count: usize) -> Self {
+        ViewOrder {
+            count,
+            order: Vec::new(),
+        }
+    }
+
+    pub(crate) fn next(&mut self, rng: &mut impl rand::Rng) -> usize {
+        if self.order.is_empty() {
+            self.order = (0..self.count).collect();
+            self.order.shuffle(rng);
+        }
+        self.order.pop().expect("count is at least 1")
+    }
+}
+
+/// A loss curve: the mean loss over each `every` iterations, and over those before the last one.
+pub(crate) struct LossCurve {
+    every: u32,
+    last: u32,
+    sum: f64,
+    count: u32,
+    /// (iteration, mean loss since the previous entry).
+    pub points: Vec<(u32, f64)>,
+}
+
+impl LossCurve {
+    pub(crate) fn new(every: u32, last: u32) -> Self {
+        LossCurve {
+            every,
+            last,
+            sum: 0.0,
+            count: 0,
+            points: Vec::new(),
+        }
+    }
+
+    /// Adds one iteration's loss; returns the mean when this iteration closes an entry.
+    pub(crate) fn add(&mut self, iteration: u32, loss: f64) -> Option<f64> {
+        self.sum += loss;
+        self.count += 1;
+        if !iteration.is_multiple_of(self.every) && iteration != self.last {
+            return None;
+        }
+        let mean = self.sum / self.count as f64;
+        self.points.push((iteration, mean));
+        (self.sum, self.count) = (0.0, 0);
+        Some(mean)
     }
 }
 
@@ -415,6 +465,25 @@ pub(crate) fn write_field(out: &Path, field: &GaussianField, info: &FieldInfo) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_curve_means_close_every_interval_and_at_the_end() {
+        let mut curve = LossCurve::new(3, 7);
+        let closed: Vec<Option<f64>> = (1..=7).map(|i| curve.add(i, i as f64)).collect();
+        assert_eq!(closed, [None, None, Some(2.0), None, None, Some(5.0), Some(7.0)]);
+        assert_eq!(curve.points, [(3, 2.0), (6, 5.0), (7, 7.0)]);
+    }
+
+    #[test]
+    fn each_pass_visits_every_view_once() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut order = ViewOrder::new(5);
+        for _ in 0..3 {
+            let mut pass: Vec<usize> = (0..5).map(|_| order.next(&mut rng)).collect();
+            pass.sort();
+            assert_eq!(pass, [0, 1, 2, 3, 4]);
+        }
+    }
 
     #[test]
     fn a_non_finite_field_is_not_saved() {

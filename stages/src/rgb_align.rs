@@ -25,7 +25,6 @@ use lrf_splat::train::{GaussianField, TrainConfig, Trainer, scene_extent};
 use lrf_vae::losses::l1;
 use lrf_vae::metrics::psnr;
 use lrf_vae::{Autoencoder, Part, TilePlan, decode_tiled};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -38,7 +37,7 @@ use crate::artifacts::{
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::encode::{Latents, image_tensor};
-use crate::fit::{FIELD_FILE, FIELD_INFO, SingleThreadedLibtorch, latent_camera, write_field};
+use crate::fit::{FIELD_FILE, FIELD_INFO, LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, write_field};
 
 pub const ALIGNMENT_FILE: &str = "alignment.json";
 
@@ -266,16 +265,11 @@ impl StageKind for RgbAlign {
 
         let before = train_psnr(tuning.model, &trainer, &samples, normalization)?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.train.seed);
-        let mut order: Vec<usize> = Vec::new();
-        let mut loss_curve = Vec::new();
-        let (mut loss_sum, mut loss_count) = (0.0, 0u32);
+        let mut order = ViewOrder::new(samples.len());
+        let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);
         let started = Instant::now();
         for _ in 0..self.train.iterations {
-            if order.is_empty() {
-                order = (0..samples.len()).collect();
-                order.shuffle(&mut rng);
-            }
-            let sample = &samples[order.pop().expect("refilled above")];
+            let sample = &samples[order.next(&mut rng)];
             let window = Window::random(self.window, &sample.latent, &mut rng);
             let report = {
                 let _threads = SingleThreadedLibtorch::enter();
@@ -290,11 +284,7 @@ impl StageKind for RgbAlign {
             }
             .with_context(|| format!("scene {:?}, alignment", views.scene))?;
             tuning.step();
-            loss_sum += report.loss;
-            loss_count += 1;
-            if report.iteration % self.log_every == 0 || report.iteration == self.train.iterations {
-                let mean = loss_sum / loss_count as f64;
-                loss_curve.push((report.iteration, mean));
+            if let Some(mean) = loss_curve.add(report.iteration, report.loss) {
                 tracing::info!(
                     stage = job.stage_id,
                     scene = views.scene,
@@ -306,7 +296,6 @@ impl StageKind for RgbAlign {
                     "step {}/{}, loss {mean:.5}",
                     report.iteration, self.train.iterations
                 ));
-                (loss_sum, loss_count) = (0.0, 0);
             }
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -341,7 +330,7 @@ impl StageKind for RgbAlign {
                 seconds_per_step: seconds / steps as f64,
                 train_psnr_before: before,
                 train_psnr_after: after,
-                loss_curve,
+                loss_curve: loss_curve.points,
             },
         )
     }
