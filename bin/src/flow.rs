@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lrf_graph::{Cluster, Registry, RunOptions, Session, Status, WorkerInit};
+use lrf_graph::{Cluster, GcOptions, Registry, RunOptions, Session, Status, WorkerInit};
 
 use crate::print;
 
@@ -179,40 +179,59 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
 ///
 /// Keeps exactly what the pipeline references now (pinned artifacts included). Other
 /// pipelines sharing the same work directory are not consulted: their artifacts are removed
-/// too. Do not run it while a run is writing to the store.
+/// too. gc refuses while a run is using the store, and refuses to empty a store (a pipeline
+/// that finds no scene, or references none of the stored artifacts) unless given --force.
 ///
 /// Example: lrf-flow gc pipelines/example-exec.yaml --dry-run
 #[derive(Args)]
 pub struct GcArgs {
     /// Pipeline file (YAML).
     pipeline: PathBuf,
-    /// Only list what would be removed.
+    /// Only list what would be removed: stage, scene, size and key of each artifact.
     #[arg(long)]
     dry_run: bool,
+    /// Remove even when the pipeline finds no scene or references nothing in the store.
+    #[arg(long)]
+    force: bool,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 pub fn gc(args: GcArgs) -> anyhow::Result<()> {
     let session = Session::open(&args.pipeline, &registry())?;
     if args.dry_run {
-        let keep: std::collections::BTreeSet<_> = session.plan.keys().collect();
-        let unreferenced: Vec<_> = session
-            .store
-            .keys()?
-            .into_iter()
-            .filter(|k| !keep.contains(k))
-            .collect();
-        let mut text = format!("{} unreferenced artifact(s) would be removed:\n", unreferenced.len());
-        for key in unreferenced {
-            text += &format!("  {key}\n");
+        let unreferenced = session.unreferenced()?;
+        let total: u64 = unreferenced.iter().map(|a| a.bytes).sum();
+        let mut text = format!(
+            "{} unreferenced artifact(s), {:.1} MiB, would be removed:\n",
+            unreferenced.len(),
+            mib(total)
+        );
+        let width = unreferenced
+            .iter()
+            .map(|a| a.stage.as_deref().map_or(0, str::len))
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        for artifact in unreferenced {
+            text += &format!(
+                "  {:width$}  {:20}  {:>9.1} MiB  {}\n",
+                artifact.stage.as_deref().unwrap_or("(no manifest)"),
+                artifact.scene.as_deref().unwrap_or("(global)"),
+                mib(artifact.bytes),
+                artifact.key
+            );
         }
         return print(&text);
     }
-    let report = session.gc()?;
+    let report = session.gc(GcOptions { force: args.force })?;
     print(&format!(
         "removed {} artifact(s) and {} temporary folder(s), {:.1} MiB\n",
         report.removed.len(),
         report.temporaries,
-        report.bytes as f64 / (1024.0 * 1024.0)
+        mib(report.bytes)
     ))
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_lrf-flow");
 
 fn python() -> String {
-    std::env::var("LRF_PYTHON").unwrap_or_else(|_| "/work/main/.venv/bin/python".into())
+    // The Makefile sets LRF_PYTHON; without it, the repository's own virtualenv.
+    std::env::var("LRF_PYTHON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").into())
 }
 
 /// A temporary project: pipelines/ copied from the repository, and three tiny scene folders.
@@ -67,6 +68,16 @@ fn plan_run_rerun_and_gc() {
     let plan = stdout(&lrf_flow(dir.path(), &["plan", PIPELINE]));
     assert!(plan.contains("total: 3 cached, 2 to compute"), "{plan}");
     stdout(&lrf_flow(dir.path(), &["run", PIPELINE]));
+    let dry = stdout(&lrf_flow(dir.path(), &["gc", PIPELINE, "--dry-run"]));
+    let lines: Vec<&str> = dry.lines().collect();
+    assert!(lines[0].starts_with("1 unreferenced artifact(s),"), "{dry}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        row[..2],
+        ["summary", "(global)"],
+        "stage and scene of the summary over 3 scenes: {dry}"
+    );
+    assert_eq!(row[3], "MiB", "{dry}");
     let gc = stdout(&lrf_flow(dir.path(), &["gc", PIPELINE]));
     assert!(
         gc.starts_with("removed 1 artifact(s)"),
@@ -142,7 +153,7 @@ fn store_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     while let Some(path) = stack.pop() {
         for entry in std::fs::read_dir(&path).expect("read dir") {
             let path = entry.expect("entry").path();
-            if path.file_name().is_some_and(|n| n == ".tmp") {
+            if path.file_name().is_some_and(|n| n == ".tmp" || n == ".lock") {
                 continue;
             } else if path.is_dir() {
                 stack.push(path);

@@ -81,6 +81,10 @@ pub fn threads_per_worker(workers: usize) -> usize {
 /// (times processes in cluster mode). The report covers this process's instances.
 pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunOptions) -> anyhow::Result<RunReport> {
     let started = Instant::now();
+    // Held until the run ends, so that a gc cannot remove its work in progress.
+    let _lock = store
+        .lock_for_run()
+        .map_err(|e| anyhow::anyhow!("locking the store {}: {e}", store.root().display()))?;
     tracing::info!(pipeline = %pipeline.name, scenes = plan.scenes.len(), instances = plan.keys().count(), workers = options.workers, "run starts");
     let totals: Vec<(String, usize)> = pipeline
         .stages

@@ -1,15 +1,34 @@
 //! One pipeline opened for work: validated graph, discovered scenes, store and plan together,
 //! which is what `run`, `plan` and `gc` each start from.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::dataflow::{RunOptions, run};
+use crate::key::ArtifactKey;
 use crate::pipeline::Pipeline;
 use crate::plan::Plan;
 use crate::registry::Registry;
 use crate::report::RunReport;
 use crate::store::{GcReport, Store};
+
+/// What `gc` may do beyond its checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Remove even when the pipeline finds no scene or references nothing in the store.
+    pub force: bool,
+}
+
+/// A stored artifact as `gc --dry-run` lists it (stage and scene from its manifest; `None` when the
+/// manifest cannot be read).
+#[derive(Debug, Clone)]
+pub struct StoredArtifact {
+    pub key: ArtifactKey,
+    pub stage: Option<String>,
+    pub scene: Option<String>,
+    pub bytes: u64,
+}
 
 pub struct Session {
     pub pipeline: Arc<Pipeline>,
@@ -46,8 +65,64 @@ impl Session {
         self.plan.summary(&self.pipeline, &self.store)
     }
 
-    /// Removes every artifact this pipeline does not reference now (pins are referenced).
-    pub fn gc(&self) -> std::io::Result<GcReport> {
-        self.store.gc(&self.plan.keys().collect())
+    /// The stored artifacts this pipeline does not reference now (pins are referenced): what `gc` removes.
+    pub fn unreferenced(&self) -> anyhow::Result<Vec<StoredArtifact>> {
+        let keep: BTreeSet<ArtifactKey> = self.plan.keys().collect();
+        let keys = self
+            .store
+            .keys()
+            .map_err(|e| anyhow::anyhow!("reading the store {}: {e}", self.store.root().display()))?;
+        Ok(keys
+            .into_iter()
+            .filter(|key| !keep.contains(key))
+            .map(|key| match self.store.manifest(&key) {
+                Ok(manifest) => StoredArtifact {
+                    key,
+                    stage: Some(manifest.stage),
+                    scene: manifest.scene,
+                    bytes: manifest.files.iter().map(|f| f.size).sum(),
+                },
+                Err(_) => StoredArtifact {
+                    key,
+                    stage: None,
+                    scene: None,
+                    bytes: 0,
+                },
+            })
+            .collect())
+    }
+
+    /// Removes every artifact this pipeline does not reference now, and the temporaries of killed runs.
+    /// Unless `options.force`, refuses when that would empty a non-empty store, or when the pipeline finds
+    /// no scene: a mistyped glob or the wrong pipeline file must not delete the corpus's work.
+    pub fn gc(&self, options: GcOptions) -> anyhow::Result<GcReport> {
+        if !options.force {
+            let stored = self
+                .store
+                .keys()
+                .map_err(|e| anyhow::anyhow!("reading the store: {e}"))?;
+            let unreferenced = self.unreferenced()?;
+            if self.plan.scenes.is_empty() && !unreferenced.is_empty() {
+                let sources: Vec<String> = self.pipeline.sources.iter().map(|s| s.describe()).collect();
+                anyhow::bail!(
+                    "the pipeline finds no scene ({}), so gc would remove all {} artifact(s) of {}; fix the \
+                     scenes, or give --force to remove them",
+                    sources.join(", "),
+                    unreferenced.len(),
+                    self.store.root().display()
+                );
+            }
+            if !stored.is_empty() && unreferenced.len() == stored.len() {
+                anyhow::bail!(
+                    "this pipeline references none of the {} artifact(s) in {}, so gc would empty the store; \
+                     is it the pipeline that made them? Give --force to remove them",
+                    stored.len(),
+                    self.store.root().display()
+                );
+            }
+        }
+        self.store
+            .gc(&self.plan.keys().collect())
+            .map_err(|e| anyhow::anyhow!("gc in {}: {e}", self.store.root().display()))
     }
 }

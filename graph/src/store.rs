@@ -15,6 +15,8 @@ use crate::scenes::collect_files;
 
 pub const MANIFEST: &str = "manifest.json";
 const TMP: &str = ".tmp";
+/// The lock file: runs hold it shared while they write, gc exclusively.
+const LOCK: &str = ".lock";
 
 /// What produced an artifact, what it holds, and how long it took; readable JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +60,12 @@ pub struct GcReport {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+}
+
+/// A hold on a store's lock file, released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
 }
 
 static PENDING_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -172,9 +180,42 @@ impl Store {
         }
     }
 
-    /// Removes every artifact not in `keep`, and every temporary folder. Run it only when no
-    /// run is writing to this store.
+    fn lock_file(&self) -> std::io::Result<std::fs::File> {
+        let path = self.root.join(LOCK);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+
+    /// Held by a run while it may write: shared, so runs (threads, processes) share a store; waits while
+    /// a gc is removing artifacts.
+    pub fn lock_for_run(&self) -> std::io::Result<StoreLock> {
+        let file = self.lock_file()?;
+        file.lock_shared()?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Removes every artifact not in `keep`, and every temporary folder. Refuses (`WouldBlock`) while a
+    /// run holds the store, whose temporary folders are its work in progress.
     pub fn gc(&self, keep: &BTreeSet<ArtifactKey>) -> std::io::Result<GcReport> {
+        let file = self.lock_file()?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "a run is using the store {} (it holds {}); run gc once it has finished",
+                        self.root.display(),
+                        self.root.join(LOCK).display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
         let mut report = GcReport::default();
         for key in self.keys()? {
             if !keep.contains(&key) {

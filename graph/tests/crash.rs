@@ -131,6 +131,6 @@ fn killed_runs_resume_and_never_recompute_finished_work() {
     for key in &all {
         session.store.verify(key).expect("verifies");
     }
-    let gc = session.gc().expect("gc");
+    let gc = session.gc(lrf_graph::GcOptions::default()).expect("gc");
     assert!(gc.removed.is_empty(), "every stored artifact belongs to the pipeline");
 }
