@@ -7,7 +7,8 @@ use common::Project;
 use lrf_graph::{RunOptions, Session, Status};
 
 fn python() -> String {
-    std::env::var("LRF_PYTHON").unwrap_or_else(|_| "/work/main/.venv/bin/python".into())
+    // The Makefile sets LRF_PYTHON; without it, the repository's own virtualenv.
+    std::env::var("LRF_PYTHON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").into())
 }
 
 const STAGE: &str = r#"
