@@ -137,9 +137,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         worker_init: Some(libtorch_threads(workers)),
     };
     let report = session.run(options)?;
-    let path = report
-        .write(&session.pipeline.work_dir)
-        .context("writing the run report")?;
+    // The outcome goes to the terminal first, so that a report folder that cannot be written hides nothing.
     print(&report.summary())?;
     // Global stages gather results over every scene (the demo's summary table): show where they are.
     for outcome in &report.outcomes {
@@ -151,6 +149,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             ))?;
         }
     }
+    let path = report
+        .write(&session.pipeline.work_dir)
+        .context("writing the run report")?;
     print(&format!("report: {}\n", path.display()))?;
     match report.failed() {
         0 => Ok(()),

@@ -86,6 +86,26 @@ fn plan_run_rerun_and_gc() {
 }
 
 #[test]
+fn a_report_folder_that_cannot_be_written_hides_nothing() {
+    let dir = project();
+    let work = dir.path().join("work/example-exec");
+    std::fs::create_dir_all(&work).expect("work dir");
+    // A file where the reports folder goes (permissions would not stop root).
+    std::fs::write(work.join("reports"), b"not a folder").expect("file");
+    let output = lrf_flow(dir.path(), &["run", PIPELINE]);
+    assert!(!output.status.success());
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        out.contains("stats           3       0       0        0"),
+        "the summary comes first: {out}"
+    );
+    assert!(err.contains("work/example-exec/reports: File exists"), "the error names the path: {err}");
+}
+
+#[test]
 fn a_failing_stage_gives_a_non_zero_exit_after_the_other_scenes_ran() {
     let dir = project();
     std::fs::write(dir.path().join("work/synth/scene001/images/broken"), [0xff]).expect("file");

@@ -143,17 +143,26 @@ impl RunReport {
         text
     }
 
-    /// Writes `reports/run-<unix seconds>.json` and `reports/latest.json` under the work directory.
+    /// Writes `reports/run-<unix seconds>-<pid>.json` and `reports/latest.json` under the work directory,
+    /// each atomically; errors name the path.
     pub fn write(&self, work_dir: &Path) -> std::io::Result<PathBuf> {
         let dir = work_dir.join("reports");
-        std::fs::create_dir_all(&dir)?;
+        let named = |path: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(&dir).map_err(|e| named(&dir, e))?;
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let path = dir.join(format!("run-{}-{}.json", now.as_secs(), std::process::id()));
-        std::fs::write(&path, &text)?;
-        std::fs::write(dir.join("latest.json"), &text)?;
+        for target in [&path, &dir.join("latest.json")] {
+            let write = || -> std::io::Result<()> {
+                let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+                std::io::Write::write_all(&mut file, text.as_bytes())?;
+                file.persist(target).map_err(|e| e.error)?;
+                Ok(())
+            };
+            write().map_err(|e| named(target, e))?;
+        }
         Ok(path)
     }
 }

@@ -104,8 +104,17 @@ impl Store {
     }
 
     /// Hashes the files the stage wrote, writes the manifest and renames the folder into place.
-    /// When another run committed the same key first, its artifact is kept and ours dropped.
-    pub fn commit(&self, pending: Pending, mut manifest: Manifest) -> std::io::Result<Manifest> {
+    /// When another run committed the same key first, its artifact is kept and ours dropped. A commit
+    /// that fails removes its temporary folder; the error names the folder.
+    pub fn commit(&self, pending: Pending, manifest: Manifest) -> std::io::Result<Manifest> {
+        let dir = pending.dir.clone();
+        self.try_commit(&pending, manifest).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::io::Error::new(e.kind(), format!("committing {}: {e}", dir.display()))
+        })
+    }
+
+    fn try_commit(&self, pending: &Pending, mut manifest: Manifest) -> std::io::Result<Manifest> {
         manifest.key = pending.key;
         manifest.files = list_files(&pending.dir)?;
         let text = serde_json::to_string_pretty(&manifest).map_err(std::io::Error::other)?;
@@ -313,6 +322,21 @@ mod tests {
         store.verify(&key).unwrap();
         std::fs::write(store.path(&key).join("out/a.bin"), b"tampered").unwrap();
         assert!(store.verify(&key).is_err());
+    }
+
+    #[test]
+    fn a_failed_commit_removes_its_temporary_folder_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = KeyHasher::new("blocked").finish();
+        // A file where the artifact's folder goes: the rename into place fails.
+        std::fs::write(store.path(&key), b"in the way").unwrap();
+        let pending = store.begin(key).unwrap();
+        std::fs::write(pending.dir.join("a.bin"), b"work").unwrap();
+        let temporary = pending.dir.clone();
+        let error = store.commit(pending, manifest()).unwrap_err().to_string();
+        assert!(error.contains(&temporary.display().to_string()), "{error}");
+        assert!(!temporary.exists(), "the failed commit left {}", temporary.display());
     }
 
     #[test]
