@@ -493,7 +493,7 @@ mod tests {
             colors: &[0.5, 0.5],
             channels: 1,
         };
-        let mut field = GaussianField::from_points(&init, 0).unwrap();
+        let field = GaussianField::from_points(&init, 0).unwrap();
         let _ = tch::no_grad(|| field.params[4].get(1).fill_(f64::INFINITY));
         let info = FieldInfo {
             space: FieldSpace::Rgb,

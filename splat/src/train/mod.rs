@@ -315,10 +315,10 @@ impl Trainer {
         }
         // A field can go non-finite while the loss stays finite (the rasterizer culls such Gaussians), so the
         // parameters are checked themselves: cheaply, on the densification cadence and at the end.
-        if it % config.densify_interval == 0 || it == config.iterations {
-            if let Some(group) = self.field.non_finite_group() {
-                return Err(TrainError::NonFinite { iteration: it, group });
-            }
+        if (it.is_multiple_of(config.densify_interval) || it == config.iterations)
+            && let Some(group) = self.field.non_finite_group()
+        {
+            return Err(TrainError::NonFinite { iteration: it, group });
         }
         Ok(StepReport {
             iteration: it,
