@@ -102,7 +102,10 @@ fn a_report_folder_that_cannot_be_written_hides_nothing() {
         out.contains("stats           3       0       0        0"),
         "the summary comes first: {out}"
     );
-    assert!(err.contains("work/example-exec/reports: File exists"), "the error names the path: {err}");
+    assert!(
+        err.contains("work/example-exec/reports: File exists"),
+        "the error names the path: {err}"
+    );
 }
 
 #[test]
