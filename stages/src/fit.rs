@@ -327,14 +327,7 @@ impl Fit<'_> {
         };
         let field = GaussianField::from_points(&init, self.train.sh_degree)?;
         let _threads = SingleThreadedLibtorch::enter();
-        let cameras: Vec<&Camera> = views
-            .views
-            .iter()
-            .filter(|v| v.split == Split::Train)
-            .map(|v| &v.camera)
-            .collect();
-        let extent = scene_extent(&cameras)?;
-        let mut trainer = Trainer::new(field, self.train.clone(), extent, vec![], true)?;
+        let mut trainer = Trainer::new(field, self.train.clone(), training_extent(views)?, vec![], true)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed);
         let mut order = ViewOrder::new(samples.len());
         let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);
@@ -390,6 +383,17 @@ impl Fit<'_> {
             },
         )
     }
+}
+
+/// The scene extent of a view set's training cameras (see [`scene_extent`]).
+pub(crate) fn training_extent(views: &ViewSet) -> anyhow::Result<f64> {
+    let cameras: Vec<&Camera> = views
+        .views
+        .iter()
+        .filter(|v| v.split == Split::Train)
+        .map(|v| &v.camera)
+        .collect();
+    scene_extent(&cameras).with_context(|| format!("scene {:?}", views.scene))
 }
 
 /// Training views in a new random order on each pass over them (3DGS's viewpoint stack).

@@ -21,7 +21,7 @@ use lrf_formats::Camera;
 use lrf_formats::scene::Split;
 use lrf_formats::views::{ViewSet, read_image};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
-use lrf_splat::train::{GaussianField, TrainConfig, Trainer, scene_extent};
+use lrf_splat::train::{GaussianField, TrainConfig, Trainer};
 use lrf_vae::losses::l1;
 use lrf_vae::metrics::psnr;
 use lrf_vae::{Autoencoder, Part, TilePlan, decode_tiled};
@@ -37,7 +37,9 @@ use crate::artifacts::{
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::encode::{Latents, image_tensor};
-use crate::fit::{FIELD_FILE, FIELD_INFO, LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, write_field};
+use crate::fit::{
+    FIELD_FILE, FIELD_INFO, LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field,
+};
 
 pub const ALIGNMENT_FILE: &str = "alignment.json";
 
@@ -258,16 +260,10 @@ impl StageKind for RgbAlign {
         if samples.is_empty() {
             bail!("scene {:?} has no training views to align on", views.scene);
         }
-        let cameras: Vec<&Camera> = views
-            .views
-            .iter()
-            .filter(|v| v.split == Split::Train)
-            .map(|v| &v.camera)
-            .collect();
         let sh_degree = field.max_sh_degree;
         let config = self.train.train_config(sh_degree);
         let mut trainer =
-            Trainer::new(field, config, scene_extent(&cameras)?, vec![], true)?.starting_at_sh_degree(sh_degree);
+            Trainer::new(field, config, training_extent(&views)?, vec![], true)?.starting_at_sh_degree(sh_degree);
         let mut tuning = DecoderTuning::new(model.as_mut(), self.decoder_lr, self.decoder_lr_decay)?;
 
         let before = train_psnr(tuning.model, &trainer, &samples, normalization)?;
