@@ -54,7 +54,10 @@ pub struct DecoderAlign {
     pub train_weight: f64,
     pub novel_weight: f64,
     /// Weight of the autoencoder-preservation term: L1 between the pairs' images and the decoder's output
-    /// for the frozen encoder's latents of the same images (0: off).
+    /// for the frozen encoder's latents of the same images (0: off). On the validation scene desk_laptop
+    /// (pipelines/alignment-study.yaml, 300 steps on bare 16² crops) 0 took test PSNR from 24.54 to 23.57 dB
+    /// and the autoencoder ceiling from 33.20 to 26.34 dB; 1 gave 24.87 and 32.14 dB, and with `context` 8
+    /// (batch 2, anchor_batch 1) 25.02 and 33.47 dB.
     pub anchor_weight: f64,
     /// Images per step for the preservation term, drawn from all pairs' images, each cropped as the pairs.
     pub anchor_batch: usize,
