@@ -1,6 +1,6 @@
-//! The ablation chain of issue 7 through the CLI at toy scale: correspondences, Stage I, Stage II with both
-//! encoders, Stage III for both, the four evaluation rows on a scene the training never saw, the latent
-//! consistency before and after Stage I, and the summary. Checks wiring and artifacts, not quality (the
+//! The ablation chain through the CLI at toy scale: correspondences, Stage I, Stage II with both encoders,
+//! Stage III for both, per-scene RGB alignment for both, the six evaluation rows on a scene the training never
+//! saw, the latent consistency before and after Stage I, and the summary. Checks wiring and artifacts, not quality (the
 //! schedules are a few steps).
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ fn pipeline() -> String {
              perceptual: {weights: lpips/lpips_alex.safetensors, backbone: alex}}",
         )
         .replace("steps: 300", "steps: 3, log_every: 1")
+        .replace("train: {iterations: 300}", "train: {iterations: 3}")
         .replace(
         "{iterations: 2000, densify_until: 1000, opacity_reset_interval: 3000, sh_degree: 1, sh_degree_interval: 1000}",
         "{iterations: 20, densify_from: 5, densify_until: 15, densify_interval: 5, sh_degree: 0}",
@@ -45,7 +46,10 @@ fn pipeline() -> String {
 fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = pipeline();
-    assert!(text.contains("steps: 3") && text.contains("iterations: 20"), "{text}");
+    assert!(
+        text.contains("steps: 3") && text.contains("iterations: 20") && text.contains("train: {iterations: 3}"),
+        "{text}"
+    );
     std::fs::write(dir.path().join("p.yaml"), text).expect("pipeline");
     // Random-backbone LPIPS weights from the `lpips` package (nothing downloaded).
     let lpips_dir = dir.path().join("lpips");
@@ -89,18 +93,28 @@ fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
 
     let report = artifacts(dir.path(), "report");
     let summary = std::fs::read_to_string(report[0].join("summary.md")).expect("summary");
-    for row in ["original", "plus-stage1", "plus-stage3", "plus-both"] {
+    for row in [
+        "original",
+        "plus-stage1",
+        "plus-stage3",
+        "plus-both",
+        "plus-rgb-align",
+        "plus-both-rgb-align",
+    ] {
         assert!(
             summary.contains(&format!("| {row} | bird |")),
             "{row} missing:\n{summary}"
         );
     }
-    assert_eq!(artifacts(dir.path(), "evaluation").len(), 4, "{log}");
+    assert_eq!(artifacts(dir.path(), "evaluation").len(), 6, "{log}");
     assert_eq!(artifacts(dir.path(), "consistency").len(), 2, "{log}");
 
-    // Three fine-tuned models: Stage I changes the encoder only, Stage III the decoder only.
-    let models = artifacts(dir.path(), "autoencoder");
-    assert_eq!(models.len(), 3, "{models:?}");
+    // Three fine-tuned models: Stage I changes the encoder only, Stage III the decoder only; and the evaluation
+    // scene's two per-scene alignments (they write alignment.json, not training.json).
+    let (models, aligned): (Vec<PathBuf>, Vec<PathBuf>) = artifacts(dir.path(), "autoencoder")
+        .into_iter()
+        .partition(|m| m.join("training.json").is_file());
+    assert_eq!((models.len(), aligned.len()), (3, 2), "{models:?} {aligned:?}");
     let weights = |file: &Path| {
         let shard = ShardReader::open(file).expect("model file");
         let mut names: Vec<String> = shard.names().map(str::to_owned).collect();
@@ -167,6 +181,27 @@ fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
                 "stage1"
             } else {
                 assert_eq!(encoder, original_encoder, "Stage III changed the encoder");
+                "original"
+            }
+        })
+        .collect();
+    starts.sort();
+    assert_eq!(starts, ["original", "stage1"]);
+    // Per-scene alignment: from the original model and from Stage I + III; each tunes its decoder only.
+    let mut starts: Vec<&str> = aligned
+        .iter()
+        .map(|m| {
+            assert!(m.join("alignment.json").is_file(), "{}", m.display());
+            assert_ne!(
+                half(m, "decoder"),
+                original_decoder,
+                "rgb-align left the decoder unchanged"
+            );
+            let encoder = half(m, "encoder");
+            if encoder == stage1_encoder {
+                "stage1"
+            } else {
+                assert_eq!(encoder, original_encoder, "rgb-align changed the encoder");
                 "original"
             }
         })
