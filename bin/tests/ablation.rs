@@ -167,43 +167,31 @@ fn the_ablation_pipeline_runs_and_each_stage_trains_only_its_half() {
         original_decoder,
         "Stage I changed the decoder"
     );
-    // Stage III: one run started from the original model, the other from Stage I's; each keeps its encoder.
-    let mut starts: Vec<&str> = stage3
-        .iter()
-        .map(|m| {
-            assert_ne!(
-                half(m, "decoder"),
-                original_decoder,
-                "Stage III left the decoder unchanged"
-            );
-            let encoder = half(m, "encoder");
-            if encoder == stage1_encoder {
-                "stage1"
-            } else {
-                assert_eq!(encoder, original_encoder, "Stage III changed the encoder");
-                "original"
-            }
-        })
-        .collect();
+    // Which model a decoder-tuning run started from: it changed the decoder and kept that model's encoder.
+    let start = |model: &PathBuf, what: &str| -> &'static str {
+        assert_ne!(
+            half(model, "decoder"),
+            original_decoder,
+            "{what} left the decoder unchanged"
+        );
+        let encoder = half(model, "encoder");
+        if encoder == stage1_encoder {
+            "stage1"
+        } else {
+            assert_eq!(encoder, original_encoder, "{what} changed the encoder");
+            "original"
+        }
+    };
+    // Stage III: one run started from the original model, the other from Stage I's.
+    let mut starts: Vec<&str> = stage3.iter().map(|m| start(m, "Stage III")).collect();
     starts.sort();
     assert_eq!(starts, ["original", "stage1"]);
-    // Per-scene alignment: from the original model and from Stage I + III; each tunes its decoder only.
+    // Per-scene alignment: from the original model and from Stage I + III.
     let mut starts: Vec<&str> = aligned
         .iter()
         .map(|m| {
             assert!(m.join("alignment.json").is_file(), "{}", m.display());
-            assert_ne!(
-                half(m, "decoder"),
-                original_decoder,
-                "rgb-align left the decoder unchanged"
-            );
-            let encoder = half(m, "encoder");
-            if encoder == stage1_encoder {
-                "stage1"
-            } else {
-                assert_eq!(encoder, original_encoder, "rgb-align changed the encoder");
-                "original"
-            }
+            start(m, "rgb-align")
         })
         .collect();
     starts.sort();
