@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::scene::Split;
-use lrf_formats::views::{ViewSet, read_image};
+use lrf_formats::views::read_image;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_splat::train::{GaussianField, TrainConfig, Trainer};
 use lrf_vae::losses::l1;
@@ -33,7 +33,7 @@ use tch::{Kind, Tensor, nn};
 
 use crate::ResolvePaths;
 use crate::artifacts::{
-    FieldInfo, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, read_json, write_json,
+    FieldInfo, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, read_json, views_input, write_json,
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::encode::{Latents, image_tensor};
@@ -219,9 +219,7 @@ impl StageKind for RgbAlign {
             bail!("rgb-align needs a latent field; this one was fitted on RGB (use latent-3dgs-fit's output)");
         };
         let field = GaussianField::load(&field_dir.join(FIELD_FILE))?;
-        let views_dir = input_dir(job, "views")?;
-        let views = ViewSet::read(views_dir)?;
-        let images = lrf_formats::views::open_images(views_dir)?;
+        let (views, images) = views_input(job)?;
         let latents = Latents::open(input_dir(job, "latents")?)?;
         if latents.info.normalization != *normalization {
             bail!(
