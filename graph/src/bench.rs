@@ -148,6 +148,7 @@ fn plain_loop(session: &Session, dir: &Path) -> anyhow::Result<f64> {
                 stage_id: &node.id,
                 scene,
                 inputs: &inputs,
+                missing: &[],
                 out,
                 status: &crate::stage::no_status,
             };

@@ -22,7 +22,7 @@ use crate::plan::Plan;
 use crate::pool::{JobPool, Submission};
 use crate::progress::Progress;
 use crate::report::RunReport;
-use crate::stage::Scope;
+use crate::stage::{FailedInput, Scope};
 use crate::store::Store;
 
 /// The scene index carried by a global stage's record.
@@ -235,8 +235,8 @@ struct Received {
     capability: Capability<u64>,
     /// Instances handed to the pool and not yet answered.
     running: usize,
-    /// Per scene: how many per-scene slots arrived, and the ids of failed inputs.
-    scenes: HashMap<u32, (usize, Vec<String>)>,
+    /// Per scene: how many per-scene slots arrived, and the failed inputs.
+    scenes: HashMap<u32, (usize, Vec<FailedInput>)>,
     /// Global input slots: arrived, and whether it succeeded.
     globals: BTreeMap<u16, bool>,
 }
@@ -245,7 +245,20 @@ struct Received {
 struct Slots {
     per_scene: usize,
     global: usize,
-    names: Vec<String>,
+    /// Per slot: the port, and the stage (or `scenes`) it reads.
+    names: Vec<(String, String)>,
+}
+
+impl Slots {
+    /// What failed on `slot`, for scene `scene` (a per-scene source) or none (a global one).
+    fn failed(&self, slot: u16, scene: Option<String>) -> FailedInput {
+        let (port, stage) = &self.names[slot as usize];
+        FailedInput {
+            port: port.clone(),
+            stage: stage.clone(),
+            scene,
+        }
+    }
 }
 
 impl Slots {
@@ -254,7 +267,7 @@ impl Slots {
         let mut slots = Slots {
             per_scene: 1,
             global: 0,
-            names: vec!["scenes".into()],
+            names: vec![("scene".into(), "scenes".into())],
         };
         for binding in &node.inputs {
             let name = match &binding.source {
@@ -269,7 +282,7 @@ impl Slots {
                     pipeline.stages[*stage].id.clone()
                 }
             };
-            slots.names.push(name);
+            slots.names.push((binding.port.clone(), name));
         }
         slots
     }
@@ -311,7 +324,7 @@ fn per_scene<'s>(
                     let entry = received.scenes.entry(scene).or_default();
                     entry.0 += 1;
                     if !ok {
-                        entry.1.push(slots.names[slot as usize].clone());
+                        entry.1.push(slots.failed(slot, None));
                     }
                 }
             });
@@ -319,11 +332,11 @@ fn per_scene<'s>(
                 if received.globals.len() < slots.global {
                     continue;
                 }
-                let failed_globals: Vec<String> = received
+                let failed_globals: Vec<FailedInput> = received
                     .globals
                     .iter()
                     .filter(|(_, ok)| !**ok)
-                    .map(|(slot, _)| slots.names[*slot as usize].clone())
+                    .map(|(slot, _)| slots.failed(*slot, None))
                     .collect();
                 let ready: Vec<u32> = received
                     .scenes
@@ -373,7 +386,7 @@ fn global<'s>(
     input.unary_frontier::<CapacityContainerBuilder<Vec<Record>>, _, _, _>(Local, &name, move |initial, info| {
         let mut capability = is_target.then_some(initial);
         let mut submitted = false;
-        let mut failed: Vec<String> = Vec::new();
+        let mut failed: Vec<FailedInput> = Vec::new();
         let (done, answers) = crossbeam_channel::unbounded();
         let wake = worker.sync_activator_for(info.address.to_vec());
         let mut wake = Some(wake);
@@ -381,12 +394,8 @@ fn global<'s>(
             input.for_each_stamp(|_, data| {
                 for (slot, scene, ok) in data.flat_map(|d| d.drain(..)) {
                     if !ok {
-                        let what = if scene == GLOBAL {
-                            String::new()
-                        } else {
-                            format!(" on {}", executor.plan.scenes[scene as usize].name)
-                        };
-                        failed.push(format!("{}{what}", slots.names[slot as usize]));
+                        let scene = (scene != GLOBAL).then(|| executor.plan.scenes[scene as usize].name.clone());
+                        failed.push(slots.failed(slot, scene));
                     }
                 }
             });

@@ -111,6 +111,10 @@ impl Stage for ExecStage {
         value
     }
 
+    fn accepts_partial_inputs(&self) -> bool {
+        false
+    }
+
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         let job_path = job.out.with_extension("job.json");
         let manifest = serde_json::json!({

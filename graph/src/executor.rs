@@ -2,15 +2,16 @@
 //! stage in a temporary folder, check its declared outputs and commit. Failures (errors and
 //! panics) become outcomes; they never stop the worker.
 
+use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::pipeline::Pipeline;
-use crate::plan::Plan;
+use crate::plan::{Instance, Plan};
 use crate::progress::Progress;
 use crate::report::{Outcome, Status};
-use crate::stage::{Job, Scope};
+use crate::stage::{FailedInput, Job, Scope};
 use crate::store::{Manifest, Store};
 
 /// Shared by the workers of one process.
@@ -33,23 +34,36 @@ impl Executor {
         }
     }
 
-    /// Brings one instance into the store; `blocked` names failed inputs. Returns success.
-    pub fn execute(&self, stage: usize, scene: Option<usize>, blocked: &[String]) -> bool {
-        let Some(instance) = self.plan.stages[stage].instance(scene) else {
+    /// Brings one instance into the store; `blocked` names failed inputs. Returns success: whether the
+    /// planned artifact is in the store, which a run over partial inputs does not make.
+    pub fn execute(&self, stage: usize, scene: Option<usize>, blocked: &[FailedInput]) -> bool {
+        let Some(planned) = self.plan.stages[stage].instance(scene) else {
             return false;
         };
         let node = &self.pipeline.stages[stage];
         let scene_name = scene.map(|s| self.plan.scenes[s].name.clone());
+        // A stage gathering per-scene results runs over the scenes that succeeded; a failed global input
+        // still blocks it.
+        let partial = !blocked.is_empty()
+            && node.scope() == Scope::Global
+            && node.stage.accepts_partial_inputs()
+            && blocked.iter().all(|b| b.scene.is_some());
+        let instance = if partial {
+            Cow::Owned(planned.without_scenes(blocked, &self.plan.scenes))
+        } else {
+            Cow::Borrowed(planned)
+        };
+        let missing = if partial { blocked } else { &[] };
         let started = Instant::now();
-        let status = if !blocked.is_empty() {
+        let status = if !blocked.is_empty() && !partial {
             Status::Skipped {
-                reason: format!("input from {} failed", blocked.join(", ")),
+                reason: format!("input from {} failed", join(blocked)),
             }
         } else if self.store.contains(&instance.key) {
             Status::Cached
         } else {
             self.progress.started(stage, scene_name.as_deref().unwrap_or("global"));
-            match self.compute(stage, scene, scene_name.as_deref()) {
+            match self.compute(&instance, scene_name.as_deref(), missing) {
                 Ok(()) => Status::Computed,
                 Err(error) => {
                     tracing::warn!(stage = %node.id, scene = ?scene_name, "failed: {error:#}");
@@ -59,7 +73,7 @@ impl Executor {
                 }
             }
         };
-        let ok = matches!(status, Status::Cached | Status::Computed);
+        let ok = matches!(status, Status::Cached | Status::Computed) && !partial;
         let seconds = if status == Status::Computed {
             started.elapsed().as_secs_f64()
         } else {
@@ -72,15 +86,16 @@ impl Executor {
             scene: scene_name,
             key: instance.key,
             status,
+            missing: missing.iter().map(FailedInput::to_string).collect(),
             seconds,
         };
         self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
         ok
     }
 
-    fn compute(&self, stage: usize, scene: Option<usize>, scene_name: Option<&str>) -> anyhow::Result<()> {
+    fn compute(&self, instance: &Instance, scene_name: Option<&str>, missing: &[FailedInput]) -> anyhow::Result<()> {
+        let stage = instance.stage;
         let node = &self.pipeline.stages[stage];
-        let instance = self.plan.stages[stage].instance(scene).expect("checked by the caller");
         let inputs = self.plan.job_inputs(instance, node.scope() == Scope::PerScene);
         let pending = self.store.begin(instance.key)?;
         let started = (
@@ -93,6 +108,7 @@ impl Executor {
             stage_id: &node.id,
             scene: scene_name,
             inputs: &inputs,
+            missing,
             out: &pending.dir,
             status: &status,
         };
@@ -141,6 +157,10 @@ impl Executor {
     pub fn take_outcomes(&self) -> Vec<Outcome> {
         std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+fn join(inputs: &[FailedInput]) -> String {
+    inputs.iter().map(FailedInput::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -35,5 +35,5 @@ pub use registry::Registry;
 pub use report::{Outcome, RunReport, Status};
 pub use scenes::Scene;
 pub use session::{GcOptions, Session, StoredArtifact};
-pub use stage::{Input, Job, Port, Scope, Signature, Stage, StageKind};
+pub use stage::{FailedInput, Input, Job, Port, Scope, Signature, Stage, StageKind};
 pub use store::{Manifest, Store};

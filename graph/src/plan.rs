@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::key::{ArtifactKey, KeyHasher, canonical_json};
 use crate::pipeline::{Origin, Pipeline, Source};
 use crate::scenes::Scene;
-use crate::stage::{Input, Scope};
+use crate::stage::{FailedInput, Input, Scope};
 use crate::store::Store;
 
 /// One unit of work: a stage on one scene, or a global stage once.
@@ -23,6 +23,40 @@ pub struct Instance {
     pub inputs: Vec<(String, Vec<InputSource>)>,
     /// A pinned global stage: its artifact is given, never computed.
     pub pinned: bool,
+}
+
+impl Instance {
+    /// This instance without the inputs that failed upstream (by port and scene), under a key that names
+    /// them, so that it never stands in for the complete artifact.
+    pub fn without_scenes(&self, failed: &[FailedInput], scenes: &[Scene]) -> Instance {
+        let left_out = |port: &str, source: &InputSource| {
+            source.scene.is_some_and(|s| {
+                failed
+                    .iter()
+                    .any(|f| f.port == port && f.scene.as_deref() == Some(scenes[s].name.as_str()))
+            })
+        };
+        let mut names: Vec<String> = failed.iter().map(|f| format!("{}\0{f}", f.port)).collect();
+        names.sort();
+        names.dedup();
+        let mut hasher = KeyHasher::new("partial");
+        hasher.field(&self.key.0);
+        for name in &names {
+            hasher.field(name.as_bytes());
+        }
+        Instance {
+            key: hasher.finish(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(port, sources)| {
+                    let kept = sources.iter().filter(|s| !left_out(port, s)).cloned().collect();
+                    (port.clone(), kept)
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 /// One artifact (or scene folder) an instance reads.

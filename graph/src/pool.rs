@@ -13,13 +13,15 @@ use timely::scheduling::SyncActivator;
 
 use crate::dataflow::WorkerInit;
 use crate::executor::Executor;
+use crate::stage::FailedInput;
 
 /// One stage instance to bring into the store, and where to say it is done.
 pub(crate) struct Submission {
     pub stage: usize,
     pub scene: Option<usize>,
-    /// Failed inputs: the instance is recorded as skipped.
-    pub blocked: Vec<String>,
+    /// Failed inputs: the instance is recorded as skipped (or runs without them, see
+    /// [`crate::StageKind::PARTIAL_INPUTS`]).
+    pub blocked: Vec<FailedInput>,
     /// Receives `(timestamp, scene, success)`.
     pub done: Sender<(u64, Option<usize>, bool)>,
     pub time: u64,

@@ -32,6 +32,10 @@ pub struct Outcome {
     pub key: ArtifactKey,
     #[serde(flatten)]
     pub status: Status,
+    /// Inputs that failed upstream and that this instance ran without (a summary over the scenes that
+    /// succeeded); its artifact is then not the planned one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
     pub seconds: f64,
 }
 
@@ -136,6 +140,14 @@ impl RunReport {
                 }
                 Status::Skipped { reason } => {
                     let _ = writeln!(text, "skipped {}{scene}: {reason}", o.stage);
+                }
+                Status::Cached | Status::Computed if !o.missing.is_empty() => {
+                    let _ = writeln!(
+                        text,
+                        "partial {}{scene}: without {}, which failed",
+                        o.stage,
+                        o.missing.join(", ")
+                    );
                 }
                 _ => {}
             }

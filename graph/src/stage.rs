@@ -53,12 +53,33 @@ pub enum Input {
     PerScene(BTreeMap<String, PathBuf>),
 }
 
+/// An input that failed upstream: the port that would have carried it, the stage that failed, and
+/// the scene (for per-scene sources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedInput {
+    pub port: String,
+    pub stage: String,
+    pub scene: Option<String>,
+}
+
+impl std::fmt::Display for FailedInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.scene {
+            Some(scene) => write!(f, "{} on {scene}", self.stage),
+            None => f.write_str(&self.stage),
+        }
+    }
+}
+
 /// Everything a stage run gets: its scene (per-scene stages), inputs by port, and the directory
 /// to write its outputs into (each output port `p` as the file or folder `out/p`).
 pub struct Job<'a> {
     pub stage_id: &'a str,
     pub scene: Option<&'a str>,
     pub inputs: &'a BTreeMap<String, Input>,
+    /// Scenes left out of `inputs` because they failed upstream; only a stage that accepts partial
+    /// inputs ([`StageKind::PARTIAL_INPUTS`]) runs with any, and should say which are missing.
+    pub missing: &'a [FailedInput],
     pub out: &'a Path,
     /// Where a long-running stage says how far it is (shown beside its progress bar).
     pub status: &'a (dyn Fn(&str) + Sync),
@@ -100,6 +121,8 @@ pub trait Stage: Send + Sync {
     fn signature(&self) -> Signature;
     /// Canonical parameters (defaults filled in): part of every artifact key and manifest.
     fn params(&self) -> serde_json::Value;
+    /// See [`StageKind::PARTIAL_INPUTS`].
+    fn accepts_partial_inputs(&self) -> bool;
     fn run(&self, job: &Job) -> anyhow::Result<()>;
 }
 
@@ -108,6 +131,11 @@ pub trait Stage: Send + Sync {
 pub trait StageKind: Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: &'static str;
     const VERSION: u32;
+    /// A global stage that gathers results (a summary table) may run over the scenes that succeeded when
+    /// others failed upstream, rather than be skipped: one broken scene must not hide the corpus. Its
+    /// artifact is then keyed by what was missing, so a later complete run computes the whole one, and
+    /// stages after it are skipped.
+    const PARTIAL_INPUTS: bool = false;
     fn signature(&self) -> Signature;
     /// Checks parameter values; the error should state the allowed range.
     fn validate(&self) -> Result<(), String> {
@@ -128,6 +156,9 @@ impl<T: StageKind> Stage for T {
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+    fn accepts_partial_inputs(&self) -> bool {
+        T::PARTIAL_INPUTS
     }
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         StageKind::run(self, job)

@@ -85,6 +85,8 @@ struct TestParams {
     /// engine goes on with other work while this instance runs.
     await_stage: Option<String>,
     await_count: usize,
+    /// A reduce that runs over the scenes that succeeded (`StageKind::PARTIAL_INPUTS`).
+    partial: bool,
 }
 
 struct TestStage {
@@ -164,6 +166,10 @@ impl Stage for TestStage {
         serde_json::to_value(&self.params).unwrap_or_default()
     }
 
+    fn accepts_partial_inputs(&self) -> bool {
+        self.params.partial
+    }
+
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         self.counter.record(job);
         std::thread::sleep(std::time::Duration::from_millis(self.params.sleep_ms));
@@ -197,6 +203,13 @@ impl Stage for TestStage {
                     }
                 }
             }
+        }
+        for failed in job.missing {
+            text += &format!(
+                "missing {}[{}]: {failed}\n",
+                failed.port,
+                failed.scene.as_deref().unwrap_or("-")
+            );
         }
         let output = &self.signature().outputs[0].name;
         std::fs::write(job.out.join(output), text)?;

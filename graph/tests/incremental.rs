@@ -92,6 +92,65 @@ fn writing_a_default_parameter_explicitly_changes_nothing() {
 }
 
 #[test]
+fn a_summary_that_accepts_partial_inputs_covers_the_scenes_that_succeeded_and_names_the_rest() {
+    let project = Project::new(PIPELINE, &["t1", "t2"], &["e1", "e2"]);
+    let partial = PIPELINE.replace("fail_on: []", "fail_on: [e1]").replace(
+        "inputs: {items: fit}",
+        "inputs: {items: fit}\n    params: {partial: true}",
+    );
+    project.write_pipeline(&partial);
+    let (report, executed) = project.run(2);
+    assert!(executed.contains(&("summary".into(), None)), "{executed:?}");
+    let summary = report
+        .outcomes
+        .iter()
+        .find(|o| o.stage == "summary")
+        .expect("summary outcome");
+    assert_eq!(summary.status, Status::Computed, "{}", report.summary());
+    assert_eq!(summary.missing, vec!["fit on e1".to_string()]);
+    assert!(
+        report.summary().contains("partial summary: without fit on e1"),
+        "{}",
+        report.summary()
+    );
+    // Only the failed fit counts against the run.
+    assert_eq!(report.failed(), 1, "{}", report.summary());
+    let (_, _, store) = project.plan();
+    let table = std::fs::read_to_string(store.path(&summary.key).join("model")).expect("summary output");
+    assert!(table.contains("missing items[e1]: fit on e1"), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("items[e2]")) && !table.lines().any(|l| l.starts_with("items[e1]")),
+        "{table}"
+    );
+
+    // The same failure again reuses the partial table.
+    let (report, executed) = project.run(2);
+    assert!(!executed.contains(&("summary".into(), None)), "{executed:?}");
+    let again = report
+        .outcomes
+        .iter()
+        .find(|o| o.stage == "summary")
+        .expect("summary outcome");
+    assert_eq!((again.key, &again.status), (summary.key, &Status::Cached));
+
+    // Once the scene is fixed, the complete table is computed under its own key.
+    project.write_pipeline(&partial.replace("fail_on: [e1]", "fail_on: []"));
+    let (report, executed) = project.run(2);
+    assert!(executed.contains(&("summary".into(), None)), "{executed:?}");
+    let complete = report
+        .outcomes
+        .iter()
+        .find(|o| o.stage == "summary")
+        .expect("summary outcome");
+    assert!(complete.missing.is_empty());
+    assert_ne!(
+        complete.key, summary.key,
+        "a partial table must not stand in for the complete one"
+    );
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+}
+
+#[test]
 fn a_failing_scene_is_reported_and_the_other_scenes_go_on() {
     let project = Project::new(PIPELINE, &["t1", "t2"], &["e1", "e2"]);
     project.write_pipeline(&PIPELINE.replace("fail_on: []", "fail_on: [e1]"));

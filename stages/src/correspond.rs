@@ -770,6 +770,7 @@ mod tests {
             stage_id: "ingest",
             scene: Some("scene000"),
             inputs: &inputs,
+            missing: &[],
             out: &out,
             status: &lrf_graph::stage::no_status,
         };
@@ -905,6 +906,7 @@ mod tests {
             stage_id: "mine",
             scene: Some("scene000"),
             inputs: &inputs,
+            missing: &[],
             out: &out,
             status: &lrf_graph::stage::no_status,
         };

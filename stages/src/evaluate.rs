@@ -98,6 +98,8 @@ pub(crate) fn open_lpips(backbone: LpipsBackbone, path: &Path) -> anyhow::Result
 /// Scores of one image against its ground truth.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scores {
+    /// +∞ for an exact match, stored as "inf" (JSON has no infinity).
+    #[serde(with = "decibels")]
     pub psnr: f64,
     pub ssim: f64,
     #[serde(with = "metric_value")]
@@ -140,7 +142,7 @@ pub struct Evaluation {
 
 impl StageKind for Evaluate {
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn signature(&self) -> Signature {
         Signature {
@@ -285,8 +287,12 @@ fn quantize(image: &Tensor) -> Tensor {
 
 fn score(model: Option<&Lpips>, image: &Tensor, truth: &Tensor) -> anyhow::Result<Scores> {
     let (a, b) = (image.unsqueeze(0), truth.unsqueeze(0));
+    let psnr = psnr(&a, &b)?;
+    if psnr.is_nan() {
+        bail!("PSNR is not a number: the image or its ground truth holds NaN");
+    }
     Ok(Scores {
-        psnr: psnr(&a, &b)?,
+        psnr,
         ssim: ssim(&a, &b)?.double_value(&[]),
         lpips: lpips(model, &a, &b)?,
     })
@@ -347,6 +353,41 @@ fn side_by_side(panels: &[&Tensor]) -> anyhow::Result<ImageF32> {
         height: size[1] as u32,
         data: Vec::<f32>::try_from(joined.view([-1]))?,
     })
+}
+
+/// PSNR in dB as a number, or "inf" for an exact match, both ways (serde_json would write +∞ as null,
+/// which reads back as nothing).
+mod decibels {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const INFINITE: &str = "inf";
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        match *value {
+            v if v.is_finite() => serializer.serialize_f64(v),
+            v if v == f64::INFINITY => serializer.serialize_str(INFINITE),
+            v => Err(serde::ser::Error::custom(format!("PSNR {v} cannot be stored"))),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Number(f64),
+            Text(String),
+        }
+        match Option::<Stored>::deserialize(deserializer)? {
+            Some(Stored::Number(v)) => Ok(v),
+            Some(Stored::Text(t)) if t == INFINITE => Ok(f64::INFINITY),
+            Some(Stored::Text(t)) => Err(serde::de::Error::custom(format!(
+                "PSNR {t:?} is neither a number nor \"{INFINITE}\""
+            ))),
+            None => Err(serde::de::Error::custom(
+                "PSNR is null: an older lrf-flow wrote an infinite PSNR so; rerun evaluate",
+            )),
+        }
+    }
 }
 
 /// [`MetricValue`] as a number or "unavailable", both ways.

@@ -1,5 +1,7 @@
 //! `summary` (global): the evaluations of several methods over every scene, as one table (`summary.md`, the
 //! figures a paper's table would hold) and one JSON file. Each method is an input port named in `methods`.
+//! A scene whose evaluation failed upstream is listed as failed, with the stage that failed, and the
+//! table still covers the others.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,14 +38,26 @@ impl ResolvePaths for Summary {}
 struct Row<'a> {
     method: &'a str,
     scene: &'a str,
-    evaluation: Evaluation,
-    /// Where the per-view images are.
-    images: String,
+    #[serde(flatten)]
+    result: RowResult,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum RowResult {
+    Evaluated {
+        evaluation: Evaluation,
+        /// Where the per-view images are.
+        images: String,
+    },
+    /// No evaluation: this stage failed upstream on the scene.
+    Failed { stage: String },
 }
 
 impl StageKind for Summary {
     const KIND: &'static str = "summary";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+    const PARTIAL_INPUTS: bool = true;
 
     fn signature(&self) -> Signature {
         Signature {
@@ -66,15 +80,25 @@ impl StageKind for Summary {
             let Input::PerScene(scenes) = job.input(method)? else {
                 bail!("summary input `{method}` must come from a per-scene evaluate stage");
             };
-            let scenes: BTreeMap<_, _> = scenes.iter().collect();
+            let mut results: BTreeMap<&str, RowResult> = BTreeMap::new();
             for (scene, dir) in scenes {
-                rows.push(Row {
-                    method,
-                    scene,
+                let result = RowResult::Evaluated {
                     evaluation: read_json(&dir.join(METRICS_FILE))?,
                     images: dir.display().to_string(),
-                });
+                };
+                results.insert(scene, result);
             }
+            for failed in job.missing.iter().filter(|f| &f.port == method) {
+                if let Some(scene) = &failed.scene {
+                    results.insert(
+                        scene,
+                        RowResult::Failed {
+                            stage: failed.stage.clone(),
+                        },
+                    );
+                }
+            }
+            rows.extend(results.into_iter().map(|(scene, result)| Row { method, scene, result }));
         }
         let out = output_dir(job, "report")?;
         write_json(&out.join("summary.json"), &rows)?;
@@ -90,7 +114,17 @@ fn table(rows: &[Row]) -> String {
          Gaussians | fit s | s/iteration |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
-        let e = &row.evaluation;
+        let e = match &row.result {
+            RowResult::Evaluated { evaluation, .. } => evaluation,
+            RowResult::Failed { stage } => {
+                let _ = writeln!(
+                    text,
+                    "| {} | {} | failed: {stage} failed on this scene |",
+                    row.method, row.scene
+                );
+                continue;
+            }
+        };
         let Some(test) = e.summary.iter().find(|s| s.split == Split::Test) else {
             continue;
         };
@@ -112,7 +146,94 @@ fn table(rows: &[Row]) -> String {
         "\nSide-by-side images (ground truth | render | autoencoder reconstruction | latent false colour):\n\n",
     );
     for row in rows {
-        let _ = writeln!(text, "- {} / {}: {}", row.method, row.scene, row.images);
+        if let RowResult::Evaluated { images, .. } = &row.result {
+            let _ = writeln!(text, "- {} / {}: {images}", row.method, row.scene);
+        }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use lrf_formats::scene::Split;
+    use lrf_graph::{FailedInput, Input, Job};
+    use lrf_vae::metrics::MetricValue;
+
+    use super::Summary;
+    use crate::artifacts::write_json;
+    use crate::evaluate::{Evaluation, METRICS_FILE, Scores, SplitSummary, ViewScores};
+
+    fn evaluation(scene: &str, psnr: f64) -> Evaluation {
+        let scores = Scores {
+            psnr,
+            ssim: 1.0,
+            lpips: MetricValue::Unavailable,
+        };
+        Evaluation {
+            scene: scene.into(),
+            field: "latent".into(),
+            field_downsampling: 8,
+            gaussians: 10,
+            fit_seconds: 1.0,
+            fit_seconds_per_iteration: 0.1,
+            fit_iterations: 10,
+            fit_peak_memory_mib: None,
+            summary: vec![SplitSummary {
+                split: Split::Test,
+                views: 1,
+                render: scores.clone(),
+                reconstruction: Some(scores.clone()),
+            }],
+            views: vec![ViewScores {
+                name: "0".into(),
+                split: Split::Test,
+                render: scores.clone(),
+                reconstruction: Some(scores),
+            }],
+        }
+    }
+
+    /// An exact reconstruction (infinite PSNR) and a scene that failed upstream both end up in the table.
+    #[test]
+    fn a_perfect_scene_and_a_failed_one_leave_the_others_in_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scenes = BTreeMap::new();
+        for (scene, psnr) in [("black", f64::INFINITY), ("fern", 25.5)] {
+            let folder = dir.path().join(scene);
+            std::fs::create_dir(&folder).unwrap();
+            write_json(&folder.join(METRICS_FILE), &evaluation(scene, psnr)).unwrap();
+            scenes.insert(scene.to_string(), folder);
+        }
+        let stored = std::fs::read_to_string(dir.path().join("black").join(METRICS_FILE)).unwrap();
+        assert!(stored.contains("\"psnr\": \"inf\""), "{stored}");
+        let inputs = BTreeMap::from([("latent".to_string(), Input::PerScene(scenes))]);
+        let missing = [FailedInput {
+            port: "latent".into(),
+            stage: "evaluate".into(),
+            scene: Some("bird".into()),
+        }];
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("report")).unwrap();
+        let job = Job {
+            stage_id: "summary",
+            scene: None,
+            inputs: &inputs,
+            missing: &missing,
+            out: &out,
+            status: &|_: &str| {},
+        };
+        lrf_graph::Stage::run(&Summary::default(), &job).unwrap();
+        let table = std::fs::read_to_string(out.join("report/summary.md")).unwrap();
+        assert!(table.contains("| latent | black | 1 | inf |"), "{table}");
+        assert!(table.contains("| latent | fern | 1 | 25.50 |"), "{table}");
+        assert!(
+            table.contains("| latent | bird | failed: evaluate failed on this scene |"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report/summary.json")).unwrap()).unwrap();
+        assert_eq!(json.as_array().map(Vec::len), Some(3), "{json}");
+    }
 }

@@ -74,6 +74,7 @@ pub(crate) fn run_stage(stage: &dyn lrf_graph::Stage, inputs: &[(&str, Input)], 
         stage_id: stage.kind(),
         scene: Some("s"),
         inputs: &inputs,
+        missing: &[],
         out,
         status: &|_: &str| {},
     };
