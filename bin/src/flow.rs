@@ -54,6 +54,11 @@ pub struct RunArgs {
     /// Do not draw progress bars (they are never drawn when stderr is not a terminal).
     #[arg(short, long)]
     quiet: bool,
+    /// Re-hash every stored artifact against its manifest before reusing it; damaged ones (any byte
+    /// changed) are computed again. Without it, only missing or cut-short files are noticed. Costs a
+    /// read of everything the run reuses.
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -135,6 +140,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         cluster: args.cluster.cluster()?,
         startup_timeout: Duration::from_secs(args.cluster.startup_timeout),
         worker_init: Some(libtorch_threads(workers)),
+        verify: args.verify,
     };
     let report = session.run(options)?;
     // The outcome goes to the terminal first, so that a report folder that cannot be written hides nothing.
@@ -174,6 +180,56 @@ pub struct PlanArgs {
 pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let session = Session::open(&args.pipeline, &registry())?;
     print(&session.plan_summary())
+}
+
+/// Re-hash the pipeline's stored artifacts against their manifests, to find damaged ones.
+///
+/// Every artifact the pipeline references and the store holds is read whole and compared, file by
+/// file, with the sizes and blake3 hashes its manifest recorded when it was made. A run already
+/// recomputes artifacts whose files are missing or cut short; flipped bytes are found only here
+/// (and by `run --verify`, which recomputes them). Exits with status 1 when something is damaged.
+///
+/// Example: lrf-flow verify pipelines/demo.yaml --repair
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Pipeline file (YAML).
+    pipeline: PathBuf,
+    /// Remove damaged artifacts from the store, so that the next run computes them again.
+    #[arg(long)]
+    repair: bool,
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let session = Session::open(&args.pipeline, &registry())?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:30} {pos}/{len} artifacts")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = session.verify(args.repair, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let mut text = String::new();
+    for damaged in &report.damaged {
+        text += &format!("DAMAGED {damaged}\n");
+    }
+    text += &format!(
+        "{} artifact(s) verified, {} damaged{}\n",
+        report.checked,
+        report.damaged.len(),
+        if args.repair {
+            format!(", {} removed", report.removed)
+        } else {
+            String::new()
+        }
+    );
+    print(&text)?;
+    match (report.damaged.len(), args.repair) {
+        (0, _) => Ok(()),
+        (n, true) => anyhow::bail!("{n} damaged artifact(s); run the pipeline again to recompute what was removed"),
+        (n, false) => anyhow::bail!("{n} damaged artifact(s); give --repair to remove them, then run again"),
+    }
 }
 
 /// Delete artifacts the pipeline no longer references, and temporaries left by killed runs.

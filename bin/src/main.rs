@@ -28,6 +28,7 @@ enum Command {
     Run(flow::RunArgs),
     Plan(flow::PlanArgs),
     Gc(flow::GcArgs),
+    Verify(flow::VerifyArgs),
     Bench(flow::BenchArgs),
     Watch(flow::WatchArgs),
 }
@@ -48,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => flow::run(args),
         Command::Plan(args) => flow::plan(args),
         Command::Gc(args) => flow::gc(args),
+        Command::Verify(args) => flow::verify(args),
         Command::Bench(args) => flow::bench(args),
         Command::Watch(args) => flow::watch(args),
     };

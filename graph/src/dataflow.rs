@@ -57,6 +57,9 @@ pub struct RunOptions {
     /// cannot be cancelled, so when it runs out the process prints why and exits with status 2.
     pub startup_timeout: Duration,
     pub worker_init: Option<WorkerInit>,
+    /// Re-hash each stored artifact against its manifest before reusing it; damaged ones are computed
+    /// again (`run --verify`).
+    pub verify: bool,
 }
 
 impl Default for RunOptions {
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             cluster: None,
             startup_timeout: Duration::from_secs(60),
             worker_init: None,
+            verify: false,
         }
     }
 }
@@ -93,7 +97,13 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         .map(|(n, p)| (n.id.clone(), p.instances.len()))
         .collect();
     let progress = Progress::new(&totals, options.progress);
-    let executor = Arc::new(Executor::new(pipeline.clone(), plan.clone(), store, progress));
+    let executor = Arc::new(Executor::new(
+        pipeline.clone(),
+        plan.clone(),
+        store,
+        progress,
+        options.verify,
+    ));
     let workers = options.workers.max(1);
     let communication = match &options.cluster {
         None => timely::CommunicationConfig::Process(workers),

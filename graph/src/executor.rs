@@ -7,12 +7,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::key::ArtifactKey;
 use crate::pipeline::Pipeline;
 use crate::plan::{Instance, Plan};
 use crate::progress::Progress;
 use crate::report::{Outcome, Status};
 use crate::stage::{FailedInput, Job, Scope};
-use crate::store::{Manifest, Store};
+use crate::store::{Manifest, Presence, Store};
 
 /// Shared by the workers of one process.
 pub struct Executor {
@@ -20,16 +21,19 @@ pub struct Executor {
     pub plan: Arc<Plan>,
     pub store: Store,
     pub progress: Progress,
+    /// Re-hash every stored artifact against its manifest before reusing it.
+    verify: bool,
     outcomes: Mutex<Vec<Outcome>>,
 }
 
 impl Executor {
-    pub fn new(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, progress: Progress) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, progress: Progress, verify: bool) -> Self {
         Executor {
             pipeline,
             plan,
             store,
             progress,
+            verify,
             outcomes: Mutex::new(Vec::new()),
         }
     }
@@ -59,7 +63,7 @@ impl Executor {
             Status::Skipped {
                 reason: format!("input from {} failed", join(blocked)),
             }
-        } else if self.store.contains(&instance.key) {
+        } else if self.reusable(&instance.key) {
             Status::Cached
         } else {
             self.progress.started(stage, scene_name.as_deref().unwrap_or("global"));
@@ -91,6 +95,29 @@ impl Executor {
         };
         self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
         ok
+    }
+
+    /// Whether the stored artifact can be reused; a damaged one (a file missing or cut short, or with `verify`
+    /// any byte changed) is taken out of the store, so that it is computed again.
+    fn reusable(&self, key: &ArtifactKey) -> bool {
+        let presence = match self.store.presence(key) {
+            Presence::Whole if self.verify => match self.store.verify(key) {
+                Ok(()) => Presence::Whole,
+                Err(why) => Presence::Damaged(why),
+            },
+            presence => presence,
+        };
+        match presence {
+            Presence::Whole => true,
+            Presence::Absent => false,
+            Presence::Damaged(why) => {
+                tracing::warn!("recomputing a damaged artifact: {why}");
+                if let Err(error) = self.store.discard(key) {
+                    tracing::warn!("could not remove the damaged artifact: {error}");
+                }
+                false
+            }
+        }
     }
 
     fn compute(&self, instance: &Instance, scene_name: Option<&str>, missing: &[FailedInput]) -> anyhow::Result<()> {

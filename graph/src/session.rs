@@ -30,6 +30,17 @@ pub struct StoredArtifact {
     pub bytes: u64,
 }
 
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Stored artifacts of the pipeline that were re-hashed.
+    pub checked: usize,
+    /// One message per damaged artifact, naming its stage, scene and files.
+    pub damaged: Vec<String>,
+    /// How many damaged artifacts were removed (with `repair`).
+    pub removed: usize,
+}
+
 pub struct Session {
     pub pipeline: Arc<Pipeline>,
     pub plan: Arc<Plan>,
@@ -63,6 +74,39 @@ impl Session {
     /// `lrf-flow plan`'s table: per stage, cached and to compute.
     pub fn plan_summary(&self) -> String {
         self.plan.summary(&self.pipeline, &self.store)
+    }
+
+    /// Re-hashes every stored artifact this pipeline references against its manifest, calling `progress`
+    /// with (done, total). With `repair`, damaged artifacts are removed, so that the next run computes them;
+    /// that waits for no run, and is refused while one holds the store.
+    pub fn verify(&self, repair: bool, mut progress: impl FnMut(usize, usize)) -> anyhow::Result<VerifyReport> {
+        let _lock = match repair {
+            true => Some(
+                self.store
+                    .lock_exclusive()
+                    .map_err(|e| anyhow::anyhow!("verify --repair: {e}"))?,
+            ),
+            false => None,
+        };
+        let keys: BTreeSet<ArtifactKey> = self.plan.keys().filter(|k| self.store.contains(k)).collect();
+        let mut report = VerifyReport::default();
+        for (done, key) in keys.iter().enumerate() {
+            progress(done, keys.len());
+            report.checked += 1;
+            if let Err(why) = self.store.verify(key) {
+                let message = match repair.then(|| self.store.discard(key)) {
+                    Some(Err(e)) => format!("{why} (removing it failed: {e})"),
+                    Some(Ok(())) => {
+                        report.removed += 1;
+                        why
+                    }
+                    None => why,
+                };
+                report.damaged.push(message);
+            }
+        }
+        progress(keys.len(), keys.len());
+        Ok(report)
     }
 
     /// The stored artifacts this pipeline does not reference now (pins are referenced): what `gc` removes.

@@ -43,6 +43,23 @@ pub struct FileEntry {
     pub blake3: String,
 }
 
+/// Whether the store holds an artifact, as far as a check without hashing can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    Absent,
+    Whole,
+    /// A folder is there but cannot be reused: why, naming the artifact.
+    Damaged(String),
+}
+
+/// An artifact as messages name it: key, stage and scene.
+fn describe(manifest: &Manifest) -> String {
+    match &manifest.scene {
+        Some(scene) => format!("{} ({} on {scene})", manifest.key, manifest.stage),
+        None => format!("{} ({})", manifest.key, manifest.stage),
+    }
+}
+
 /// A temporary folder being filled by one stage run.
 pub struct Pending {
     pub key: ArtifactKey,
@@ -140,20 +157,82 @@ impl Store {
         serde_json::from_str(&text).map_err(std::io::Error::other)
     }
 
-    /// Re-hashes an artifact's files against its manifest; the error lists every mismatch.
+    /// Re-hashes an artifact's files against its manifest; the error names the artifact and every file that
+    /// differs.
     pub fn verify(&self, key: &ArtifactKey) -> Result<(), String> {
         let manifest = self
             .manifest(key)
             .map_err(|e| format!("{key}: manifest unreadable: {e}"))?;
-        let actual = list_files(&self.path(key)).map_err(|e| format!("{key}: {e}"))?;
-        if actual == manifest.files && manifest.key == *key {
-            Ok(())
-        } else {
-            Err(format!(
-                "{key}: files differ from the manifest (stage {}, scene {:?})",
-                manifest.stage, manifest.scene
-            ))
+        let what = describe(&manifest);
+        let actual = list_files(&self.path(key)).map_err(|e| format!("{what}: {e}"))?;
+        if manifest.key != *key {
+            return Err(format!("{what}: its manifest names another key, {}", manifest.key));
         }
+        let expected: BTreeMap<&str, &FileEntry> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let found: BTreeMap<&str, &FileEntry> = actual.iter().map(|f| (f.path.as_str(), f)).collect();
+        let mut problems = Vec::new();
+        for (path, entry) in &expected {
+            match found.get(path) {
+                None => problems.push(format!("{path} is missing")),
+                Some(f) if f.size != entry.size => {
+                    problems.push(format!("{path} has {} bytes, not {}", f.size, entry.size))
+                }
+                Some(f) if f.blake3 != entry.blake3 => problems.push(format!("{path} has other content")),
+                Some(_) => {}
+            }
+        }
+        problems.extend(
+            found
+                .keys()
+                .filter(|p| !expected.contains_key(*p))
+                .map(|p| format!("{p} is extra")),
+        );
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(format!("{what}: {}", problems.join(", "))),
+        }
+    }
+
+    /// Whether `key`'s artifact can be reused, checked without hashing: its manifest reads, and every file it
+    /// lists is there at its size. Flipped bytes are found by [`Store::verify`] only.
+    pub fn presence(&self, key: &ArtifactKey) -> Presence {
+        let dir = self.path(key);
+        if !dir.exists() {
+            return Presence::Absent;
+        }
+        let manifest = match self.manifest(key) {
+            Ok(manifest) => manifest,
+            Err(e) => return Presence::Damaged(format!("{key}: manifest unreadable: {e}")),
+        };
+        for file in &manifest.files {
+            match std::fs::metadata(dir.join(&file.path)) {
+                Ok(meta) if meta.len() == file.size => {}
+                Ok(meta) => {
+                    return Presence::Damaged(format!(
+                        "{}: {} has {} bytes, not {}",
+                        describe(&manifest),
+                        file.path,
+                        meta.len(),
+                        file.size
+                    ));
+                }
+                Err(_) => return Presence::Damaged(format!("{}: {} is missing", describe(&manifest), file.path)),
+            }
+        }
+        Presence::Whole
+    }
+
+    /// Takes a damaged artifact out of the store (moved aside, then deleted), so that it is computed again.
+    pub fn discard(&self, key: &ArtifactKey) -> std::io::Result<()> {
+        let seq = PENDING_SEQ.fetch_add(1, Ordering::Relaxed);
+        let aside = self
+            .root
+            .join(TMP)
+            .join(format!("{}.damaged.{}.{seq}", key.hex(), std::process::id()));
+        let path = self.path(key);
+        std::fs::rename(&path, &aside)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::remove_dir_all(&aside).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", aside.display())))
     }
 
     /// Keys of every committed artifact.
@@ -207,24 +286,28 @@ impl Store {
         Ok(StoreLock { _file: file })
     }
 
+    /// Held while artifacts are removed (gc, verify --repair): exclusive, and refused (`WouldBlock`) while a
+    /// run holds the store, whose artifacts and temporary folders are in use.
+    pub fn lock_exclusive(&self) -> std::io::Result<StoreLock> {
+        let file = self.lock_file()?;
+        match file.try_lock() {
+            Ok(()) => Ok(StoreLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "a run is using the store {} (it holds {}); try again once it has finished",
+                    self.root.display(),
+                    self.root.join(LOCK).display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Removes every artifact not in `keep`, and every temporary folder. Refuses (`WouldBlock`) while a
     /// run holds the store, whose temporary folders are its work in progress.
     pub fn gc(&self, keep: &BTreeSet<ArtifactKey>) -> std::io::Result<GcReport> {
-        let file = self.lock_file()?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    format!(
-                        "a run is using the store {} (it holds {}); run gc once it has finished",
-                        self.root.display(),
-                        self.root.join(LOCK).display()
-                    ),
-                ));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
+        let _lock = self.lock_exclusive()?;
         let mut report = GcReport::default();
         for key in self.keys()? {
             if !keep.contains(&key) {

@@ -84,12 +84,15 @@ impl Project {
 
     /// Runs the pipeline with `workers` threads; returns the report and the executions it caused.
     pub fn run(&self, workers: usize) -> (RunReport, Vec<(String, Option<String>)>) {
-        self.counter.clear();
-        let (pipeline, plan, store) = self.plan();
-        let options = RunOptions {
+        self.run_with(RunOptions {
             workers,
             ..RunOptions::default()
-        };
+        })
+    }
+
+    pub fn run_with(&self, options: RunOptions) -> (RunReport, Vec<(String, Option<String>)>) {
+        self.counter.clear();
+        let (pipeline, plan, store) = self.plan();
         let report = lrf_graph::run(pipeline, plan, store, options).expect("run");
         (report, self.counter.runs())
     }
