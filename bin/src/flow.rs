@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lrf_graph::{Cluster, GcOptions, Registry, RunOptions, Session, Status, WorkerInit};
+use lrf_graph::{Cluster, GcOptions, Registry, RejectedScene, RunOptions, Session, Status, WorkerInit};
 
 use crate::print;
 
@@ -145,6 +145,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = session.run(options)?;
     // The outcome goes to the terminal first, so that a report folder that cannot be written hides nothing.
     print(&report.summary())?;
+    print(&rejected_lines(&session.rejected))?;
     // Global stages gather results over every scene (the demo's summary table): show where they are.
     for outcome in &report.outcomes {
         if outcome.scene.is_none() && matches!(outcome.status, Status::Cached | Status::Computed) {
@@ -159,10 +160,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .write(&session.pipeline.work_dir)
         .context("writing the run report")?;
     print(&format!("report: {}\n", path.display()))?;
-    match report.failed() {
-        0 => Ok(()),
-        n => anyhow::bail!("{n} stage instance(s) failed or were skipped; see the summary above"),
+    match (report.failed(), session.rejected.len()) {
+        (0, 0) => Ok(()),
+        (0, n) => anyhow::bail!("{n} scene folder(s) were left out; see above"),
+        (n, _) => anyhow::bail!("{n} stage instance(s) failed or were skipped; see the summary above"),
     }
+}
+
+/// One line per scene folder left out.
+fn rejected_lines(rejected: &[RejectedScene]) -> String {
+    rejected.iter().map(|r| format!("REJECTED {r}\n")).collect()
 }
 
 /// Show what `run` would compute and what is cached, per stage, without running anything.
@@ -179,7 +186,8 @@ pub struct PlanArgs {
 
 pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let session = Session::open(&args.pipeline, &registry())?;
-    print(&session.plan_summary())
+    print(&session.plan_summary())?;
+    print(&rejected_lines(&session.rejected))
 }
 
 /// Re-hash the pipeline's stored artifacts against their manifests, to find damaged ones.
@@ -366,8 +374,10 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                     changes,
                     report,
                     work_dir,
+                    rejected,
                 }) => {
-                    let mut text = format!(
+                    let mut text = rejected_lines(&rejected);
+                    text += &format!(
                         "scenes: {} added, {} removed, {} changed; {} instances fired, {} retracted\n",
                         changes.added.len(),
                         changes.removed.len(),

@@ -33,7 +33,7 @@ pub use pipeline::Pipeline;
 pub use plan::Plan;
 pub use registry::Registry;
 pub use report::{Outcome, RunReport, Status};
-pub use scenes::Scene;
+pub use scenes::{RejectedScene, Scene};
 pub use session::{GcOptions, Session, StoredArtifact, VerifyReport};
 pub use stage::{FailedInput, Input, Job, Port, Scope, Signature, Stage, StageKind};
 pub use store::{Manifest, Store};

@@ -20,10 +20,32 @@ pub struct Scene {
     pub key: ArtifactKey,
 }
 
-/// The scenes of a pipeline's sources, sorted by name: what `plan`, `run`, `gc` and `watch` all
-/// start from. A `generate:` source's folder is generated first when missing (see
-/// [`materialise`]); its subfolders are then scenes as if by the glob `<folder>/*`.
-pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Vec<Scene>> {
+/// A scene folder that matched but cannot be used; the other scenes go on without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedScene {
+    pub dir: PathBuf,
+    /// What is wrong, and how to fix it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RejectedScene {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "scene folder {} is left out: {}", self.dir.display(), self.reason)
+    }
+}
+
+/// What a pipeline's sources hold: the usable scenes, sorted by name, and the folders left out.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub scenes: Vec<Scene>,
+    pub rejected: Vec<RejectedScene>,
+}
+
+/// The scenes of a pipeline's sources: what `plan`, `run`, `gc` and `watch` all start from. A
+/// `generate:` source's folder is generated first when missing (see [`materialise`]); its
+/// subfolders are then scenes as if by the glob `<folder>/*`. A folder whose content cannot be read
+/// (a broken link, a link loop, a file without permission) is rejected alone.
+pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Collected> {
     let mut patterns = Vec::new();
     for source in sources {
         let pattern = match &source.origin {
@@ -104,8 +126,9 @@ fn scene_folders(dir: &Path) -> std::io::Result<usize> {
 }
 
 /// Finds the scenes of `(glob, role)` sources, sorted by name. Hidden folders are skipped.
-pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Vec<Scene>> {
+pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Collected> {
     let mut scenes: BTreeMap<String, Scene> = BTreeMap::new();
+    let mut rejected = Vec::new();
     for (pattern, role) in sources {
         let paths = glob::glob(pattern).map_err(|e| anyhow::anyhow!("scene glob {pattern:?}: {e}"))?;
         for dir in paths {
@@ -124,7 +147,16 @@ pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Vec<Scene>> {
                     dir.display()
                 );
             }
-            let key = scene_key(&name, &dir)?;
+            let key = match scene_key(&name, &dir) {
+                Ok(key) => key,
+                Err(error) => {
+                    rejected.push(RejectedScene {
+                        dir,
+                        reason: format!("{error:#}"),
+                    });
+                    continue;
+                }
+            };
             scenes.insert(
                 name.clone(),
                 Scene {
@@ -136,7 +168,10 @@ pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Vec<Scene>> {
             );
         }
     }
-    Ok(scenes.into_values().collect())
+    Ok(Collected {
+        scenes: scenes.into_values().collect(),
+        rejected,
+    })
 }
 
 fn scene_key(name: &str, dir: &Path) -> anyhow::Result<ArtifactKey> {
@@ -155,20 +190,51 @@ fn scene_key(name: &str, dir: &Path) -> anyhow::Result<ArtifactKey> {
     Ok(hasher.finish())
 }
 
-/// Every file under `dir`, relative to `root`, skipping hidden entries.
+/// Every file under `dir`, relative to `root`, skipping hidden entries. Symbolic links to folders are
+/// followed (a scene may keep its images elsewhere); a link back to a folder being walked is an error,
+/// as is a broken link. Errors name the path.
 pub fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    walk(root, dir, &mut Vec::new(), out)
+}
+
+fn walk(root: &Path, dir: &Path, walking: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let named = |path: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let real = std::fs::canonicalize(dir).map_err(|e| named(dir, e))?;
+    if walking.contains(&real) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link back to {}, which contains it (a loop); remove the link",
+                dir.display(),
+                real.display()
+            ),
+        ));
+    }
+    walking.push(real);
+    for entry in std::fs::read_dir(dir).map_err(|e| named(dir, e))? {
+        let entry = entry.map_err(|e| named(dir, e))?;
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            collect_files(root, &path, out)?;
+        let mut kind = entry.file_type().map_err(|e| named(&path, e))?;
+        if kind.is_symlink() {
+            kind = std::fs::metadata(&path)
+                .map_err(|e| {
+                    named(
+                        &path,
+                        std::io::Error::new(e.kind(), format!("a broken symbolic link ({e})")),
+                    )
+                })?
+                .file_type();
+        }
+        if kind.is_dir() {
+            walk(root, &path, walking, out)?;
         } else {
             out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
         }
     }
+    walking.pop();
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use crate::pipeline::Pipeline;
 use crate::plan::Plan;
 use crate::registry::Registry;
 use crate::report::RunReport;
+use crate::scenes::{Collected, RejectedScene};
 use crate::store::{GcReport, Store};
 
 /// What `gc` may do beyond its checks.
@@ -45,6 +46,8 @@ pub struct Session {
     pub pipeline: Arc<Pipeline>,
     pub plan: Arc<Plan>,
     pub store: Store,
+    /// Scene folders that matched but cannot be used (the plan goes on without them).
+    pub rejected: Vec<RejectedScene>,
 }
 
 impl Session {
@@ -53,7 +56,7 @@ impl Session {
         let pipeline = Pipeline::load(file, registry)?;
         let store = Store::open(&pipeline.work_dir)
             .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", pipeline.work_dir.display()))?;
-        let scenes = crate::scenes::collect(&pipeline.sources)?;
+        let Collected { scenes, rejected } = crate::scenes::collect(&pipeline.sources)?;
         if scenes.is_empty() {
             let sources: Vec<String> = pipeline.sources.iter().map(|s| s.describe()).collect();
             tracing::warn!("no scene folder from {sources:?} (globs are relative to the pipeline file)");
@@ -63,6 +66,7 @@ impl Session {
             pipeline: Arc::new(pipeline),
             plan: Arc::new(plan),
             store,
+            rejected,
         })
     }
 

@@ -31,6 +31,7 @@ use crate::dataflow::RunOptions;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::report::RunReport;
+use crate::scenes::RejectedScene;
 use crate::session::Session;
 use crate::stage::Scope;
 
@@ -117,6 +118,8 @@ pub enum Round {
         changes: SceneChanges,
         report: Box<RunReport>,
         work_dir: PathBuf,
+        /// Scene folders left out of the round.
+        rejected: Vec<RejectedScene>,
     },
     /// The pipeline could not be loaded or run; watching goes on.
     Invalid(String),
@@ -273,6 +276,7 @@ pub fn watch(
                             changes,
                             report: Box::new(report),
                             work_dir: session.pipeline.work_dir.clone(),
+                            rejected: session.rejected.clone(),
                         }))
                     })
                 }
@@ -305,7 +309,9 @@ pub fn watch(
 fn scan(file: &Path, registry: &Registry) -> anyhow::Result<Snapshot> {
     let text = std::fs::read(file)?;
     let pipeline = Pipeline::load(file, registry)?;
+    // Rejected folders are reported when a round opens its session.
     let scenes = crate::scenes::collect(&pipeline.sources)?
+        .scenes
         .into_iter()
         .map(|s| (s.role, (s.name, s.key.0)))
         .collect();
