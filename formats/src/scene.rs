@@ -133,6 +133,20 @@ impl Scene {
         for (index, image) in images.into_iter().enumerate() {
             let record = format!("image {} {:?}", image.id, image.name);
             let colmap_camera = &model.cameras[&image.camera_id];
+            // Scene keys hash the scene folder without hidden entries: a name reaching outside it, or
+            // hidden, would be read without being keyed, and an edit to it never noticed.
+            let inside = std::path::Path::new(&image.name).components().all(|c| match c {
+                std::path::Component::Normal(part) => !part.to_string_lossy().starts_with('.'),
+                _ => false,
+            });
+            if !inside || image.name.is_empty() {
+                return Err(FormatError::invalid(
+                    &images_file,
+                    record,
+                    "the image name must be a relative path inside the images folder, without `..`, `.` or \
+                     hidden (dot) parts; rename the file and its entry",
+                ));
+            }
             let image_path = image_dir.join(&image.name);
             if !image_path.is_file() {
                 return Err(FormatError::invalid(

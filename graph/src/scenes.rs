@@ -194,10 +194,27 @@ fn scene_key(name: &str, dir: &Path) -> anyhow::Result<ArtifactKey> {
 /// followed (a scene may keep its images elsewhere); a link back to a folder being walked is an error,
 /// as is a broken link. Errors name the path.
 pub fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    walk(root, dir, &mut Vec::new(), out)
+    walk(root, dir, Hidden::Skip, &mut Vec::new(), out)
 }
 
-fn walk(root: &Path, dir: &Path, walking: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Every file under `dir`, relative to `root`, hidden ones included (what an artifact folder holds).
+pub fn collect_all_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    walk(root, dir, Hidden::Include, &mut Vec::new(), out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    Skip,
+    Include,
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    hidden: Hidden,
+    walking: &mut Vec<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     let named = |path: &Path, e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let real = std::fs::canonicalize(dir).map_err(|e| named(dir, e))?;
     if walking.contains(&real) {
@@ -213,7 +230,7 @@ fn walk(root: &Path, dir: &Path, walking: &mut Vec<PathBuf>, out: &mut Vec<PathB
     walking.push(real);
     for entry in std::fs::read_dir(dir).map_err(|e| named(dir, e))? {
         let entry = entry.map_err(|e| named(dir, e))?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        if hidden == Hidden::Skip && entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let path = entry.path();
@@ -229,7 +246,7 @@ fn walk(root: &Path, dir: &Path, walking: &mut Vec<PathBuf>, out: &mut Vec<PathB
                 .file_type();
         }
         if kind.is_dir() {
-            walk(root, &path, walking, out)?;
+            walk(root, &path, hidden, walking, out)?;
         } else {
             out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
         }

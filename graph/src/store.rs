@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::key::{ArtifactKey, hash_file};
-use crate::scenes::collect_files;
+use crate::scenes::collect_all_files;
 
 pub const MANIFEST: &str = "manifest.json";
 const TMP: &str = ".tmp";
@@ -323,10 +323,11 @@ impl Store {
     }
 }
 
-/// Every file in an artifact folder except the manifest, with size and content hash, sorted.
+/// Every file in an artifact folder except the manifest, hidden ones included, with size and content hash,
+/// sorted.
 fn list_files(dir: &Path) -> std::io::Result<Vec<FileEntry>> {
     let mut paths = Vec::new();
-    collect_files(dir, dir, &mut paths)?;
+    collect_all_files(dir, dir, &mut paths)?;
     paths.sort();
     paths
         .into_iter()
@@ -349,7 +350,7 @@ fn list_files(dir: &Path) -> std::io::Result<Vec<FileEntry>> {
 fn remove_counting(path: &Path) -> std::io::Result<u64> {
     let mut files = Vec::new();
     let bytes = if path.is_dir() {
-        collect_files(path, path, &mut files)?;
+        collect_all_files(path, path, &mut files)?;
         files
             .iter()
             .filter_map(|f| std::fs::metadata(path.join(f)).ok())
@@ -384,6 +385,26 @@ mod tests {
             started: 0.0,
             seconds: 0.0,
         }
+    }
+
+    #[test]
+    fn hidden_files_a_stage_writes_are_in_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = KeyHasher::new("hidden").finish();
+        let pending = store.begin(key).unwrap();
+        std::fs::create_dir(pending.dir.join("out")).unwrap();
+        std::fs::write(pending.dir.join("out/.view.png"), b"pixels").unwrap();
+        let committed = store.commit(pending, manifest()).unwrap();
+        let paths: Vec<&str> = committed.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["out/.view.png"]);
+        std::fs::write(store.path(&key).join("out/.view.png"), b"other!").unwrap();
+        assert!(
+            store
+                .verify(&key)
+                .unwrap_err()
+                .contains("out/.view.png has other content")
+        );
     }
 
     #[test]

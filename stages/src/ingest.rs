@@ -127,8 +127,16 @@ impl StageKind for ColmapIngest {
             return Err(format!("multiple = {} is out of range 1..=64", self.multiple));
         }
         let names = self.images.names();
-        if names.is_empty() || names.iter().any(|n| n.is_empty() || n.contains(['/', '\\'])) {
-            return Err(format!("images = {names:?} must be folder names inside the scene"));
+        // Scene keys hash the scene folder without hidden entries: `..` or a hidden folder would be read
+        // without being keyed.
+        if names.is_empty()
+            || names
+                .iter()
+                .any(|n| n.is_empty() || n.starts_with('.') || n.contains(['/', '\\']))
+        {
+            return Err(format!(
+                "images = {names:?} must be folder names inside the scene, not hidden (no leading `.`)"
+            ));
         }
         Ok(())
     }
@@ -208,5 +216,23 @@ impl StageKind for ColmapIngest {
             "ingested"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lrf_graph::StageKind;
+
+    use super::ColmapIngest;
+
+    #[test]
+    fn image_folders_outside_the_scene_or_hidden_are_refused() {
+        for images in [r#"".""#, r#""..""#, r#"".images""#, r#""a/b""#, r#"["images", "../x"]"#] {
+            let params: ColmapIngest = serde_json::from_str(&format!(r#"{{"images": {images}}}"#)).unwrap();
+            let error = params.validate().expect_err(images);
+            assert!(error.contains("must be folder names inside the scene"), "{error}");
+        }
+        let params: ColmapIngest = serde_json::from_str(r#"{"images": ["images_8", "images"]}"#).unwrap();
+        params.validate().expect("plain folder names");
     }
 }
