@@ -1,5 +1,5 @@
 //! `kind: exec` stages: a Python program gets a JSON job and writes its declared outputs.
-//! The interpreter is $LRF_PYTHON, default /work/main/.venv/bin/python.
+//! The interpreter is $LRF_PYTHON, default the repository's .venv/bin/python.
 
 mod common;
 
@@ -139,5 +139,164 @@ fn a_program_that_skips_a_declared_output_fails_the_instance() {
     assert!(
         session.store.keys().expect("keys").is_empty(),
         "nothing is committed for a failed instance"
+    );
+}
+
+/// A one-stage pipeline running `script` per scene with extra params (YAML flow-map entries).
+fn single(script: &str, extra: &str) -> String {
+    let python = python();
+    format!(
+        r#"
+pipeline: exec
+work_dir: work
+scenes: [{{glob: "scenes/train/*", role: train}}]
+stages:
+  - id: probe
+    kind: exec
+    inputs: {{scene: scenes}}
+    params: {{command: ["{python}", {script}], input_ports: {{scene: scene}}, output_ports: {{result: json}}{extra}}}
+"#
+    )
+}
+
+fn error_of(report: &lrf_graph::RunReport) -> String {
+    match &report
+        .outcomes
+        .iter()
+        .find(|o| o.stage == "probe")
+        .expect("outcome")
+        .status
+    {
+        Status::Failed { error } => error.clone(),
+        other => panic!("expected a failure, got {other:?}\n{}", report.summary()),
+    }
+}
+
+/// Whether process `pid` is still alive (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Waits up to 5 s for a file the program writes (the pid of what it started).
+fn read_pid(path: &std::path::Path) -> u32 {
+    for _ in 0..500 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} was never written", path.display());
+}
+
+/// Starts `sleep 60` in the background (same process group), records its pid, then hangs.
+const HANG: &str = r#"
+import pathlib, subprocess, sys, time
+child = subprocess.Popen(["sleep", "60"])
+pathlib.Path(sys.argv[1]).write_text(str(child.pid))
+time.sleep(60)
+"#;
+
+#[test]
+fn a_program_past_its_timeout_is_killed_with_what_it_started() {
+    let pids = tempfile::tempdir().expect("temp dir");
+    let pid_file = pids.path().join("grandchild.pid");
+    let project = Project::new(
+        &single(&format!("hang.py, {}", pid_file.display()), ", timeout: 1"),
+        &["a"],
+        &[],
+    );
+    std::fs::write(project.path().join("hang.py"), HANG).expect("script");
+    let started = std::time::Instant::now();
+    let error = error_of(&run(&project));
+    assert!(
+        error.contains("ran longer than its timeout of 1 s and was killed"),
+        "{error}"
+    );
+    assert!(started.elapsed().as_secs() < 30, "the timeout did not fire");
+    let grandchild = read_pid(&pid_file);
+    assert!(
+        !alive(grandchild),
+        "the program's own child {grandchild} was left running"
+    );
+}
+
+#[test]
+fn a_program_that_writes_into_its_input_scene_fails() {
+    const WRITES: &str = r#"
+import json, pathlib, sys
+job = json.loads(pathlib.Path(sys.argv[-1]).read_text())
+(pathlib.Path(job["inputs"]["scene"]) / "images" / "extra.txt").write_text("written by a stage")
+pathlib.Path("result").write_text("{}")
+"#;
+    let project = Project::new(&single("writes.py", ""), &["a"], &[]);
+    std::fs::write(project.path().join("writes.py"), WRITES).expect("script");
+    let error = error_of(&run(&project));
+    assert!(
+        error.contains("changed its inputs, which an exec stage must only read")
+            && error.contains("extra.txt was added"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_relative_output_lands_in_the_output_folder_and_a_huge_stderr_is_cut() {
+    const RELATIVE: &str = "import pathlib\npathlib.Path('result').write_text('{}')\n";
+    let project = Project::new(&single("relative.py", ""), &["a"], &[]);
+    std::fs::write(project.path().join("relative.py"), RELATIVE).expect("script");
+    let report = run(&project);
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+
+    const NOISY: &str = "import sys\nsys.stderr.write('x' * 5_000_000 + '\\nthe last words\\n')\nsys.exit(3)\n";
+    std::fs::write(project.path().join("relative.py"), NOISY).expect("script");
+    let error = error_of(&run(&project));
+    assert!(
+        error.ends_with("the last words"),
+        "{}",
+        &error[error.len().saturating_sub(200)..]
+    );
+    assert!(error.len() < 5000, "{} bytes of stderr in the report", error.len());
+}
+
+const CHILD_DIR: &str = "LRF_EXEC_TEST_DIR";
+
+/// The interrupted process: runs the pipeline in $LRF_EXEC_TEST_DIR. A no-op in a normal test run.
+#[test]
+fn exec_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
+    let file = std::path::Path::new(&dir).join("pipeline.yaml");
+    let session = Session::open(&file, &lrf_graph::Registry::builtin()).expect("session");
+    let _ = session.run(RunOptions::default());
+}
+
+#[test]
+fn an_interrupted_run_takes_its_programs_along() {
+    let pids = tempfile::tempdir().expect("temp dir");
+    let pid_file = pids.path().join("grandchild.pid");
+    let project = Project::new(&single(&format!("hang.py, {}", pid_file.display()), ""), &["a"], &[]);
+    std::fs::write(project.path().join("hang.py"), HANG).expect("script");
+    let mut run = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["exec_child", "--exact", "--nocapture"])
+        .env(CHILD_DIR, project.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child run");
+    let grandchild = read_pid(&pid_file);
+    assert!(alive(grandchild));
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let status = run.wait().expect("wait");
+    assert!(!status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(grandchild) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !alive(grandchild),
+        "the run was killed but the program's child {grandchild} lives on"
     );
 }
