@@ -179,6 +179,15 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether process `pid` ends within 5 s (a kill takes a moment to land).
+fn ends(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
 /// Waits up to 5 s for a file the program writes (the pid of what it started).
 fn read_pid(path: &std::path::Path) -> u32 {
     for _ in 0..500 {
