@@ -29,6 +29,8 @@ pub struct Pipeline {
 pub struct SourceNode {
     pub role: String,
     pub origin: Origin,
+    /// Whether matching no scene folder is fine (`allow_empty`); an error otherwise.
+    pub allow_empty: bool,
 }
 
 #[derive(Clone)]
@@ -262,6 +264,7 @@ impl Validator<'_> {
                 Some(SourceNode {
                     role,
                     origin: Origin::Glob(pattern),
+                    allow_empty: source.allow_empty,
                 })
             }
             (None, Some(name)) => {
@@ -291,8 +294,14 @@ impl Validator<'_> {
                     }
                 };
                 let (line, column) = position(at);
+                if source.allow_empty {
+                    let message = "`allow_empty:` goes with `glob:`; a generator must write scenes";
+                    self.error(at, None, message.into());
+                    return None;
+                }
                 Some(SourceNode {
                     role,
+                    allow_empty: false,
                     origin: Origin::Generate(GenerateSource {
                         dir: generated_dir(work_dir, generator, &params),
                         generator: generator.clone(),
@@ -701,7 +710,7 @@ mod tests {
         let field = error("  - {generator: pair, role: train}\n");
         assert!(field.starts_with("dir/p.yaml:3:"), "{field}");
         assert!(
-            field.ends_with("unknown field `generator`, expected one of glob, generate, params, role"),
+            field.ends_with("unknown field `generator`, expected one of glob, generate, params, role, allow_empty"),
             "{field}"
         );
     }

@@ -55,9 +55,22 @@ pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Collected> {
                 format!("{}/*", glob::Pattern::escape(&generate.dir.to_string_lossy()))
             }
         };
-        patterns.push((pattern, source.role.clone()));
+        patterns.push(Pattern {
+            glob: pattern,
+            role: source.role.clone(),
+            allow_empty: source.allow_empty,
+        });
     }
     discover(&patterns)
+}
+
+/// A glob over scene folders with the role its scenes get.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub glob: String,
+    pub role: String,
+    /// Matching no scene folder is fine; otherwise an error.
+    pub allow_empty: bool,
 }
 
 /// Makes sure a generated source's folder exists: an existing folder is reused as it is (so
@@ -125,12 +138,19 @@ fn scene_folders(dir: &Path) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Finds the scenes of `(glob, role)` sources, sorted by name. Hidden folders are skipped.
-pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Collected> {
+/// Finds the scenes of the patterns, sorted by name. Hidden folders are skipped; a pattern matching no
+/// folder is an error unless it allows that.
+pub fn discover(sources: &[Pattern]) -> anyhow::Result<Collected> {
     let mut scenes: BTreeMap<String, Scene> = BTreeMap::new();
     let mut rejected = Vec::new();
-    for (pattern, role) in sources {
+    for Pattern {
+        glob: pattern,
+        role,
+        allow_empty,
+    } in sources
+    {
         let paths = glob::glob(pattern).map_err(|e| anyhow::anyhow!("scene glob {pattern:?}: {e}"))?;
+        let mut matched = 0;
         for dir in paths {
             let dir = dir?;
             let name = dir
@@ -140,6 +160,7 @@ pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Collected> {
             if !dir.is_dir() || name.starts_with('.') {
                 continue;
             }
+            matched += 1;
             if let Some(other) = scenes.get(&name) {
                 anyhow::bail!(
                     "two scene folders are named {name:?} ({} and {}); scene names must be unique",
@@ -165,6 +186,12 @@ pub fn discover(sources: &[(String, String)]) -> anyhow::Result<Collected> {
                     dir,
                     key,
                 },
+            );
+        }
+        if matched == 0 && !allow_empty {
+            anyhow::bail!(
+                "scene glob {pattern:?} (role {role}) matches no scene folder; check the path (globs are relative \
+                 to the pipeline file), or give the source `allow_empty: true` if it fills later"
             );
         }
     }

@@ -59,6 +59,10 @@ pub struct SceneSource {
     #[serde(default)]
     pub params: Option<Spanned<serde_json::Value>>,
     pub role: String,
+    /// A glob may match no scene folder (a corpus folder filled later, or watched); otherwise that is an
+    /// error, as a mistyped path usually is.
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// One stage as written in the file.

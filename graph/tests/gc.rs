@@ -17,10 +17,20 @@ fn a_glob_that_matches_nothing_does_not_empty_the_store() {
     project.run(1);
     let stored = session(&project).store.keys().unwrap().len();
     assert_eq!(stored, 8);
+    let typo = PIPELINE
+        .replace("scenes/train/*", "scenes/trian/*")
+        .replace("scenes/eval/*", "scenes/evl/*");
+    project.write_pipeline(&typo);
+    // A glob that matches nothing is an error before gc can do anything.
+    let error = Session::open(&project.pipeline_file(), &registry(&project.counter))
+        .err()
+        .expect("empty glob");
+    assert!(format!("{error:#}").contains("matches no scene folder"), "{error:#}");
+    // Allowed to be empty, the pipeline finds no scene, and gc still refuses to empty the store.
     project.write_pipeline(
-        &PIPELINE
-            .replace("scenes/train/*", "scenes/trian/*")
-            .replace("scenes/eval/*", "scenes/evl/*"),
+        &typo
+            .replace("role: train}", "role: train, allow_empty: true}")
+            .replace("role: eval}", "role: eval, allow_empty: true}"),
     );
     let session = session(&project);
     let error = format!("{:#}", session.gc(GcOptions::default()).unwrap_err());

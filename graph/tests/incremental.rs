@@ -3,7 +3,7 @@
 mod common;
 
 use common::{PIPELINE, Project, runs};
-use lrf_graph::Status;
+use lrf_graph::{Session, Status};
 
 #[test]
 fn first_run_computes_every_instance_once_and_a_rerun_nothing() {
@@ -309,4 +309,27 @@ stages:
     let (report, executed) = project.run(2);
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(executed.len(), 10, "{executed:?}");
+}
+
+#[test]
+fn a_glob_that_matches_nothing_is_an_error_unless_it_allows_that() {
+    // No eval scene: `scenes/eval/*` matches nothing.
+    let project = Project::new(PIPELINE, &["t1"], &[]);
+    let open = || {
+        Session::open(
+            &project.pipeline_file(),
+            &lrf_graph::testing::registry(&project.counter),
+        )
+    };
+    let error = format!("{:#}", open().err().expect("an empty glob"));
+    assert!(
+        error.contains("scenes/eval/*\" (role eval) matches no scene folder") && error.contains("allow_empty: true"),
+        "{error}"
+    );
+    project.write_pipeline(&PIPELINE.replace(
+        "{glob: \"scenes/eval/*\", role: eval}",
+        "{glob: \"scenes/eval/*\", role: eval, allow_empty: true}",
+    ));
+    let session = open().expect("allowed");
+    assert_eq!(session.plan.scenes.len(), 1);
 }
