@@ -206,7 +206,7 @@ impl Validator<'_> {
             .collect();
         let mut nodes = Vec::new();
         for b in &built {
-            nodes.push(self.resolve(b, &built, &ids, &all_roles));
+            nodes.push(self.resolve(b, &built, &ids, &seen, &all_roles));
         }
         let order = self.order(&built, &nodes);
         if !self.errors.is_empty() {
@@ -348,12 +348,14 @@ impl Validator<'_> {
         }
     }
 
-    /// Binds each input port to its source, checking names, types, scopes and roles.
+    /// Binds each input port to its source, checking names, types, scopes and roles. `declared` holds every
+    /// stage id of the file, `ids` those that built.
     fn resolve(
         &mut self,
         b: &Built,
         built: &[Built],
         ids: &BTreeMap<String, usize>,
+        declared: &BTreeSet<String>,
         all_roles: &BTreeSet<String>,
     ) -> StageNode {
         let id = b.spec.id.value.as_str();
@@ -402,7 +404,11 @@ impl Validator<'_> {
                     None => (text, None),
                 };
                 let Some(&index) = ids.get(upstream) else {
-                    let known = ids.keys().cloned().collect::<Vec<_>>().join(", ");
+                    // A stage that is declared but invalid has its own error already.
+                    if declared.contains(upstream) {
+                        continue;
+                    }
+                    let known = declared.iter().cloned().collect::<Vec<_>>().join(", ");
                     self.error(
                         at,
                         Some(id),

@@ -124,13 +124,16 @@ impl PipelineSpec {
         serde_saphyr::from_str::<PipelineSpec>(text).map_err(|error| {
             let (line, column) = error.location().map(|l| position(&l)).unwrap_or((0, 0));
             let message = error.without_snippet().to_string();
-            let message = strip_position(&message);
+            let mut message = strip_position(&message).to_owned();
+            if message.starts_with("duplicate mapping key") {
+                message += "; each key may appear once in a mapping: remove or merge the repeated one";
+            }
             SpecErrors(vec![SpecError {
                 file: PathBuf::from(file),
                 line,
                 column,
                 stage: stage_at(text, line),
-                message: message.to_owned(),
+                message,
             }])
         })
     }
@@ -154,10 +157,14 @@ fn strip_position(message: &str) -> &str {
         Some((position, rest)) if position.contains("column") => rest,
         _ => message,
     };
-    match message.rsplit_once(" at line ") {
+    let message = match message.rsplit_once(" at line ") {
         Some((text, position)) if position.contains("column") => text,
         _ => message,
-    }
+    };
+    // The parser's advice on duplicate keys names its own option, which a pipeline file cannot set.
+    message
+        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
+        .unwrap_or(message)
 }
 
 fn at_least_one_worker<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {

@@ -174,3 +174,30 @@ fn a_stage_id_that_inputs_could_not_name_is_rejected() {
         "{message}"
     );
 }
+
+#[test]
+fn an_invalid_stage_is_reported_once_not_again_by_the_stages_reading_it() {
+    let errors = errors(
+        "  - {id: a, kind: test-sourse, inputs: {scene: scenes}}\n  - {id: b, kind: test-map, inputs: {data: a}}\n",
+    );
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert!(
+        errors.to_string().contains("unknown stage kind `test-sourse`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_duplicate_key_says_how_to_fix_the_file() {
+    let text = "pipeline: v\npipeline: w\nscenes: []\nstages: []\n";
+    let errors = lrf_graph::spec::PipelineSpec::parse(text, Path::new("p.yaml"))
+        .err()
+        .expect("duplicate key");
+    let message = errors.to_string();
+    assert!(
+        message.contains("p.yaml:2:1: duplicate mapping key: pipeline"),
+        "{message}"
+    );
+    assert!(message.contains("each key may appear once"), "{message}");
+    assert!(!message.contains("DuplicateKeyPolicy"), "{message}");
+}
