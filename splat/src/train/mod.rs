@@ -200,7 +200,10 @@ impl Trainer {
     ) -> Result<Self> {
         config.validate().map_err(SplatError::Options)?;
         if !(extent.is_finite() && extent > 0.0) {
-            return Err(SplatError::Options(format!("scene extent {extent} must be positive")));
+            return Err(SplatError::Options(format!(
+                "scene extent {extent} must be finite and positive (it is the training cameras' spread; see \
+                 scene_extent)"
+            )));
         }
         if field.max_sh_degree < config.sh_degree {
             return Err(SplatError::Options(format!(
@@ -398,6 +401,14 @@ pub fn scene_extent(cameras: &[&Camera]) -> Result<f64> {
     }
     let mean = centres.iter().copied().sum::<glam::DVec3>() / centres.len() as f64;
     let radius = centres.iter().map(|c| c.distance(mean)).fold(0.0, f64::max);
+    if !(mean.is_finite() && radius.is_finite() && (1.1 * radius).is_finite()) {
+        let far = centres.iter().map(|c| c.abs().max_element()).fold(0.0, f64::max);
+        return invalid(format!(
+            "the {} training cameras spread too far to measure (a centre coordinate reaches {far:.1e}, beyond \
+             floating-point range for distances); check the translations in images.bin",
+            centres.len()
+        ));
+    }
     if radius <= 1e-9 * mean.length().max(1.0) {
         return invalid(format!(
             "the {} training cameras all stand at one place (they spread {radius:.1e} around {mean}), so the scene \
@@ -455,6 +466,17 @@ mod tests {
         assert!((scene_extent(&[&c, &d]).unwrap() - 1.1e-3).abs() < 1e-12);
         let error = scene_extent(&[]).unwrap_err().to_string();
         assert!(error.contains("no training cameras"), "{error}");
+        // Finite centres whose distance overflows: the extent would be infinite.
+        let at = |x: f64| Camera {
+            translation: DVec3::new(x, 0.0, 0.0),
+            ..camera(DVec3::new(0.0, 0.0, 3.0))
+        };
+        let (e, f) = (at(1e200), at(-1e200));
+        let error = scene_extent(&[&e, &f]).unwrap_err().to_string();
+        assert!(
+            error.contains("spread too far to measure") && error.contains("1.0e200"),
+            "{error}"
+        );
     }
 
     /// A fit that must make progress: random points fitted to a target rendered from other Gaussians.
