@@ -126,10 +126,11 @@ impl Stage for ExecStage {
         }
     }
 
-    fn params(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(&self.params).unwrap_or_default();
-        value["files"] = serde_json::to_value(&self.files).unwrap_or_default();
-        value
+    fn params(&self) -> Result<serde_json::Value, String> {
+        let json = |e: serde_json::Error| format!("the parameters cannot be written as JSON: {e}");
+        let mut value = serde_json::to_value(&self.params).map_err(json)?;
+        value["files"] = serde_json::to_value(&self.files).map_err(json)?;
+        Ok(value)
     }
 
     fn accepts_partial_inputs(&self) -> bool {

@@ -167,7 +167,7 @@ impl Executor {
             kind: node.stage.kind().to_owned(),
             version: node.stage.version(),
             scene: scene_name.map(str::to_owned),
-            params: node.stage.params(),
+            params: node.params.clone(),
             inputs: instance
                 .inputs
                 .iter()

@@ -83,6 +83,8 @@ pub struct StageNode {
     pub id: String,
     pub stage: Arc<dyn Stage>,
     pub signature: Signature,
+    /// The stage's canonical parameters, as every key and manifest holds them.
+    pub params: serde_json::Value,
     /// Scene roles it runs on (per-scene) or collects (global).
     pub roles: BTreeSet<String>,
     /// One binding per input port, in the signature's order.
@@ -144,6 +146,7 @@ struct Built {
     at: Location,
     stage: Arc<dyn Stage>,
     signature: Signature,
+    params: serde_json::Value,
 }
 
 impl Validator<'_> {
@@ -336,15 +339,19 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(Ok(stage)) => {
-                let signature = stage.signature();
-                Some(Built {
+            Some(Ok(stage)) => match stage.params() {
+                Ok(params) => Some(Built {
+                    signature: stage.signature(),
                     spec,
                     at,
                     stage,
-                    signature,
-                })
-            }
+                    params,
+                }),
+                Err(message) => {
+                    self.error(&params_at, Some(&id), message);
+                    None
+                }
+            },
         }
     }
 
@@ -473,6 +480,7 @@ impl Validator<'_> {
             id: id.to_owned(),
             stage: b.stage.clone(),
             signature: b.signature.clone(),
+            params: b.params.clone(),
             roles,
             inputs,
             pin,

@@ -295,7 +295,7 @@ fn instance_key(
     hasher
         .field(node.stage.kind().as_bytes())
         .field(&node.stage.version().to_le_bytes())
-        .field(canonical_json(&node.stage.params()).as_bytes());
+        .field(canonical_json(&node.params).as_bytes());
     if let Some(scene) = scene {
         hasher.key(&scene.key);
     }

@@ -61,11 +61,13 @@ impl Registry {
         registry
     }
 
-    /// Registers a Rust stage type; its serde fields are its parameters.
+    /// Registers a Rust stage type; its serde fields are its parameters, checked by `validate`, with
+    /// file names resolved by `resolve_paths`.
     pub fn register<T: StageKind>(&mut self) -> &mut Self {
-        self.insert(T::KIND, |params, _| {
-            let stage: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
+        self.insert(T::KIND, |params, context| {
+            let mut stage: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
             stage.validate()?;
+            stage.resolve_paths(&context.base_dir)?;
             Ok(Arc::new(stage) as Arc<dyn Stage>)
         })
     }
@@ -189,7 +191,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((stage.kind(), stage.version()), ("blur", 3));
-        assert_eq!(stage.params(), serde_json::json!({"radius": 2, "sigma": 2.0}));
+        assert_eq!(stage.params(), Ok(serde_json::json!({"radius": 2, "sigma": 2.0})));
         let error = registry
             .build("blur", serde_json::json!({"radius": 40}), Path::new("."))
             .unwrap()

@@ -119,8 +119,9 @@ pub trait Stage: Send + Sync {
     /// Bump when the stage's output changes for the same inputs: it is part of every artifact key.
     fn version(&self) -> u32;
     fn signature(&self) -> Signature;
-    /// Canonical parameters (defaults filled in): part of every artifact key and manifest.
-    fn params(&self) -> serde_json::Value;
+    /// Canonical parameters (defaults filled in): part of every artifact key and manifest. Asked once, when
+    /// the pipeline is validated; an error there is an invalid stage.
+    fn params(&self) -> Result<serde_json::Value, String>;
     /// See [`StageKind::PARTIAL_INPUTS`].
     fn accepts_partial_inputs(&self) -> bool;
     fn run(&self, job: &Job) -> anyhow::Result<()>;
@@ -141,6 +142,12 @@ pub trait StageKind: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// For parameters that name files: resolves them against the pipeline file's folder when the stage is
+    /// built, and puts their content (a hash) into fields that serialize, so that the artifact key
+    /// changes when a file does.
+    fn resolve_paths(&mut self, _base_dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
     fn run(&self, job: &Job) -> anyhow::Result<()>;
 }
 
@@ -154,8 +161,8 @@ impl<T: StageKind> Stage for T {
     fn signature(&self) -> Signature {
         StageKind::signature(self)
     }
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    fn params(&self) -> Result<serde_json::Value, String> {
+        serde_json::to_value(self).map_err(|e| format!("the parameters cannot be written as JSON: {e}"))
     }
     fn accepts_partial_inputs(&self) -> bool {
         T::PARTIAL_INPUTS

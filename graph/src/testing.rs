@@ -162,8 +162,8 @@ impl Stage for TestStage {
         }
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
+    fn params(&self) -> Result<serde_json::Value, String> {
+        serde_json::to_value(&self.params).map_err(|e| e.to_string())
     }
 
     fn accepts_partial_inputs(&self) -> bool {

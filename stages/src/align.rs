@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
-use crate::ResolvePaths;
 use crate::artifacts::{input_dir, output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
 use crate::pairs::{PAIRS_TYPE, PairKind, Pairs};
@@ -102,15 +101,6 @@ impl Default for DecoderAlign {
     }
 }
 
-impl ResolvePaths for DecoderAlign {
-    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
-        if self.autoencoder != FROM_INPUT {
-            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
-        }
-        Ok(())
-    }
-}
-
 /// A pair by scene (index into the opened pairs) and number within the scene.
 #[derive(Debug, Clone, Copy)]
 struct PairRef {
@@ -161,6 +151,12 @@ impl StageKind for DecoderAlign {
     const KIND: &'static str = "decoder-align";
     const VERSION: u32 = 2;
 
+    fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
+        if self.autoencoder != FROM_INPUT {
+            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        }
+        Ok(())
+    }
     fn signature(&self) -> Signature {
         let mut inputs = vec![Port::new("pairs", PAIRS_TYPE)];
         if self.autoencoder == FROM_INPUT {
@@ -876,14 +872,14 @@ mod tests {
 
         // Bare crops (context 0) keep the parameters, and so the keys, of alignments made before `context`.
         let bare: DecoderAlign = stage(json!({"context": 0}), base);
-        assert!(lrf_graph::Stage::params(&bare).get("context").is_none());
-        assert_eq!(lrf_graph::Stage::params(&bundled)["context"], 8);
+        assert!(lrf_graph::Stage::params(&bare).unwrap().get("context").is_none());
+        assert_eq!(lrf_graph::Stage::params(&bundled).unwrap()["context"], 8);
 
         let evaluate: Evaluate = stage(json!({"autoencoder": "input"}), base);
         assert!(ports(evaluate.signature()).contains(&("autoencoder".into(), "autoencoder".into())));
         // The default is left out of the canonical parameters, so earlier evaluation keys still hold.
-        let default = lrf_graph::Stage::params(&Evaluate::default());
+        let default = lrf_graph::Stage::params(&Evaluate::default()).unwrap();
         assert!(default.get("autoencoder").is_none(), "{default}");
-        assert_eq!(lrf_graph::Stage::params(&evaluate)["autoencoder"], "input");
+        assert_eq!(lrf_graph::Stage::params(&evaluate).unwrap()["autoencoder"], "input");
     }
 }

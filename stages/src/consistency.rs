@@ -11,7 +11,6 @@ use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::ResolvePaths;
 use crate::artifacts::{input_dir, output_dir, write_json};
 use crate::correspond::{CORRESPONDENCES_TYPE, pixels_tensor, sample_latents};
 use crate::encode::Latents;
@@ -35,8 +34,6 @@ pub struct Consistency {
     /// The same on latents normalised to the training views' per-channel range.
     pub normalized: f64,
 }
-
-impl ResolvePaths for LatentConsistency {}
 
 impl StageKind for LatentConsistency {
     const KIND: &'static str = "latent-consistency";

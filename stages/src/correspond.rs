@@ -22,7 +22,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::ResolvePaths;
 use crate::artifacts::{input_dir, output_dir, write_json};
 
 pub const CORRESPONDENCES_TYPE: &str = "correspondences";
@@ -114,8 +113,6 @@ pub struct Histogram {
     pub edges: Vec<f64>,
     pub counts: Vec<usize>,
 }
-
-impl ResolvePaths for CorrespondenceMine {}
 
 impl StageKind for CorrespondenceMine {
     const KIND: &'static str = "correspondence-mine";

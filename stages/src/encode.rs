@@ -13,7 +13,6 @@ use lrf_vae::{Autoencoder, TilePlan, encode_tiled};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::ResolvePaths;
 use crate::artifacts::{LatentsInfo, Normalization, input_dir, output_dir, read_json, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
 
@@ -40,19 +39,16 @@ impl Default for VaeEncode {
     }
 }
 
-impl ResolvePaths for VaeEncode {
-    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
+impl StageKind for VaeEncode {
+    const KIND: &'static str = "vae-encode";
+    const VERSION: u32 = 1;
+
+    fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
         if self.autoencoder != FROM_INPUT {
             self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
         }
         Ok(())
     }
-}
-
-impl StageKind for VaeEncode {
-    const KIND: &'static str = "vae-encode";
-    const VERSION: u32 = 1;
-
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::PerScene,

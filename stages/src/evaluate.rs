@@ -19,7 +19,6 @@ use lrf_vae::{Autoencoder, Lpips, LpipsNet, TilePlan, decode_tiled};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::ResolvePaths;
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::encode::{encode_view, image_tensor};
@@ -66,17 +65,6 @@ impl Default for Evaluate {
             lpips_content: None,
             lpips_path: None,
         }
-    }
-}
-
-impl ResolvePaths for Evaluate {
-    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
-        if let Some(spec) = &self.lpips {
-            let (content, path) = resolve_lpips(spec, base_dir)?;
-            self.lpips_content = Some(content);
-            self.lpips_path = Some(path);
-        }
-        Ok(())
     }
 }
 
@@ -144,6 +132,14 @@ impl StageKind for Evaluate {
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 2;
 
+    fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
+        if let Some(spec) = &self.lpips {
+            let (content, path) = resolve_lpips(spec, base_dir)?;
+            self.lpips_content = Some(content);
+            self.lpips_path = Some(path);
+        }
+        Ok(())
+    }
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::PerScene,

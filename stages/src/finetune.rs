@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
-use crate::ResolvePaths;
 use crate::artifacts::{output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED};
 use crate::correspond::{pixels_tensor, sample_latents};
@@ -142,18 +141,6 @@ impl Default for GanSchedule {
     }
 }
 
-impl ResolvePaths for EncoderFinetune {
-    fn resolve(&mut self, base_dir: &Path) -> Result<(), String> {
-        self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
-        if let Some(perceptual) = &mut self.perceptual {
-            let (content, path) = resolve_lpips(&perceptual.weights, base_dir)?;
-            perceptual.content = Some(content);
-            perceptual.path = Some(path);
-        }
-        Ok(())
-    }
-}
-
 /// One training scene: its views, images and correspondences grouped by view pair.
 struct TrainingScene {
     name: String,
@@ -202,6 +189,15 @@ impl StageKind for EncoderFinetune {
     const KIND: &'static str = "encoder-finetune";
     const VERSION: u32 = 2;
 
+    fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
+        self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
+        if let Some(perceptual) = &mut self.perceptual {
+            let (content, path) = resolve_lpips(&perceptual.weights, base_dir)?;
+            perceptual.content = Some(content);
+            perceptual.path = Some(path);
+        }
+        Ok(())
+    }
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::Global,

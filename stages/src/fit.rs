@@ -18,7 +18,6 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::ResolvePaths;
 use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, views_input, write_json};
 use crate::encode::{Latents, image_tensor};
 
@@ -78,9 +77,6 @@ impl Default for RgbFit {
         }
     }
 }
-
-impl ResolvePaths for LatentFit {}
-impl ResolvePaths for RgbFit {}
 
 fn validate(train: &TrainConfig, dssim_weight: f64, log_every: u32) -> Result<(), String> {
     train.validate().map_err(|e| format!("train.{e}"))?;

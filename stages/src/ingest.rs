@@ -11,7 +11,6 @@ use lrf_formats::views::{Points, ViewRecord, ViewSet, write_images};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 
-use crate::ResolvePaths;
 use crate::artifacts::{input_dir, output_dir};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,8 +106,6 @@ fn largest_folder_within(root: &std::path::Path, limit: u32) -> anyhow::Result<S
         ),
     }
 }
-
-impl ResolvePaths for ColmapIngest {}
 
 impl StageKind for ColmapIngest {
     const KIND: &'static str = "colmap-ingest";

@@ -33,42 +33,21 @@ pub mod summary;
 #[cfg(test)]
 mod test_support;
 
-use std::path::Path;
-use std::sync::Arc;
-
-use lrf_graph::{Registry, Stage, StageKind};
+use lrf_graph::Registry;
 
 /// Adds every built-in stage kind to `registry`.
 pub fn register(registry: &mut Registry) {
-    register_kind::<ingest::ColmapIngest>(registry);
-    register_kind::<encode::VaeEncode>(registry);
-    register_kind::<fit::LatentFit>(registry);
-    register_kind::<fit::RgbFit>(registry);
-    register_kind::<render::Render>(registry);
-    register_kind::<evaluate::Evaluate>(registry);
-    register_kind::<pairs::PairEmit>(registry);
-    register_kind::<correspond::CorrespondenceMine>(registry);
-    register_kind::<consistency::LatentConsistency>(registry);
-    register_kind::<finetune::EncoderFinetune>(registry);
-    register_kind::<align::DecoderAlign>(registry);
-    register_kind::<rgb_align::RgbAlign>(registry);
-    register_kind::<summary::Summary>(registry);
-}
-
-/// A stage whose parameters name files: they are resolved against the pipeline file's folder when the stage
-/// is built, and their content enters the stage's canonical parameters (so the artifact key changes when a
-/// file does).
-pub trait ResolvePaths {
-    fn resolve(&mut self, _base_dir: &Path) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-fn register_kind<T: StageKind + ResolvePaths>(registry: &mut Registry) {
-    registry.insert(T::KIND, |params, context| {
-        let mut stage: T = serde_json::from_value(params).map_err(|e| e.to_string())?;
-        stage.validate()?;
-        stage.resolve(&context.base_dir)?;
-        Ok(Arc::new(stage) as Arc<dyn Stage>)
-    });
+    registry.register::<ingest::ColmapIngest>();
+    registry.register::<encode::VaeEncode>();
+    registry.register::<fit::LatentFit>();
+    registry.register::<fit::RgbFit>();
+    registry.register::<render::Render>();
+    registry.register::<evaluate::Evaluate>();
+    registry.register::<pairs::PairEmit>();
+    registry.register::<correspond::CorrespondenceMine>();
+    registry.register::<consistency::LatentConsistency>();
+    registry.register::<finetune::EncoderFinetune>();
+    registry.register::<align::DecoderAlign>();
+    registry.register::<rgb_align::RgbAlign>();
+    registry.register::<summary::Summary>();
 }

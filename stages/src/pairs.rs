@@ -19,7 +19,6 @@ use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::ResolvePaths;
 use crate::artifacts::{FieldSpace, input_dir, output_dir, read_json, views_input, write_json};
 use crate::autoencoder::AutoencoderSource;
 use crate::render::Renders;
@@ -65,8 +64,6 @@ pub struct PairsInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PairEmit {}
-
-impl ResolvePaths for PairEmit {}
 
 impl StageKind for PairEmit {
     const KIND: &'static str = "pair-emit";

@@ -17,7 +17,6 @@ use lrf_splat::{RenderOptions, render};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::ResolvePaths;
 use crate::artifacts::{FieldInfo, FieldSpace, RendersInfo, input_dir, output_dir, read_json, write_json};
 use crate::fit::{FIELD_FILE, FIELD_INFO};
 
@@ -48,8 +47,6 @@ impl Default for Render {
         }
     }
 }
-
-impl ResolvePaths for Render {}
 
 impl StageKind for Render {
     const KIND: &'static str = "render";

@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
-use crate::ResolvePaths;
 use crate::artifacts::{
     FieldInfo, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, read_json, views_input, write_json,
 };
@@ -82,8 +81,6 @@ impl Default for RgbAlign {
         }
     }
 }
-
-impl ResolvePaths for RgbAlign {}
 
 /// The field's side of the phase. There is no densification and no opacity reset: the field is converged,
 /// and the phase refines it. The position learning rate is held at 3DGS's final value (× the scene extent);

@@ -12,7 +12,6 @@ use lrf_formats::scene::Split;
 use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 
-use crate::ResolvePaths;
 use crate::artifacts::{output_dir, read_json, write_json};
 use crate::evaluate::{Evaluation, METRICS_FILE, Scores};
 
@@ -30,8 +29,6 @@ impl Default for Summary {
         }
     }
 }
-
-impl ResolvePaths for Summary {}
 
 /// One row of the table.
 #[derive(Debug, Serialize)]

@@ -10,8 +10,6 @@ use lrf_formats::scene::Split;
 use lrf_formats::views::{Points, ViewRecord, ViewSet, write_images};
 use lrf_graph::{Input, Job, StageKind};
 
-use crate::ResolvePaths;
-
 /// A `views` artifact in `dir/views`: one 64×48 view per entry of `splits`, cameras stepping sideways in front
 /// of smooth colour gradients (no sparse points). Returns the folder and the images.
 pub(crate) fn views_fixture(dir: &Path, splits: &[Split]) -> (PathBuf, Vec<ImageF32>) {
@@ -61,10 +59,10 @@ pub(crate) fn views_fixture(dir: &Path, splits: &[Split]) -> (PathBuf, Vec<Image
 }
 
 /// A stage as the registry builds it: parameters parsed, validated and resolved.
-pub(crate) fn stage<T: StageKind + ResolvePaths>(params: serde_json::Value, base: &Path) -> T {
+pub(crate) fn stage<T: StageKind>(params: serde_json::Value, base: &Path) -> T {
     let mut stage: T = serde_json::from_value(params).expect("parameters");
     stage.validate().expect("valid parameters");
-    stage.resolve(base).expect("resolved");
+    stage.resolve_paths(base).expect("resolved");
     stage
 }
 
