@@ -43,11 +43,13 @@ cuda-toolkit: setup
 
 # The CUDA rasterizer: built with the `cuda` feature wherever nvcc is found (NVCC, PATH, the virtualenv: the
 # same search as splat/build.rs), then its parity tests: the kernels' host emulation everywhere, the kernels
-# themselves where tch sees a GPU (they print "skipped: no CUDA device" otherwise).
+# themselves (#[ignore]d, so listed as ignored) with --include-ignored where nvidia-smi finds a device.
 test-cuda: cuda-toolkit
 	@if [ -n "$$NVCC" ] || command -v nvcc >/dev/null 2>&1 || ls $(VENV)/lib/python3*/site-packages/nvidia/*/bin/nvcc >/dev/null 2>&1; then \
-	  echo "$(CARGO) test -p lrf-splat --features cuda --lib tests::cuda"; \
-	  $(CARGO) test -p lrf-splat --features cuda --lib tests::cuda; \
+	  gpu=$$(command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo --include-ignored); \
+	  echo "$(CARGO) test -p lrf-splat --features cuda --lib tests::cuda -- $$gpu"; \
+	  $(CARGO) test -p lrf-splat --features cuda --lib tests::cuda -- $$gpu || exit 1; \
+	  [ -n "$$gpu" ] || echo "test-cuda: the GPU tests were ignored: nvidia-smi finds no device"; \
 	else echo "test-cuda: skipped: no nvcc (install it with: $(VENV)/bin/pip install -r scripts/requirements-cuda.txt)"; fi
 
 fmt:
