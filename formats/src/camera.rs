@@ -191,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn qvec_round_trips_and_look_at_projects_target_to_centre() {
+    fn qvec_round_trips_and_look_at_projects_target_to_center() {
         let cam = Camera::look_at(DVec3::new(3.0, -1.0, 2.0), DVec3::ZERO, DVec3::Z, 100.0, 100.0, 64, 48);
         let (pixel, depth) = cam.project(DVec3::ZERO).unwrap();
         assert!((pixel - DVec2::new(32.0, 24.0)).length() < 1e-9);

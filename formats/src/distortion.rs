@@ -141,11 +141,11 @@ pub struct Intrinsics {
 }
 
 impl Intrinsics {
-    fn normalise(&self, pixel: DVec2) -> DVec2 {
+    fn normalize(&self, pixel: DVec2) -> DVec2 {
         DVec2::new((pixel.x - self.cx) / self.fx, (pixel.y - self.cy) / self.fy)
     }
-    fn to_pixel(&self, normalised: DVec2) -> DVec2 {
-        DVec2::new(normalised.x * self.fx + self.cx, normalised.y * self.fy + self.cy)
+    fn to_pixel(&self, normalized: DVec2) -> DVec2 {
+        DVec2::new(normalized.x * self.fx + self.cx, normalized.y * self.fy + self.cy)
     }
 }
 
@@ -164,7 +164,7 @@ pub fn undistorted_intrinsics(distorted: Intrinsics, distortion: &Distortion, wi
     let mut right = f64::INFINITY;
     let mut top = f64::INFINITY;
     let mut bottom = f64::INFINITY;
-    let ideal = |x: f64, y: f64| distortion.undistort(distorted.normalise(DVec2::new(x, y)));
+    let ideal = |x: f64, y: f64| distortion.undistort(distorted.normalize(DVec2::new(x, y)));
     for i in 0..=samples {
         let t = i as f64 / samples as f64;
         left = left.min(-ideal(0.0, t * h).x);
@@ -197,8 +197,8 @@ pub fn undistort_image(
     let mut out = ImageF32::new(image.channels, image.width, image.height);
     for y in 0..image.height {
         for x in 0..image.width {
-            let centre = DVec2::new(x as f64 + 0.5, y as f64 + 0.5);
-            let source = distorted.to_pixel(distortion.distort(ideal.normalise(centre)));
+            let center = DVec2::new(x as f64 + 0.5, y as f64 + 0.5);
+            let source = distorted.to_pixel(distortion.distort(ideal.normalize(center)));
             for c in 0..image.channels {
                 out.set(c, x, y, image.sample_bilinear(c, source.x, source.y));
             }
@@ -209,7 +209,7 @@ pub fn undistort_image(
 
 /// Where a keypoint of the distorted image lies in the undistorted one.
 pub fn undistort_pixel(pixel: DVec2, distorted: Intrinsics, distortion: &Distortion, ideal: Intrinsics) -> DVec2 {
-    ideal.to_pixel(distortion.undistort(distorted.normalise(pixel)))
+    ideal.to_pixel(distortion.undistort(distorted.normalize(pixel)))
 }
 
 #[cfg(test)]
@@ -254,7 +254,7 @@ mod tests {
         };
         for model in MODELS {
             let ideal = undistorted_intrinsics(distorted, &model, 1008, 756);
-            let source = |x: f64, y: f64| distorted.to_pixel(model.distort(ideal.normalise(DVec2::new(x, y))));
+            let source = |x: f64, y: f64| distorted.to_pixel(model.distort(ideal.normalize(DVec2::new(x, y))));
             let mut touches = false;
             for i in 0..=100 {
                 let t = i as f64 / 100.0;

@@ -215,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn bilinear_sample_at_pixel_centre_is_the_pixel() {
+    fn bilinear_sample_at_pixel_center_is_the_pixel() {
         let mut image = ImageF32::new(1, 2, 1);
         image.set(0, 1, 0, 1.0);
         assert_eq!(image.sample_bilinear(0, 1.5, 0.5), 1.0);

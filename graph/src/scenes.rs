@@ -51,7 +51,7 @@ pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Collected> {
         let pattern = match &source.origin {
             Origin::Glob(pattern) => pattern.clone(),
             Origin::Generate(generate) => {
-                materialise(generate, &source.role)?;
+                materialize(generate, &source.role)?;
                 format!("{}/*", glob::Pattern::escape(&generate.dir.to_string_lossy()))
             }
         };
@@ -78,7 +78,7 @@ pub struct Pattern {
 /// temporary sibling that is renamed into place once complete, so a failed or killed run never
 /// leaves a half folder. Returns whether it generated now. Another process generating the same
 /// folder at the same time is fine: the first rename wins and the other's copy is dropped.
-pub fn materialise(source: &GenerateSource, role: &str) -> anyhow::Result<bool> {
+pub fn materialize(source: &GenerateSource, role: &str) -> anyhow::Result<bool> {
     if source.dir.is_dir() {
         return Ok(false);
     }

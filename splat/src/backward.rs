@@ -144,13 +144,13 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 done = all_done(&transmittance);
             }
             let sum = |acc: &[R; TILE_SIZE]| acc.iter().fold(R::ZERO, |x, &y| x + y);
-            let (geometry, colour) = partial.split_at_mut(PARTIAL_GEOMETRY);
+            let (geometry, color) = partial.split_at_mut(PARTIAL_GEOMETRY);
             for (out, acc) in geometry.iter_mut().zip(&v_geom) {
                 *out = sum(acc);
             }
             // Zeroed here for the next splat, while the lines are in cache: a fill at the splat's start was a
             // memset call, which also reloaded every vector constant of the row loop after it.
-            for (out, acc) in colour.iter_mut().zip(&mut v_color) {
+            for (out, acc) in color.iter_mut().zip(&mut v_color) {
                 *out = sum(acc);
                 *acc = [R::ZERO; TILE_SIZE];
             }

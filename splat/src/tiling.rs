@@ -100,9 +100,9 @@ impl<R: Real> Splats<R> {
 /// Inclusive range of pixel indices whose centres lie within `extent` of `centre`, clipped to `0..size`;
 /// `None` when empty.
 #[inline(always)]
-pub(crate) fn pixel_span<R: Real>(centre: R, extent: R, size: usize) -> Option<(usize, usize)> {
-    let lo = (centre - extent - R::of(PIXEL_CENTER)).ceil().max(R::ZERO);
-    let hi = (centre + extent - R::of(PIXEL_CENTER))
+pub(crate) fn pixel_span<R: Real>(center: R, extent: R, size: usize) -> Option<(usize, usize)> {
+    let lo = (center - extent - R::of(PIXEL_CENTER)).ceil().max(R::ZERO);
+    let hi = (center + extent - R::of(PIXEL_CENTER))
         .floor()
         .min(R::of(size as f64 - 1.0));
     (lo <= hi).then(|| (lo.to_f64() as usize, hi.to_f64() as usize))

@@ -205,7 +205,7 @@ impl CorrespondenceMine {
             );
         }
         let pairs: Vec<(usize, usize)> =
-            neighbour_pairs(participating.len(), self.sequential_overlap, self.quadratic_overlap)
+            neighbor_pairs(participating.len(), self.sequential_overlap, self.quadratic_overlap)
                 .into_iter()
                 .map(|(a, b)| (participating[a], participating[b]))
                 .collect();
@@ -299,7 +299,7 @@ pub fn has_synthetic_depth(scene_dir: &Path) -> bool {
 /// The neighbour set K of `n` views in order, as unordered pairs `(a, b)` with `a < b`, each once, sorted:
 /// `b = a + d` for `d` in `1..=sequential`, and for `d = 2^k` (k ≥ 0) when `quadratic` (COLMAP's sequential
 /// matcher with quadratic overlap).
-pub fn neighbour_pairs(n: usize, sequential: usize, quadratic: bool) -> Vec<(usize, usize)> {
+pub fn neighbor_pairs(n: usize, sequential: usize, quadratic: bool) -> Vec<(usize, usize)> {
     let mut pairs = BTreeSet::new();
     for a in 0..n {
         for d in 1..=sequential.min(n) {
@@ -604,9 +604,9 @@ mod tests {
     }
 
     #[test]
-    fn neighbour_set_of_twelve_views() {
+    fn neighbor_set_of_twelve_views() {
         // Sequential 10 and quadratic (1, 2, 4, 8): every pair but (0, 11).
-        let all = neighbour_pairs(12, 10, true);
+        let all = neighbor_pairs(12, 10, true);
         let expected: Vec<(usize, usize)> = (0..12)
             .flat_map(|a| (a + 1..12).map(move |b| (a, b)))
             .filter(|&(a, b)| b - a <= 10)
@@ -614,7 +614,7 @@ mod tests {
         assert_eq!(all, expected);
         assert_eq!(all.len(), 65);
         // Sequential 1 and quadratic: offsets 1, 2, 4, 8.
-        let quadratic = neighbour_pairs(12, 1, true);
+        let quadratic = neighbor_pairs(12, 1, true);
         let mut expected = Vec::new();
         for a in 0..12 {
             for d in [1, 2, 4, 8] {
@@ -627,10 +627,10 @@ mod tests {
         assert_eq!(quadratic, expected);
         assert_eq!(quadratic.len(), 11 + 10 + 8 + 4);
         // Sequential 3 alone.
-        let sequential = neighbour_pairs(12, 3, false);
+        let sequential = neighbor_pairs(12, 3, false);
         assert_eq!(sequential.len(), 11 + 10 + 9);
         assert_eq!(&sequential[..4], &[(0, 1), (0, 2), (0, 3), (1, 2)]);
-        assert_eq!(neighbour_pairs(1, 10, true), []);
+        assert_eq!(neighbor_pairs(1, 10, true), []);
     }
 
     #[test]

@@ -230,8 +230,8 @@ impl StageKind for Evaluate {
             if self.images {
                 let mut panels = vec![&truth, &predicted];
                 panels.extend(reconstruction.as_ref());
-                let false_colour = normalization.map(|n| false_colour(&n.normalize(&render), truth.size()[1]));
-                panels.extend(false_colour.as_ref());
+                let false_color = normalization.map(|n| false_color(&n.normalize(&render), truth.size()[1]));
+                panels.extend(false_color.as_ref());
                 let stem = Path::new(&view.name).with_extension("");
                 let name = stem.to_string_lossy().replace(['/', '\\'], "_");
                 write_png(&out.join(format!("{name}.png")), &side_by_side(&panels)?)?;
@@ -325,7 +325,7 @@ fn summarize(views: &[ViewScores], split: Split) -> Option<SplitSummary> {
 }
 
 /// The first three channels of a normalised latent, clamped to [0, 1] and enlarged (nearest) to `height`.
-fn false_colour(normalized: &Tensor, height: i64) -> Tensor {
+fn false_color(normalized: &Tensor, height: i64) -> Tensor {
     let channels = normalized.size()[0].min(3);
     let mut rgb = normalized.narrow(0, 0, channels).clamp(0.0, 1.0);
     if channels < 3 {

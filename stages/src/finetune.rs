@@ -176,7 +176,7 @@ struct Terms {
     total: f64,
     reconstruction: f64,
     correspondence: f64,
-    regularisation: f64,
+    regularization: f64,
     /// The LPIPS distance inside `reconstruction`, unweighted (0 without LPIPS weights).
     perceptual: f64,
     /// The weighted PatchGAN generator term inside `reconstruction` (0 before the GAN starts).
@@ -315,7 +315,7 @@ impl StageKind for EncoderFinetune {
             sum.total += terms.total;
             sum.reconstruction += terms.reconstruction;
             sum.correspondence += terms.correspondence;
-            sum.regularisation += terms.regularisation;
+            sum.regularization += terms.regularization;
             sum.perceptual += terms.perceptual;
             sum.adversarial += terms.adversarial;
             sum.discriminator += terms.discriminator;
@@ -326,7 +326,7 @@ impl StageKind for EncoderFinetune {
                     total: sum.total / n,
                     reconstruction: sum.reconstruction / n,
                     correspondence: sum.correspondence / n,
-                    regularisation: sum.regularisation / n,
+                    regularization: sum.regularization / n,
                     perceptual: sum.perceptual / n,
                     adversarial: sum.adversarial / n,
                     discriminator: sum.discriminator / n,
@@ -408,14 +408,14 @@ impl EncoderFinetune {
         let crops = self.crops(scene, group, &images, factor, rng);
         let mut encoded: Vec<(usize, Posterior, Crop)> = Vec::new();
         let mut reconstruction = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
-        let mut regularisation = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+        let mut regularization = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
         let (mut perceptual, mut adversarial, mut reconstructions) = (0.0, 0.0, Vec::new());
         for ((&view, image), crop) in group.iter().zip(&images).zip(crops) {
             let image = crop.apply(image);
             let input = range.from_unit(&image);
             let posterior = model.encode(&input)?;
             let frozen = tch::no_grad(|| original.encode(&input))?;
-            regularisation += match (&posterior.logvar, &frozen.logvar) {
+            regularization += match (&posterior.logvar, &frozen.logvar) {
                 (Some(logvar), Some(frozen_logvar)) => kl_diagonal(
                     DiagonalGaussian {
                         mean: &posterior.mean,
@@ -447,9 +447,9 @@ impl EncoderFinetune {
             encoded.push((view, posterior, crop));
         }
         let n = group.len() as f64;
-        let (reconstruction, regularisation) = (reconstruction / n, regularisation / n);
+        let (reconstruction, regularization) = (reconstruction / n, regularization / n);
         let correspondence = self.correspondence_term(scene, &encoded, factor, rng);
-        let total = &reconstruction + &correspondence * self.corres_weight + &regularisation * self.reg_weight;
+        let total = &reconstruction + &correspondence * self.corres_weight + &regularization * self.reg_weight;
         optimizers.encoder.zero_grad();
         total.backward();
         optimizers.encoder.step();
@@ -472,7 +472,7 @@ impl EncoderFinetune {
             total: value(&total),
             reconstruction: value(&reconstruction),
             correspondence: value(&correspondence),
-            regularisation: value(&regularisation),
+            regularization: value(&regularization),
             perceptual: perceptual / n,
             adversarial: adversarial / n,
             discriminator,
@@ -500,7 +500,7 @@ impl EncoderFinetune {
     ) -> Vec<Crop> {
         let c = &scene.correspondences;
         let anchor = group[0];
-        let place = |image: &Tensor, centre: [f32; 2]| Crop::around(centre, image.size(), self.crop, factor);
+        let place = |image: &Tensor, center: [f32; 2]| Crop::around(center, image.size(), self.crop, factor);
         let anchor_rows: Vec<usize> = scene.pairs[&anchor].values().flatten().copied().collect();
         let row = *anchor_rows.choose(rng).expect("anchors have correspondences");
         let anchor_crop = place(&images[0], oriented(c, row, anchor).0);
@@ -617,13 +617,13 @@ fn oriented(c: &Correspondences, row: usize, anchor: usize) -> ([f32; 2], [f32; 
 
 /// Per-coordinate median of a non-empty set of pixels.
 fn median(points: &[[f32; 2]]) -> [f32; 2] {
-    let mut centre = [0.0; 2];
-    for (axis, value) in centre.iter_mut().enumerate() {
+    let mut center = [0.0; 2];
+    for (axis, value) in center.iter_mut().enumerate() {
         let mut values: Vec<f32> = points.iter().map(|p| p[axis]).collect();
         values.sort_by(f32::total_cmp);
         *value = values[values.len() / 2];
     }
-    centre
+    center
 }
 
 /// A view's encoded region in image pixels. Offsets are multiples of the downsampling factor, so the
@@ -639,7 +639,7 @@ struct Crop {
 impl Crop {
     /// The `side`² crop (each side at most the image's, rounded down to a multiple of `factor`; 0: the whole
     /// image) nearest to being centred on `centre`, for an image of size `[1, C, H, W]`.
-    fn around(centre: [f32; 2], image_size: Vec<i64>, side: i64, factor: i64) -> Crop {
+    fn around(center: [f32; 2], image_size: Vec<i64>, side: i64, factor: i64) -> Crop {
         let (height, width) = (image_size[2], image_size[3]);
         if side == 0 {
             return Crop {
@@ -650,15 +650,15 @@ impl Crop {
             };
         }
         let extent = |full: i64| (side.min(full) / factor * factor).max(factor.min(full));
-        let offset = |centre: f32, extent: i64, full: i64| {
-            let wanted = (centre as f64 - extent as f64 / 2.0) / factor as f64;
+        let offset = |center: f32, extent: i64, full: i64| {
+            let wanted = (center as f64 - extent as f64 / 2.0) / factor as f64;
             let highest = (full - extent) / factor;
             (wanted.round() as i64).clamp(0, highest.max(0)) * factor
         };
         let (h, w) = (extent(height), extent(width));
         Crop {
-            top: offset(centre[1], h, height),
-            left: offset(centre[0], w, width),
+            top: offset(center[1], h, height),
+            left: offset(center[0], w, width),
             height: h,
             width: w,
         }
@@ -689,10 +689,10 @@ mod tests {
     #[test]
     fn crops_stay_inside_the_image_on_the_latent_grid() {
         let size = vec![1, 3, 376, 504];
-        let centred = Crop::around([252.0, 188.0], size.clone(), 256, 8);
-        assert_eq!((centred.height, centred.width), (256, 256));
-        assert_eq!((centred.top % 8, centred.left % 8), (0, 0));
-        assert!(centred.contains([252.0, 188.0]));
+        let centered = Crop::around([252.0, 188.0], size.clone(), 256, 8);
+        assert_eq!((centered.height, centered.width), (256, 256));
+        assert_eq!((centered.top % 8, centered.left % 8), (0, 0));
+        assert!(centered.contains([252.0, 188.0]));
         let corner = Crop::around([0.0, 0.0], size.clone(), 256, 8);
         assert_eq!((corner.top, corner.left), (0, 0));
         let far = Crop::around([503.9, 375.9], size.clone(), 256, 8);

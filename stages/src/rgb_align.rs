@@ -221,7 +221,7 @@ impl StageKind for RgbAlign {
         if latents.info.normalization != *normalization {
             bail!(
                 "scene {:?}: the latents on the `latents` port are not the ones the field was fitted to (their \
-                 normalisation differs); connect the vae-encode stage that fed the field's fit",
+                 normalization differs); connect the vae-encode stage that fed the field's fit",
                 views.scene
             );
         }

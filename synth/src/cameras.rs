@@ -78,8 +78,8 @@ pub(crate) fn views(path: CameraPath, views: usize, width: u32, height: u32, rng
         }
         CameraPath::ForwardFacing | CameraPath::Alternate => {
             let distance = rng.random_range(4.5..5.5);
-            let centre = TARGET + DVec3::new(phase.cos(), phase.sin(), 0.0) * distance + DVec3::Z * 1.6;
-            let forward = (TARGET - centre).normalize();
+            let center = TARGET + DVec3::new(phase.cos(), phase.sin(), 0.0) * distance + DVec3::Z * 1.6;
+            let forward = (TARGET - center).normalize();
             let right = forward.cross(DVec3::Z).normalize();
             let up = right.cross(forward);
             (0..views)
@@ -88,7 +88,7 @@ pub(crate) fn views(path: CameraPath, views: usize, width: u32, height: u32, rng
                     let s = i as f64 / (views - 1).max(1) as f64;
                     let angle = 3.0 * std::f64::consts::PI * s;
                     let r = 0.35 + 0.65 * s;
-                    let eye = centre + right * (1.0 * r * angle.cos()) + up * (0.5 * r * angle.sin());
+                    let eye = center + right * (1.0 * r * angle.cos()) + up * (0.5 * r * angle.sin());
                     (eye, TARGET)
                 })
                 .collect()

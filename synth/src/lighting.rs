@@ -156,7 +156,7 @@ mod tests {
         assert!(warmest < 0.4 && coolest > 1.1, "sun blue/red {warmest}..{coolest}");
         let (harsh, soft) = range(&|l| l.ambient.dot(LUMINANCE) / total(l));
         assert!(harsh < 0.2 && soft > 0.55, "ambient share {harsh}..{soft}");
-        let (grey, blue) = range(&|l| l.zenith.z / l.zenith.x.max(1e-3));
-        assert!(grey < 1.3 && blue > 2.5, "zenith blue/red {grey}..{blue}");
+        let (gray, blue) = range(&|l| l.zenith.z / l.zenith.x.max(1e-3));
+        assert!(gray < 1.3 && blue > 2.5, "zenith blue/red {gray}..{blue}");
     }
 }

@@ -29,7 +29,7 @@ pub fn render_view(scene: &Scene, camera: &Camera) -> RenderedView {
     let rows: Vec<(Vec<u8>, Vec<f32>)> = (0..height)
         .into_par_iter()
         .map(|y| {
-            let mut colours = Vec::with_capacity(width * 3);
+            let mut colors = Vec::with_capacity(width * 3);
             let mut depths = Vec::with_capacity(width);
             for x in 0..width {
                 let corner = DVec2::new(x as f64, y as f64);
@@ -41,18 +41,18 @@ pub fn render_view(scene: &Scene, camera: &Camera) -> RenderedView {
                             .color_along(origin, camera.ray_direction(corner + DVec2::new(dx, dy)))
                     })
                     .sum();
-                colours.extend(to_8bit(sum / SUBPIXELS.len() as f64));
+                colors.extend(to_8bit(sum / SUBPIXELS.len() as f64));
                 let depth = scene
                     .world
                     .trace(origin, camera.ray_direction(corner + 0.5))
                     .map_or(f32::INFINITY, |hit| camera.to_camera(hit.position).z as f32);
                 depths.push(depth);
             }
-            (colours, depths)
+            (colors, depths)
         })
         .collect();
-    let (colours, depth): (Vec<Vec<u8>>, Vec<Vec<f32>>) = rows.into_iter().unzip();
-    let image = RgbImage::from_raw(camera.width, camera.height, colours.concat()).expect("one RGB triple per pixel");
+    let (colors, depth): (Vec<Vec<u8>>, Vec<Vec<f32>>) = rows.into_iter().unzip();
+    let image = RgbImage::from_raw(camera.width, camera.height, colors.concat()).expect("one RGB triple per pixel");
     RenderedView {
         image,
         depth: depth.concat(),

@@ -200,8 +200,8 @@ impl Material {
                     for dx in -1..=1 {
                         let (x, y) = (cell.x as i64 + dx, cell.y as i64 + dy);
                         if font_pixel(x, y, seed) {
-                            let centre = DVec2::new(x as f64 + 0.5, y as f64 + 0.5);
-                            coverage = coverage.max(grown(p.x - centre.x) * grown(p.y - centre.y));
+                            let center = DVec2::new(x as f64 + 0.5, y as f64 + 0.5);
+                            coverage = coverage.max(grown(p.x - center.x) * grown(p.y - center.y));
                         }
                     }
                 }

@@ -43,12 +43,12 @@ enum Shape {
         offset: f64,
     },
     Sphere {
-        centre: DVec3,
+        center: DVec3,
         radius: f64,
     },
     /// A box turned by `yaw` about the vertical axis.
     Cuboid {
-        centre: DVec3,
+        center: DVec3,
         half: DVec3,
         yaw: DVec2,
     },
@@ -75,12 +75,12 @@ impl Shape {
         let offset = offset.extend(0.0);
         match self {
             plane @ Shape::Plane { .. } => plane,
-            Shape::Sphere { centre, radius } => Shape::Sphere {
-                centre: centre + offset,
+            Shape::Sphere { center, radius } => Shape::Sphere {
+                center: center + offset,
                 radius,
             },
-            Shape::Cuboid { centre, half, yaw } => Shape::Cuboid {
-                centre: centre + offset,
+            Shape::Cuboid { center, half, yaw } => Shape::Cuboid {
+                center: center + offset,
                 half,
                 yaw,
             },
@@ -169,12 +169,12 @@ impl World {
                 let fade = smoothstep(start, end, hit.position.truncate().length());
                 object.material.albedo(hit.position).lerp(object.material.mean(), fade)
             }
-            Shape::Sphere { centre, .. } => object.material.albedo(hit.position - centre),
+            Shape::Sphere { center, .. } => object.material.albedo(hit.position - center),
             // Planar patterns (bricks, glyphs) lie on each face.
-            Shape::Cuboid { centre, yaw, .. } => object
+            Shape::Cuboid { center, yaw, .. } => object
                 .material
                 .on_plane(to_box(hit.normal, yaw))
-                .albedo(to_box(hit.position - centre, yaw)),
+                .albedo(to_box(hit.position - center, yaw)),
         };
         self.lighting.shade(albedo, hit.normal)
     }
@@ -261,7 +261,7 @@ fn place_objects(rng: &mut ChaCha8Rng, palette: &Palette, layout: Layout, object
         let shape = if rng.random_bool(0.5) {
             let radius = rng.random_range(sphere_radius.clone());
             Shape::Sphere {
-                centre: DVec3::new(0.0, 0.0, radius),
+                center: DVec3::new(0.0, 0.0, radius),
                 radius,
             }
         } else {
@@ -272,7 +272,7 @@ fn place_objects(rng: &mut ChaCha8Rng, palette: &Palette, layout: Layout, object
             );
             let angle: f64 = rng.random_range(0.0..std::f64::consts::PI);
             Shape::Cuboid {
-                centre: DVec3::new(0.0, 0.0, half.z),
+                center: DVec3::new(0.0, 0.0, half.z),
                 half,
                 yaw: DVec2::new(angle.cos(), angle.sin()),
             }
@@ -302,18 +302,18 @@ fn intersect(shape: &Shape, origin: DVec3, direction: DVec3) -> Option<(f64, DVe
             let t = (offset - origin.dot(normal)) / facing;
             (facing < 0.0 && t > MIN_T).then_some((t, normal, 0))
         }
-        Shape::Sphere { centre, radius } => {
-            let oc = origin - centre;
+        Shape::Sphere { center, radius } => {
+            let oc = origin - center;
             let b = oc.dot(direction);
             let discriminant = b * b - (oc.length_squared() - radius * radius);
             if discriminant < 0.0 {
                 return None;
             }
             let t = -b - discriminant.sqrt();
-            (t > MIN_T).then(|| (t, (origin + t * direction - centre) / radius, 0))
+            (t > MIN_T).then(|| (t, (origin + t * direction - center) / radius, 0))
         }
-        Shape::Cuboid { centre, half, yaw } => {
-            let o = to_box(origin - centre, yaw);
+        Shape::Cuboid { center, half, yaw } => {
+            let o = to_box(origin - center, yaw);
             let d = to_box(direction, yaw);
             let (mut near, mut far, mut axis) = (f64::NEG_INFINITY, f64::INFINITY, 0);
             for a in 0..3 {
@@ -384,7 +384,7 @@ mod tests {
         assert!(wall.trace(DVec3::new(3.0, 0.5, 1.0), DVec3::NEG_X).is_none());
 
         let sphere = world(Shape::Sphere {
-            centre: DVec3::new(0.0, 0.0, 1.0),
+            center: DVec3::new(0.0, 0.0, 1.0),
             radius: 0.5,
         });
         let hit = sphere.trace(DVec3::new(-5.0, 0.0, 1.0), DVec3::X).unwrap();
@@ -393,7 +393,7 @@ mod tests {
         // A box turned 90°: its local x half-size 1 lies along world y.
         let yaw = DVec2::new(0.0, 1.0);
         let cuboid = world(Shape::Cuboid {
-            centre: DVec3::ZERO,
+            center: DVec3::ZERO,
             half: DVec3::new(1.0, 0.25, 0.5),
             yaw,
         });
@@ -423,24 +423,24 @@ mod tests {
             let placed: Vec<(DVec3, f64)> = world.objects[planes..]
                 .iter()
                 .map(|object| match object.shape {
-                    Shape::Sphere { centre, .. } | Shape::Cuboid { centre, .. } => (centre, object.shape.footprint()),
+                    Shape::Sphere { center, .. } | Shape::Cuboid { center, .. } => (center, object.shape.footprint()),
                     Shape::Plane { .. } => panic!("seed {seed}: a plane among the objects"),
                 })
                 .collect();
-            for (i, &(centre, reach)) in placed.iter().enumerate() {
-                let distance = centre.truncate().length();
+            for (i, &(center, reach)) in placed.iter().enumerate() {
+                let distance = center.truncate().length();
                 if path == CameraPath::Room {
                     assert!(
                         distance - reach > World::ROOM_CLEARING,
                         "seed {seed}: object {i} in the clearing"
                     );
                     assert!(
-                        2.0 * centre.z <= World::ROOM_OBJECT_TOP,
+                        2.0 * center.z <= World::ROOM_OBJECT_TOP,
                         "seed {seed}: object {i} too tall"
                     );
                     for (normal, offset) in &walls {
                         assert!(
-                            centre.dot(*normal) - offset > reach,
+                            center.dot(*normal) - offset > reach,
                             "seed {seed}: object {i} in a wall"
                         );
                     }
@@ -452,7 +452,7 @@ mod tests {
                 }
                 for (other, other_reach) in &placed[..i] {
                     assert!(
-                        centre.truncate().distance(other.truncate()) > reach + other_reach,
+                        center.truncate().distance(other.truncate()) > reach + other_reach,
                         "seed {seed}: object {i} overlaps"
                     );
                 }

@@ -135,7 +135,7 @@ fn written_model_agrees_with_images_and_depth() {
             );
         }
 
-        let (mut colour_checked, mut worst_colour, mut depth_checked, mut worst_depth) = (0, 0, 0, 0.0f64);
+        let (mut color_checked, mut worst_color, mut depth_checked, mut worst_depth) = (0, 0, 0, 0.0f64);
         for point in model.points.values() {
             let xyz = DVec3::from_array(point.xyz);
             assert!(
@@ -165,10 +165,10 @@ fn written_model_agrees_with_images_and_depth() {
                 let depth = &depths[&element.image_id];
                 let (px, py) = (xy.x.floor() as usize, xy.y.floor() as usize);
                 if ((depth[py * w + px] as f64 - z) / z).abs() <= 0.01 {
-                    colour_checked += 1;
+                    color_checked += 1;
                     let pixel = images[&element.image_id].get_pixel(px as u32, py as u32).0;
                     let diff = (0..3).map(|c| pixel[c].abs_diff(point.rgb[c])).max().unwrap();
-                    worst_colour = worst_colour.max(diff);
+                    worst_color = worst_color.max(diff);
                     assert!(
                         diff <= 3,
                         "point {} in {} at {xy}: rgb {:?} vs pixel {pixel:?}",
@@ -191,8 +191,8 @@ fn written_model_agrees_with_images_and_depth() {
                 // pixel still gets here and fails below.
                 let on_ground = corners.iter().all(|&(i, j)| {
                     let ray = camera.ray_direction(DVec2::new(i as f64 + 0.5, j as f64 + 0.5));
-                    let centre = camera.center();
-                    let ground = camera.to_camera(centre - ray * centre.z / ray.z).z;
+                    let center = camera.center();
+                    let ground = camera.to_camera(center - ray * center.z / ray.z).z;
                     ray.z < 0.0 && ((depth[j * w + i] as f64 - ground) / ground).abs() < 0.03
                 });
                 if !on_ground {
@@ -216,13 +216,13 @@ fn written_model_agrees_with_images_and_depth() {
             }
         }
         eprintln!(
-            "{} ({:?}): {} points, {observations} observations; colour checked on {colour_checked} \
-             (worst {worst_colour}/255); ground inverse depth checked on {depth_checked} (worst {worst_depth:.1e})",
+            "{} ({:?}): {} points, {observations} observations; colour checked on {color_checked} \
+             (worst {worst_color}/255); ground inverse depth checked on {depth_checked} (worst {worst_depth:.1e})",
             scene.name, scene.camera_path, scene.points
         );
         assert!(
-            colour_checked * 5 >= observations * 4,
-            "{}: colour checked on {colour_checked} of {observations}",
+            color_checked * 5 >= observations * 4,
+            "{}: colour checked on {color_checked} of {observations}",
             scene.name
         );
         // Rooms show their floor in the lower part of the views only.

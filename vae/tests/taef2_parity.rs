@@ -59,7 +59,7 @@ fn taef2_halves_train_and_freeze_separately() {
 }
 
 #[test]
-fn open_autoencoder_recognises_the_bundled_taef2_folder() {
+fn open_autoencoder_recognizes_the_bundled_taef2_folder() {
     let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/taef2");
     let model = lrf_vae::open_autoencoder(&assets, Device::Cpu).unwrap();
     assert_eq!((model.latent_channels(), model.downsampling()), (32, 8));

@@ -314,7 +314,7 @@ impl Trainer {
             }
         }
         if it < config.iterations {
-            self.optimiser_step(&rendered.radii);
+            self.optimizer_step(&rendered.radii);
         }
         // A field can go non-finite while the loss stays finite (the rasterizer culls such Gaussians), so the
         // parameters are checked themselves: cheaply, on the densification cadence and at the end.
@@ -332,7 +332,7 @@ impl Trainer {
         })
     }
 
-    fn optimiser_step(&mut self, radii: &Tensor) {
+    fn optimizer_step(&mut self, radii: &Tensor) {
         let c = &self.config;
         let rates = [
             c.lr_means_at(self.iteration) * self.extent,
@@ -392,28 +392,28 @@ pub fn scene_extent(cameras: &[&Camera]) -> Result<f64> {
     if cameras.is_empty() {
         return invalid("no training cameras to measure the scene extent from".into());
     }
-    let centres: Vec<_> = cameras.iter().map(|c| c.center()).collect();
-    if let Some(k) = centres.iter().position(|c| !c.is_finite()) {
+    let centers: Vec<_> = cameras.iter().map(|c| c.center()).collect();
+    if let Some(k) = centers.iter().position(|c| !c.is_finite()) {
         return invalid(format!(
             "training camera {k} has a non-finite centre {}; check the poses in images.bin",
-            centres[k]
+            centers[k]
         ));
     }
-    let mean = centres.iter().copied().sum::<glam::DVec3>() / centres.len() as f64;
-    let radius = centres.iter().map(|c| c.distance(mean)).fold(0.0, f64::max);
+    let mean = centers.iter().copied().sum::<glam::DVec3>() / centers.len() as f64;
+    let radius = centers.iter().map(|c| c.distance(mean)).fold(0.0, f64::max);
     if !(mean.is_finite() && radius.is_finite() && (1.1 * radius).is_finite()) {
-        let far = centres.iter().map(|c| c.abs().max_element()).fold(0.0, f64::max);
+        let far = centers.iter().map(|c| c.abs().max_element()).fold(0.0, f64::max);
         return invalid(format!(
             "the {} training cameras spread too far to measure (a centre coordinate reaches {far:.1e}, beyond \
              floating-point range for distances); check the translations in images.bin",
-            centres.len()
+            centers.len()
         ));
     }
     if radius <= 1e-9 * mean.length().max(1.0) {
         return invalid(format!(
             "the {} training cameras all stand at one place (they spread {radius:.1e} around {mean}), so the scene \
              has no extent; 3D reconstruction needs views from different positions",
-            centres.len()
+            centers.len()
         ));
     }
     Ok(1.1 * radius)
@@ -448,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn extent_is_1_1_times_the_largest_centre_distance() {
+    fn extent_is_1_1_times_the_largest_center_distance() {
         let a = camera(DVec3::new(3.0, 0.0, 0.0));
         let b = camera(DVec3::new(-1.0, 0.0, 0.0));
         assert!((scene_extent(&[&a, &b]).unwrap() - 2.2).abs() < 1e-9);

@@ -64,7 +64,7 @@ impl GaussianField {
                 "SH degree {max_sh_degree} is above the supported {MAX_SH_DEGREE}"
             )));
         }
-        let log_scales: Vec<f32> = mean_neighbour_distance2(init.positions)?
+        let log_scales: Vec<f32> = mean_neighbor_distance2(init.positions)?
             .into_iter()
             .flat_map(|d2| [(0.5 * d2.max(MIN_NEIGHBOUR_DISTANCE2).ln()) as f32; 3])
             .collect();
@@ -206,7 +206,7 @@ impl GaussianField {
 }
 
 /// For each point, the mean squared distance to its three nearest other points (3DGS's `distCUDA2`).
-fn mean_neighbour_distance2(points: &[[f64; 3]]) -> Result<Vec<f64>> {
+fn mean_neighbor_distance2(points: &[[f64; 3]]) -> Result<Vec<f64>> {
     let wanted = (points.len() - 1).min(3);
     if wanted == 0 {
         return Ok(vec![MIN_NEIGHBOUR_DISTANCE2; points.len()]);
@@ -220,10 +220,10 @@ fn mean_neighbour_distance2(points: &[[f64; 3]]) -> Result<Vec<f64>> {
     Ok(found
         .iter()
         .enumerate()
-        .map(|(i, neighbours)| {
+        .map(|(i, neighbors)| {
             // The point itself is among the results (distance 0); a duplicate point may stand in its place.
             let mut own = false;
-            let distances = neighbours.iter().filter(|n| {
+            let distances = neighbors.iter().filter(|n| {
                 let is_self = !own && n.item as usize == i;
                 own |= is_self;
                 !is_self
@@ -256,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn neighbour_distances_match_brute_force_including_duplicates_and_outliers() {
+    fn neighbor_distances_match_brute_force_including_duplicates_and_outliers() {
         let mut points: Vec<[f64; 3]> = (0..500)
             .map(|i| {
                 let t = i as f64;
@@ -265,14 +265,14 @@ mod tests {
             .collect();
         points.push(points[7]);
         points.push([1e4, -3e3, 50.0]);
-        let tree = mean_neighbour_distance2(&points).unwrap();
+        let tree = mean_neighbor_distance2(&points).unwrap();
         for (i, (a, b)) in tree.iter().zip(brute_force(&points)).enumerate() {
             assert!((a - b).abs() <= 1e-12 * b.max(1.0), "point {i}: {a} vs {b}");
         }
     }
 
     #[test]
-    fn initial_field_renders_the_point_colours_and_round_trips_through_a_checkpoint() {
+    fn initial_field_renders_the_point_colors_and_round_trips_through_a_checkpoint() {
         let positions = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]];
         let colors: Vec<f32> = (0..8).map(|i| i as f32 / 8.0).collect();
         let field = GaussianField::from_points(
@@ -304,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_initialisations_are_errors() {
+    fn bad_initializations_are_errors() {
         let positions = [[0.0; 3]; 2];
         let init = |colors: &[f32], channels| {
             GaussianField::from_points(
