@@ -55,13 +55,17 @@ test-cuda: cuda-toolkit
 fmt:
 	$(CARGO) fmt --all
 
-# Coverage-guided fuzzing of the COLMAP binary readers (cargo install cargo-fuzz first).
-# Stable toolchain: RUSTC_BOOTSTRAP lets cargo-fuzz use the sanitizer flags.
+# Coverage-guided fuzzing of the file readers (cargo install cargo-fuzz --locked first): COLMAP models,
+# safetensors shards, PLY, views.json (formats/fuzz), pipeline files and manifests (graph/fuzz); FUZZ_SECONDS
+# each. Stable toolchain: RUSTC_BOOTSTRAP lets cargo-fuzz use the sanitizer flags.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS := colmap_cameras colmap_images colmap_points3d colmap_roundtrip colmap_text
+FORMATS_FUZZ_TARGETS := colmap_cameras colmap_images colmap_points3d colmap_roundtrip colmap_text shard ply views_json
+GRAPH_FUZZ_TARGETS := pipeline_yaml manifest
 fuzz:
-	cd formats/fuzz && python3 seed_corpus.py && for t in $(FUZZ_TARGETS); do \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$$(( $(FUZZ_SECONDS) / 5 )) || exit 1; done
+	cd formats/fuzz && python3 seed_corpus.py && for t in $(FORMATS_FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd graph/fuzz && for t in $(GRAPH_FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

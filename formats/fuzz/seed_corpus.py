@@ -1,5 +1,7 @@
 """Seed the fuzz corpora (formats/fuzz/corpus/<target>/, git-ignored) from real COLMAP models.
 
+Also one small valid input each for the shard, PLY and views.json targets.
+
 Usage: python3 formats/fuzz/seed_corpus.py [DATA_DIR]   (default: $LRF_DATA or ../shared/data)
 
 For every <scene>/sparse/0 under DATA_DIR: the real cameras/images/points3D .bin files, plus small
@@ -113,6 +115,42 @@ def put(target, data):
     (folder / hashlib.sha1(data).hexdigest()).write_bytes(data)
 
 
+def safetensors(tensors, metadata=None):
+    """A safetensors file: 8-byte header length, JSON header, data (tensors: name -> (dtype, shape, bytes))."""
+    import json
+    header, data = {}, b""
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def reader_seeds():
+    """Small valid inputs for the shard, PLY and views.json targets."""
+    put("shard", safetensors({"0000": ("F32", [2, 3], struct.pack("<6f", *range(6)))}, {"scene": "s"}))
+    put("shard", safetensors({
+        "positions": ("F64", [2, 3], struct.pack("<6d", 0, 0, 1, 1, 0, 1)),
+        "colors": ("U8", [2, 3], bytes([1, 2, 3, 4, 5, 6])),
+        "track_point": ("I64", [3], struct.pack("<3q", 0, 1, 1)),
+        "track_view": ("I64", [3], struct.pack("<3q", 0, 0, 1)),
+        "track_pixel": ("F32", [3, 2], struct.pack("<6f", 1, 2, 3, 4, 5, 6)),
+    }))
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    header = "ply\nformat binary_little_endian 1.0\nelement vertex 2\n"
+    header += "".join(f"property float {n}\n" for n in names) + "end_header\n"
+    body = struct.pack(f"<{2 * len(names)}f", *[0.1 * i for i in range(2 * len(names))])
+    put("ply", header.encode() + body)
+    view = {"name": "a.png", "split": "train", "camera": {"rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+            "translation": [0, 0, 1], "fx": 10, "fy": 10, "cx": 4, "cy": 3, "width": 8, "height": 6}}
+    import json
+    put("views_json", json.dumps({"scene": "s", "images": "images", "views": [view]}).encode())
+
+
 def main():
     data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("LRF_DATA") or FUZZ_DIR / "../../../shared/data")
     models = sorted(data_dir.glob("*/*/sparse/0"))
@@ -139,6 +177,7 @@ def main():
             put("colmap_text", b"\1" + text_images(small_images).encode())
             put("colmap_text", b"\2" + text_points(small_points).encode())
         print(f"seeded from {model}")
+    reader_seeds()
     for folder in sorted((FUZZ_DIR / "corpus").iterdir()):
         print(f"{folder.name}: {len(list(folder.iterdir()))} files")
 
