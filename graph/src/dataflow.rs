@@ -1,5 +1,5 @@
-//! The pipeline as a timely dataflow: one operator per stage. Records are small — (scene,
-//! success) — because the plan already holds every key and path; the dataflow decides where and
+//! The pipeline as a timely dataflow: one operator per stage. Records are small — a scene and
+//! whether it succeeded — because the plan already holds every key and path; the dataflow decides where and
 //! when each instance runs. Per-scene records are exchanged by scene across workers; a global
 //! stage gathers its inputs on one worker, runs when its input frontier has passed (every scene
 //! of its roles has arrived), and its one record is broadcast to the per-scene stages after it.
@@ -28,10 +28,18 @@ use crate::store::Store;
 /// The scene index carried by a global stage's record.
 const GLOBAL: u32 = u32::MAX;
 
-/// (scene, success) — what flows out of every stage.
-type Record = (u32, bool);
-/// (input slot, scene, success) — a record as it enters a stage; slot 0 is the scene trigger.
-type Tagged = (u16, u32, bool);
+/// What flows out of every stage: one instance's scene (or [`GLOBAL`]) and whether it succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Record {
+    scene: u32,
+    ok: bool,
+}
+/// A record as it enters a stage, tagged with the input slot it came on (slot 0 is the scene trigger).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Tagged {
+    slot: u16,
+    record: Record,
+}
 
 /// Called on each job thread (one per worker) before it starts, with (thread index, thread count):
 /// the place to size per-thread pools (libtorch's) so workers × threads does not oversubscribe the
@@ -197,7 +205,10 @@ fn drive(worker: &mut timely::worker::Worker, executor: &Arc<Executor>, pool: &A
     });
     if worker.index() == 0 {
         for scene in 0..executor.plan.scenes.len() {
-            scenes.send((scene as u32, true));
+            scenes.send(Record {
+                scene: scene as u32,
+                ok: true,
+            });
         }
     }
     scenes.advance_to(1);
@@ -220,20 +231,21 @@ fn stage_inputs<'s>(
 ) -> Vec<StreamVec<'s, u64, Tagged>> {
     let node = &pipeline.stages[stage];
     let member: Arc<Vec<bool>> = Arc::new(plan.scenes.iter().map(|s| node.roles.contains(&s.role)).collect());
-    let keep = move |r: &Record| r.0 == GLOBAL || member[r.0 as usize];
+    let keep = move |r: &Record| r.scene == GLOBAL || member[r.scene as usize];
     let target = (stage % peers) as u64;
     let route = move |stream: StreamVec<'s, u64, Record>, global_source: bool| match node.scope() {
         Scope::PerScene if global_source => stream.broadcast(),
-        Scope::PerScene => stream.exchange(|r: &Record| r.0 as u64),
+        Scope::PerScene => stream.exchange(|r: &Record| r.scene as u64),
         Scope::Global => stream.exchange(move |_: &Record| target),
     };
-    let mut streams = vec![route(trigger.clone().filter(keep.clone()), false).map(|(s, ok)| (0, s, ok))];
+    let mut streams = vec![route(trigger.clone().filter(keep.clone()), false).map(|record| Tagged { slot: 0, record })];
     for (slot, binding) in node.inputs.iter().enumerate() {
         if let Source::Stage { stage: upstream, .. } = binding.source {
             let from_global = pipeline.stages[upstream].scope() == Scope::Global;
             let slot = slot as u16 + 1;
             streams.push(
-                route(outputs[upstream].clone().filter(keep.clone()), from_global).map(move |(s, ok)| (slot, s, ok)),
+                route(outputs[upstream].clone().filter(keep.clone()), from_global)
+                    .map(move |record| Tagged { slot, record }),
             );
         }
     }
@@ -326,7 +338,11 @@ fn per_scene<'s>(
                     scenes: HashMap::new(),
                     globals: BTreeMap::new(),
                 });
-                for (slot, scene, ok) in data.flat_map(|d| d.drain(..)) {
+                for Tagged {
+                    slot,
+                    record: Record { scene, ok },
+                } in data.flat_map(|d| d.drain(..))
+                {
                     if scene == GLOBAL {
                         received.globals.insert(slot, ok);
                         continue;
@@ -372,7 +388,7 @@ fn per_scene<'s>(
                 let received = pending.get_mut(&time).expect("answers come for pending times");
                 received.running -= 1;
                 let scene = scene.expect("per-scene submissions carry their scene") as u32;
-                output.session(&received.capability).give((scene, ok));
+                output.session(&received.capability).give(Record { scene, ok });
             }
             // Once the frontier has passed a time, every scene of it has arrived; once its instances
             // are answered, it is done.
@@ -402,7 +418,11 @@ fn global<'s>(
         let mut wake = Some(wake);
         move |(input, frontier), output| {
             input.for_each_stamp(|_, data| {
-                for (slot, scene, ok) in data.flat_map(|d| d.drain(..)) {
+                for Tagged {
+                    slot,
+                    record: Record { scene, ok },
+                } in data.flat_map(|d| d.drain(..))
+                {
                     if !ok {
                         let scene = (scene != GLOBAL).then(|| executor.plan.scenes[scene as usize].name.clone());
                         failed.push(slots.failed(slot, scene));
@@ -423,7 +443,7 @@ fn global<'s>(
             if let Some((_, _, ok)) = answers.try_iter().next()
                 && let Some(cap) = capability.take()
             {
-                output.session(&cap).give((GLOBAL, ok));
+                output.session(&cap).give(Record { scene: GLOBAL, ok });
             }
         }
     })

@@ -88,27 +88,11 @@ impl Scene {
     }
 
     fn gaussians(&self, requires_grad: bool) -> Gaussians {
-        let n = self.arrays[3].len() as i64;
-        let k = ((self.degree + 1) * (self.degree + 1)) as i64;
-        let shapes: [Vec<i64>; 5] = [
-            vec![n, 3],
-            vec![n, 3],
-            vec![n, 4],
-            vec![n],
-            vec![n, k, self.layout.channels as i64],
-        ];
-        let [means, log_scales, quats, opacity_logits, colors] = std::array::from_fn(|i| {
-            Tensor::from_slice(&self.arrays[i])
-                .view(shapes[i].as_slice())
-                .set_requires_grad(requires_grad)
-        });
-        Gaussians {
-            means,
-            log_scales,
-            quats,
-            opacity_logits,
-            colors,
-        }
+        let k = (self.degree + 1) * (self.degree + 1);
+        let arrays = std::array::from_fn(|i| self.arrays[i].as_slice());
+        Gaussians::from_arrays(arrays, k, self.layout.channels)
+            .expect("consistent arrays")
+            .map(|t| t.set_requires_grad(requires_grad))
     }
 
     fn upstream(&self) -> Vec<f32> {

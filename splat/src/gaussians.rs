@@ -36,6 +36,48 @@ impl Gaussians {
         ]
     }
 
+    /// Gaussians from flat row-major arrays on the CPU: means `N*3`, log-scales `N*3`, quaternions `N*4`,
+    /// opacity logits `N` and colors `N*K*C` (`sh_coeffs` K per channel; 0 for plain `[N, C]` colors).
+    pub fn from_arrays<T: tch::kind::Element>(
+        arrays: [&[T]; 5],
+        sh_coeffs: usize,
+        channels: usize,
+    ) -> Result<Gaussians> {
+        let n = arrays[3].len();
+        let colors: Vec<i64> = match sh_coeffs {
+            0 => vec![n as i64, channels as i64],
+            k => vec![n as i64, k as i64, channels as i64],
+        };
+        let shapes: [Vec<i64>; 5] = [
+            vec![n as i64, 3],
+            vec![n as i64, 3],
+            vec![n as i64, 4],
+            vec![n as i64],
+            colors,
+        ];
+        for (name, (array, shape)) in ["means", "log_scales", "quats", "opacity_logits", "colors"]
+            .iter()
+            .zip(arrays.iter().zip(&shapes))
+        {
+            let want = shape.iter().product::<i64>() as usize;
+            if array.len() != want {
+                return Err(SplatError::Shape(format!(
+                    "{name} has {} values; {n} Gaussians of shape {shape:?} need {want}",
+                    array.len()
+                )));
+            }
+        }
+        let [means, log_scales, quats, opacity_logits, colors] =
+            std::array::from_fn(|i| Tensor::from_slice(arrays[i]).view(shapes[i].as_slice()));
+        Ok(Gaussians {
+            means,
+            log_scales,
+            quats,
+            opacity_logits,
+            colors,
+        })
+    }
+
     /// The same Gaussians with `f` applied to each tensor (a copy, another device or kind, a gradient flag).
     pub fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Gaussians {
         let [means, log_scales, quats, opacity_logits, colors] = self.tensors().map(f);

@@ -27,6 +27,15 @@ pub struct RenderOptions {
 }
 
 impl RenderOptions {
+    /// A zero background with colours as SH + 0.5 clamped at 0: 3DGS's RGB convention, which the official
+    /// LRF code also uses for normalized latents.
+    pub fn offset_clamped() -> Self {
+        RenderOptions {
+            color_offset_clamp: true,
+            ..RenderOptions::default()
+        }
+    }
+
     /// The background for `channels` channels, validated.
     pub(crate) fn background_for(&self, channels: usize) -> Result<Vec<f64>> {
         match self.background.len() {

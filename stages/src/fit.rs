@@ -11,6 +11,7 @@ use lrf_formats::image::ImageF32;
 use lrf_formats::scene::Split;
 use lrf_formats::views::{Points, ViewSet, read_image};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_splat::RenderOptions;
 use lrf_splat::train::{GaussianField, PointInit, TrainConfig, Trainer, scene_extent};
 use lrf_vae::losses::{dssim, l1};
 use rand::SeedableRng;
@@ -323,7 +324,12 @@ impl Fit<'_> {
         };
         let field = GaussianField::from_points(&init, self.train.sh_degree)?;
         let _threads = SingleThreadedLibtorch::enter();
-        let mut trainer = Trainer::new(field, self.train.clone(), training_extent(views)?, vec![], true)?;
+        let mut trainer = Trainer::new(
+            field,
+            self.train.clone(),
+            training_extent(views)?,
+            RenderOptions::offset_clamped(),
+        )?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed);
         let mut order = ViewOrder::new(samples.len());
         let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);

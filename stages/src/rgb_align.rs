@@ -21,6 +21,7 @@ use lrf_formats::Camera;
 use lrf_formats::scene::Split;
 use lrf_formats::views::read_image;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_splat::RenderOptions;
 use lrf_splat::train::{GaussianField, TrainConfig, Trainer};
 use lrf_vae::losses::l1;
 use lrf_vae::metrics::psnr;
@@ -257,8 +258,8 @@ impl StageKind for RgbAlign {
         }
         let sh_degree = field.max_sh_degree;
         let config = self.train.train_config(sh_degree);
-        let mut trainer =
-            Trainer::new(field, config, training_extent(&views)?, vec![], true)?.starting_at_sh_degree(sh_degree);
+        let mut trainer = Trainer::new(field, config, training_extent(&views)?, RenderOptions::offset_clamped())?
+            .starting_at_sh_degree(sh_degree);
         let mut tuning = DecoderTuning::new(model.as_mut(), self.decoder_lr, self.decoder_lr_decay)?;
 
         let before = train_psnr(tuning.model, &trainer, &samples, normalization)?;

@@ -86,15 +86,15 @@ pub fn color_shape(spec: &SceneSpec) -> Vec<i64> {
 
 /// The arrays as Gaussians of the given kind.
 pub fn to_gaussians(arrays: &Arrays, spec: &SceneSpec, kind: Kind) -> Gaussians {
-    let n = spec.count as i64;
-    let t = |v: &Vec<f64>, shape: &[i64]| Tensor::from_slice(v).view(shape).to_kind(kind);
-    Gaussians {
-        means: t(&arrays[0], &[n, 3]),
-        log_scales: t(&arrays[1], &[n, 3]),
-        quats: t(&arrays[2], &[n, 4]),
-        opacity_logits: t(&arrays[3], &[n]),
-        colors: t(&arrays[4], &color_shape(spec)),
-    }
+    let shape = color_shape(spec);
+    let (sh_coeffs, channels) = match shape[..] {
+        [_, k, c] => (k as usize, c as usize),
+        [_, c] => (0, c as usize),
+        _ => panic!("colors are [N, K, C] or [N, C], not {shape:?}"),
+    };
+    Gaussians::from_arrays(std::array::from_fn(|i| arrays[i].as_slice()), sh_coeffs, channels)
+        .expect("consistent arrays")
+        .map(|t| t.to_kind(kind))
 }
 
 /// Host copies of Gaussians, in R.

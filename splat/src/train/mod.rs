@@ -182,22 +182,17 @@ pub struct Trainer {
     stats: DensifyStats,
     /// The scene extent (3DGS: 1.1 × the largest camera distance to the cameras' mean).
     extent: f64,
-    background: Vec<f64>,
-    color_offset_clamp: bool,
+    /// Background and colour convention; mode and SH degree come from the schedule.
+    look: RenderOptions,
     sh_degree: usize,
     iteration: u32,
 }
 
 impl Trainer {
-    /// `background` is per channel (empty: zero); `color_offset_clamp` renders SH + 0.5 clamped at 0, as 3DGS
-    /// does for RGB and the official LRF code for normalised latents.
-    pub fn new(
-        field: GaussianField,
-        config: TrainConfig,
-        extent: f64,
-        background: Vec<f64>,
-        color_offset_clamp: bool,
-    ) -> Result<Self> {
+    /// `look` gives the background (per channel; empty: zero) and the colour convention
+    /// (`color_offset_clamp`: SH + 0.5 clamped at 0, as 3DGS does for RGB and the official LRF code for
+    /// normalized latents); its mode and SH degree are replaced by the schedule's.
+    pub fn new(field: GaussianField, config: TrainConfig, extent: f64, look: RenderOptions) -> Result<Self> {
         config.validate().map_err(SplatError::Options)?;
         if !(extent.is_finite() && extent > 0.0) {
             return Err(SplatError::Options(format!(
@@ -218,8 +213,7 @@ impl Trainer {
             field,
             config,
             extent,
-            background,
-            color_offset_clamp,
+            look,
             sh_degree: 0,
             iteration: 0,
         })
@@ -251,14 +245,13 @@ impl Trainer {
     /// Render options for the field as trained so far (its current SH degree).
     pub fn render_options(&self) -> RenderOptions {
         RenderOptions {
-            background: self.background.clone(),
-            color_offset_clamp: self.color_offset_clamp,
             mode: if self.config.antialiased {
                 RasterMode::Antialiased
             } else {
                 RasterMode::Classic
             },
             sh_degree: Some(self.sh_degree),
+            ..self.look.clone()
         }
     }
 
@@ -524,7 +517,7 @@ mod tests {
         };
         let field = GaussianField::from_points(&init, 1).unwrap();
         let extent = scene_extent(&cameras.iter().collect::<Vec<_>>()).unwrap();
-        let mut trainer = Trainer::new(field, config, extent, vec![], true).unwrap();
+        let mut trainer = Trainer::new(field, config, extent, RenderOptions::offset_clamped()).unwrap();
         let mut first = Vec::new();
         let mut last = Vec::new();
         let mut densified = 0;
@@ -576,7 +569,7 @@ mod tests {
             sh_degree: 0,
             ..TrainConfig::default()
         };
-        let mut trainer = Trainer::new(field, config, 1.0, vec![], true).unwrap();
+        let mut trainer = Trainer::new(field, config, 1.0, RenderOptions::offset_clamped()).unwrap();
         let cam = camera(DVec3::new(0.0, 0.0, -3.0));
         let error = trainer
             .step(&cam, |image| Ok::<_, SplatError>(image.sum(Kind::Float) * f64::NAN))
@@ -614,7 +607,7 @@ mod tests {
             lr_quats: 1000.0,
             ..TrainConfig::default()
         };
-        let mut trainer = Trainer::new(field, config, 1.0, vec![], true).unwrap();
+        let mut trainer = Trainer::new(field, config, 1.0, RenderOptions::offset_clamped()).unwrap();
         let cam = camera(DVec3::new(0.0, 0.0, -3.0));
         let target = Tensor::full([1, 30, 40], 0.8, (Kind::Float, tch::Device::Cpu));
         let error = (0..200)
