@@ -6,17 +6,15 @@
 //! hooks its backward into tch autograd. Every cutoff they share lives in [`constants`].
 //!
 //! Module map: `projection` (one Gaussian to the screen and back), `sh` (spherical harmonics), `tiling`
-//! (cull, depth order, tile lists), `blend` (one pair, shared by both passes), `forward` / `backward`
-//! (per-tile blend), `simd` (instruction-set dispatch), `cpu` (the kernel's passes), `reference`, `render` (tch
-//! entry point), `train` (the trainable field, Adam, densification and the 3DGS schedule).
+//! (cull, depth order, tile lists), `cpu/` (the CPU kernel: `blend`, one pair, shared by both passes;
+//! `forward` / `backward`, the per-tile blend; `mod.rs`, the passes), `simd` (instruction-set dispatch),
+//! `reference`, `render` (tch entry point), `train` (the trainable field, Adam, densification and the 3DGS
+//! schedule).
 
-mod backward;
-mod blend;
 pub mod constants;
 pub mod cpu;
 pub mod cuda;
 mod error;
-mod forward;
 mod gaussians;
 mod options;
 mod projection;

@@ -2,8 +2,8 @@
 //! blend record each, as the projection writes them; each tile's list is the Gaussian ids whose screen extent
 //! reaches a pixel centre of the tile, in depth order, hence front to back.
 
-use crate::blend::SplatBlend;
 use crate::constants::{PIXEL_CENTER, TILE_SIZE};
+use crate::cpu::blend::SplatBlend;
 use crate::options::{ColorLayout, RasterMode};
 use crate::projection::{ColorEval, PinholeCamera, project_batch};
 use crate::real::Real;

@@ -1,9 +1,9 @@
 //! Forward blend of one tile: front-to-back compositing of its splat list over 16 rows × 16 lanes, with
 //! culling of each splat's rows and an early exit once every pixel is done.
 
-use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
 use crate::constants::TILE_SIZE;
 use crate::cpu::PairCount;
+use crate::cpu::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;

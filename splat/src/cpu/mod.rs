@@ -1,11 +1,15 @@
 //! The CPU rasterizer: rayon over 16×16 tiles for the blend, over Gaussians for projection and its backward.
 //! Deterministic: every reduction runs in a fixed order whatever the thread schedule.
 
-use crate::backward::{BackwardTile, PARTIAL_GEOMETRY, TileUpstream};
-use crate::blend::{Tile, TileRows};
+pub(crate) mod backward;
+pub(crate) mod blend;
+pub(crate) mod forward;
+
+use self::backward::{BackwardTile, PARTIAL_GEOMETRY, TileUpstream};
+use self::blend::{Tile, TileRows};
+use self::forward::{ForwardTile, TileImage};
 use crate::constants::TILE_SIZE;
 use crate::error::{Result, SplatError};
-use crate::forward::{ForwardTile, TileImage};
 use crate::options::{RenderOptions, check_camera};
 use crate::projection::{ColorEval, ParamsGrad, PinholeCamera, SplatGrad, project_vjp_batch};
 use crate::real::Real;
@@ -237,6 +241,17 @@ pub fn rasterize_backward<R: Real>(
             "Gaussians or camera differ from the rendered frame's".into(),
         ));
     }
+    let (partials, pairs) = tile_partials(frame, v_image, v_alpha);
+    let reduced = reduce_by_splat(frame, &partials);
+    drop(partials);
+    Ok(gaussian_vjps(g, camera, options, frame, &reduced, pairs))
+}
+
+/// Backward pass 1, per tile (the CUDA kernel's per-tile backward): each intersection's partial gradient, in
+/// the tile's own range of one flat buffer, and the pairs blended.
+fn tile_partials<R: Real>(frame: &Frame<R>, v_image: &[R], v_alpha: Option<&[R]>) -> (Vec<R>, PairCount) {
+    let (width, height, channels) = (frame.width, frame.height, frame.channels);
+    let plane = width * height;
     let bins = &frame.bins;
     let splats = &frame.splats;
     let stride = PARTIAL_GEOMETRY + channels;
@@ -298,9 +313,17 @@ pub fn rasterize_backward<R: Real>(
             }
         })
         .sum();
+    (partials, pairs)
+}
+
+/// Backward pass 2: per splat, its intersections' partials summed (in tile order, so the result does not
+/// depend on the thread schedule).
+fn reduce_by_splat<R: Real>(frame: &Frame<R>, partials: &[R]) -> Vec<R> {
+    let bins = &frame.bins;
+    let stride = PARTIAL_GEOMETRY + frame.channels;
     // Per splat, in depth order: its intersections' partials summed in tile order. Consecutive splats' partials
     // lie at increasing positions within each tile's range, so this pass streams through `partials`.
-    let mut reduced = zeros(splats.len() * stride);
+    let mut reduced = zeros(frame.splats.len() * stride);
     reduced
         .par_chunks_mut(stride)
         .with_min_len(REDUCE_CHUNK)
@@ -313,7 +336,20 @@ pub fn rasterize_backward<R: Real>(
                 }
             }
         });
-    drop(partials);
+    reduced
+}
+
+/// Backward pass 3, per Gaussian: each splat's reduced gradient through its colour and projection.
+fn gaussian_vjps<R: Real>(
+    g: &GaussianSlices<R>,
+    camera: &Camera,
+    options: &RenderOptions,
+    frame: &Frame<R>,
+    reduced: &[R],
+    pairs: PairCount,
+) -> GaussianGrads<R> {
+    let (width, height) = (frame.width, frame.height);
+    let splats = &frame.splats;
     let mut rank_of = vec![u32::MAX; g.len()];
     for (s, &gid) in splats.gaussian.iter().enumerate() {
         rank_of[gid as usize] = s as u32;
@@ -351,14 +387,14 @@ pub fn rasterize_backward<R: Real>(
                     options,
                     first: chunk * SPLAT_CHUNK,
                     rank_of,
-                    reduced: &reduced,
+                    reduced,
                     forward_colors: &splats.colors,
                     image_size: [width, height],
                     out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
                 })
             },
         );
-    Ok(grads)
+    grads
 }
 
 /// The per-Gaussian end of the backward for one chunk of consecutive Gaussians: their splats' reduced gradients

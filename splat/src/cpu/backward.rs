@@ -7,9 +7,9 @@
 //! With g = ∂L/∂colour, S = colour behind the splat, T its transmittance and T_N the pixel's final one:
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
-use crate::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
 use crate::constants::TILE_SIZE;
 use crate::cpu::PairCount;
+use crate::cpu::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
