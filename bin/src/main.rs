@@ -14,8 +14,17 @@ use clap::{Parser, Subcommand};
 ///
 /// Start with `lrf-flow synth --out work/synth` to make small test scenes, then
 /// `lrf-flow inspect work/synth/scene000` to see what a scene holds.
+///
+/// A pipeline file as the first argument runs it: `lrf-flow pipelines/full.yaml -w 2` is
+/// `lrf-flow run pipelines/full.yaml -w 2` (see `lrf-flow run --help`).
 #[derive(Parser)]
-#[command(name = "lrf-flow", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "lrf-flow",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    override_usage = "lrf-flow <PIPELINE.yaml> [RUN OPTIONS]\n       lrf-flow <COMMAND>"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +51,7 @@ fn main() -> std::process::ExitCode {
     if !retained {
         tracing::debug!("the allocator refused the memory-retention settings: large buffers are faulted in per pass");
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_implied_run(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -62,6 +71,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `lrf-flow p.yaml ...` is `lrf-flow run p.yaml ...`: a first argument that is neither a subcommand nor an
+/// option, and names a YAML file (or any existing file), gets `run` put before it. A mistyped subcommand
+/// stays an error.
+fn with_implied_run(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let Some(first) = args.get(1) else { return args };
+    let text = first.to_string_lossy();
+    let command = text == "help" || Cli::command().get_subcommands().any(|c| c.get_name() == text);
+    let pipeline = text.ends_with(".yaml") || text.ends_with(".yml") || std::path::Path::new(first).is_file();
+    if !command && !text.starts_with('-') && pipeline {
+        args.insert(1, "run".into());
+    }
+    args
+}
+
 /// Writes a command's output to stdout; a closed pipe (`lrf-flow inspect ... | head`) is not an error.
 fn print(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -79,5 +103,21 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_pipeline_file_as_first_argument_means_run() {
+        let args = |list: &[&str]| list.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let cli = Cli::parse_from(with_implied_run(args(&["lrf-flow", "pipelines/full.yaml", "-w", "2"])));
+        assert!(matches!(cli.command, Command::Run(_)));
+        let cli = Cli::parse_from(with_implied_run(args(&["lrf-flow", "run", "p.yml"])));
+        assert!(matches!(cli.command, Command::Run(_)));
+        let cli = Cli::parse_from(with_implied_run(args(&["lrf-flow", "plan", "p.yaml"])));
+        assert!(matches!(cli.command, Command::Plan(_)));
+        // A mistyped subcommand is still reported as one.
+        assert_eq!(with_implied_run(args(&["lrf-flow", "rnu"])), args(&["lrf-flow", "rnu"]));
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("lrf-flow <PIPELINE.yaml> [RUN OPTIONS]"), "{help}");
     }
 }
