@@ -52,8 +52,7 @@ impl AutoencoderSource {
             return Ok(AutoencoderSource {
                 name: BUNDLED.into(),
                 path: None,
-                // The weights are compiled into the binary; this changes only with them.
-                content: "bundled-taef2-v1".into(),
+                content: bundled_content().into(),
             });
         }
         let path = base_dir.join(spec);
@@ -89,6 +88,19 @@ impl AutoencoderSource {
         };
         Ok(model)
     }
+}
+
+/// The hash of the weights compiled into the binary, computed once.
+fn bundled_content() -> &'static str {
+    static CONTENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CONTENT.get_or_init(|| {
+        let mut hasher = KeyHasher::new("lrf-bundled-autoencoder");
+        hasher.field(BUNDLED.as_bytes());
+        for weights in TinyAutoencoder::taef2_weights() {
+            hasher.field(weights);
+        }
+        hasher.finish().hex()
+    })
 }
 
 fn hash_model(path: &Path) -> anyhow::Result<String> {
@@ -137,5 +149,18 @@ mod tests {
         let b = AutoencoderSource::resolve("w.safetensors", dir.path()).unwrap();
         assert_ne!(a.content, b.content);
         assert_eq!(AutoencoderSource::resolve("taef2", dir.path()).unwrap().path, None);
+    }
+
+    /// The bundled model's key part is its weights' hash: the files on disk (which the binary embeds) give it.
+    #[test]
+    fn the_bundled_model_is_keyed_by_its_weights() {
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/taef2");
+        let mut hasher = KeyHasher::new("lrf-bundled-autoencoder");
+        hasher.field(BUNDLED.as_bytes());
+        for file in ["taef2_encoder.safetensors", "taef2_decoder.safetensors"] {
+            hasher.field(&std::fs::read(assets.join(file)).unwrap());
+        }
+        let bundled = AutoencoderSource::resolve(BUNDLED, Path::new(".")).unwrap();
+        assert_eq!(bundled.content, hasher.finish().hex());
     }
 }

@@ -204,6 +204,12 @@ pub struct TinyAutoencoder {
 impl TinyAutoencoder {
     /// The bundled TAEF2 (32 latent channels, MIT licence, see `assets/taef2/`), compiled into the
     /// program so the default pipeline needs no download.
+    /// The bundled TAEF2's weights as compiled into the binary (encoder, then decoder), for hashing into
+    /// artifact keys: different weights must never reuse what other weights made.
+    pub fn taef2_weights() -> [&'static [u8]; 2] {
+        [TAEF2_ENCODER, TAEF2_DECODER]
+    }
+
     pub fn taef2(device: Device) -> Result<Self> {
         Self::from_checkpoints(
             &Checkpoint::from_bytes("embedded assets/taef2/taef2_encoder.safetensors", TAEF2_ENCODER)?,
