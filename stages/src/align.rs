@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
+use crate::artifacts::{PAIRS_TYPE, PairKind, Pairs};
 use crate::artifacts::{input_dir, output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
-use crate::pairs::{PAIRS_TYPE, PairKind, Pairs};
 
 pub const TRAINING_FILE: &str = "training.json";
 
@@ -561,11 +561,13 @@ mod tests {
     use tch::Device;
 
     use super::*;
+    use crate::artifacts::{Evaluation, METRICS_FILE};
     use crate::artifacts::{FieldInfo, FieldSpace, Normalization, RendersInfo, read_json};
+    use crate::artifacts::{PAIRS_FILE, PAIRS_INFO, PairsInfo};
+    use crate::artifacts::{RENDERS_FILE, RENDERS_INFO};
     use crate::encode::encode_view;
-    use crate::evaluate::{Evaluate, Evaluation, METRICS_FILE};
-    use crate::pairs::{PAIRS_FILE, PAIRS_INFO, PairEmit, PairsInfo};
-    use crate::render::{RENDERS_FILE, RENDERS_INFO};
+    use crate::evaluate::Evaluate;
+    use crate::pairs::PairEmit;
     use crate::test_support::{run_stage, stage, views_fixture};
 
     const SPLITS: [Split; 4] = [Split::Test, Split::Train, Split::Train, Split::Test];

@@ -1,17 +1,137 @@
-//! The manifests the stages hand each other (JSON beside the shards), and the few helpers every stage uses to
-//! find its inputs and make its outputs.
+//! The artifact contracts the stages hand each other: file names, the JSON indexes beside the shards, and
+//! one reader for every index-plus-shard artifact; and the few helpers every stage uses to find its inputs
+//! and make its outputs. Stages read each other's outputs through this module only.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use lrf_formats::atomic::write_atomic;
+use lrf_formats::scene::Split;
 use lrf_formats::shard::ShardReader;
-use lrf_formats::views::{ViewSet, open_images};
+use lrf_formats::views::{ViewSet, open_images, view_key};
 use lrf_graph::{Input, Job};
+use lrf_vae::metrics::MetricValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
 
 use crate::autoencoder::AutoencoderSource;
+
+pub const LATENTS_FILE: &str = "latents.safetensors";
+pub const LATENTS_INFO: &str = "latents.json";
+pub const RENDERS_FILE: &str = "renders.safetensors";
+pub const RENDERS_INFO: &str = "renders.json";
+pub const FIELD_FILE: &str = "field.safetensors";
+pub const FIELD_INFO: &str = "field.json";
+pub const PLY_FILE: &str = "point_cloud.ply";
+pub const METRICS_FILE: &str = "metrics.json";
+/// The port type of a `correspondences` artifact.
+pub const CORRESPONDENCES_TYPE: &str = "correspondences";
+pub const PAIRS_FILE: &str = "pairs.safetensors";
+pub const PAIRS_INFO: &str = "pairs.json";
+/// The port type of a `pairs` artifact.
+pub const PAIRS_TYPE: &str = "pairs";
+
+/// Whether a pair's view was one the field was fitted to, or a held-out one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairKind {
+    Train,
+    /// A test-split view, which the field never saw.
+    Novel,
+}
+
+/// One entry of `pairs.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairRecord {
+    /// The view's image name and its index in the scene's views.
+    pub name: String,
+    pub view: usize,
+    pub kind: PairKind,
+    /// `[C, h, w]` and `[3, H, W]`.
+    pub latent_shape: Vec<i64>,
+    pub image_shape: Vec<i64>,
+}
+
+/// `pairs/pairs.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairsInfo {
+    pub scene: String,
+    /// The autoencoder whose latent space the field was fitted in.
+    pub autoencoder: AutoencoderSource,
+    pub channels: usize,
+    /// Image pixels per latent pixel.
+    pub downsampling: usize,
+    pub pairs: Vec<PairRecord>,
+}
+
+/// An artifact that is a JSON index beside one safetensors shard (latents, renders, pairs): the index in
+/// memory, the tensors memory-mapped. One reader serves every such contract.
+pub struct ShardArtifact<I> {
+    pub info: I,
+    pub shard: ShardReader,
+}
+
+impl<I: DeserializeOwned> ShardArtifact<I> {
+    fn open_files(dir: &Path, info: &str, shard: &str) -> anyhow::Result<Self> {
+        Ok(ShardArtifact {
+            info: read_json(&dir.join(info))?,
+            shard: ShardReader::open(&dir.join(shard))?,
+        })
+    }
+}
+
+/// A `latents` artifact: each view's latent, raw scale, and the normalization over the training views.
+pub type Latents = ShardArtifact<LatentsInfo>;
+
+impl Latents {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_files(dir, LATENTS_INFO, LATENTS_FILE)
+    }
+
+    /// View `index`'s latent, raw scale, `[C, h, w]`.
+    pub fn raw(&self, index: usize) -> anyhow::Result<Tensor> {
+        Ok(self.shard.tensor(&view_key(index))?)
+    }
+
+    /// View `index`'s latent normalized to the training views' range.
+    pub fn normalized(&self, index: usize) -> anyhow::Result<Tensor> {
+        Ok(self.info.normalization.normalize(&self.raw(index)?))
+    }
+}
+
+/// A `renders` artifact: one render per rendered view.
+pub type Renders = ShardArtifact<RendersInfo>;
+
+impl Renders {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_files(dir, RENDERS_INFO, RENDERS_FILE)
+    }
+
+    /// View `index`'s render (`[C, h, w]`; raw latent scale for latent fields).
+    pub fn get(&self, index: usize) -> anyhow::Result<Tensor> {
+        Ok(self.shard.tensor(&view_key(index))?)
+    }
+}
+
+/// A `pairs` artifact: (rendered latent, real image) pairs for `decoder-align`.
+pub type Pairs = ShardArtifact<PairsInfo>;
+
+impl Pairs {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_files(dir, PAIRS_INFO, PAIRS_FILE)
+    }
+
+    /// Pair `k`'s latent, `[C, h, w]`, raw scale.
+    pub fn latent(&self, k: usize) -> anyhow::Result<Tensor> {
+        Ok(self.shard.tensor(&format!("latent_{k:04}"))?)
+    }
+
+    /// Pair `k`'s image, `[3, H, W]` f32 in [0, 1].
+    pub fn image(&self, k: usize) -> anyhow::Result<Tensor> {
+        Ok(self.shard.tensor(&format!("image_{k:04}"))?.to_kind(Kind::Float) / 255.0)
+    }
+}
 
 /// `latents/latents.json`: how the latents were made and the LRF normalisation over the training views.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +147,27 @@ pub struct LatentsInfo {
 pub struct Normalization {
     pub min: Vec<f32>,
     pub max: Vec<f32>,
+}
+
+impl Normalization {
+    fn scales(&self) -> (Tensor, Tensor) {
+        let c = self.min.len() as i64;
+        let min = Tensor::from_slice(&self.min).view([c, 1, 1]);
+        let range = Tensor::from_slice(&self.max).view([c, 1, 1]) - &min;
+        (min, range)
+    }
+
+    /// `[C, h, w]` raw → normalised.
+    pub fn normalize(&self, latent: &Tensor) -> Tensor {
+        let (min, range) = self.scales();
+        (latent - min) / range
+    }
+
+    /// `[C, h, w]` normalised → raw.
+    pub fn denormalize(&self, latent: &Tensor) -> Tensor {
+        let (min, range) = self.scales();
+        latent * range + min
+    }
 }
 
 /// What a field's channels hold.
@@ -70,6 +211,112 @@ pub struct RendersInfo {
     /// Image pixels per render pixel.
     pub downsampling: usize,
     pub seconds_per_view: f64,
+}
+
+/// Scores of one image against its ground truth.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scores {
+    /// +∞ for an exact match, stored as "inf" (JSON has no infinity).
+    #[serde(with = "decibels")]
+    pub psnr: f64,
+    pub ssim: f64,
+    #[serde(with = "metric_value")]
+    pub lpips: MetricValue,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewScores {
+    pub name: String,
+    pub split: Split,
+    pub render: Scores,
+    /// The autoencoder's reconstruction of the real image (latent fields only).
+    pub reconstruction: Option<Scores>,
+}
+
+/// Means over the views of one split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitSummary {
+    pub split: Split,
+    pub views: usize,
+    pub render: Scores,
+    pub reconstruction: Option<Scores>,
+}
+
+/// `evaluation/metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub scene: String,
+    /// `latent` or `rgb`, and how far below image resolution the field was fitted.
+    pub field: String,
+    pub field_downsampling: usize,
+    pub gaussians: usize,
+    pub fit_seconds: f64,
+    pub fit_seconds_per_iteration: f64,
+    pub fit_iterations: u32,
+    pub fit_peak_memory_mib: Option<f64>,
+    pub summary: Vec<SplitSummary>,
+    pub views: Vec<ViewScores>,
+}
+
+/// PSNR in dB as a number, or "inf" for an exact match, both ways (serde_json would write +∞ as null,
+/// which reads back as nothing).
+mod decibels {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const INFINITE: &str = "inf";
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        match *value {
+            v if v.is_finite() => serializer.serialize_f64(v),
+            v if v == f64::INFINITY => serializer.serialize_str(INFINITE),
+            v => Err(serde::ser::Error::custom(format!("PSNR {v} cannot be stored"))),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Number(f64),
+            Text(String),
+        }
+        match Option::<Stored>::deserialize(deserializer)? {
+            Some(Stored::Number(v)) => Ok(v),
+            Some(Stored::Text(t)) if t == INFINITE => Ok(f64::INFINITY),
+            Some(Stored::Text(t)) => Err(serde::de::Error::custom(format!(
+                "PSNR {t:?} is neither a number nor \"{INFINITE}\""
+            ))),
+            None => Err(serde::de::Error::custom(
+                "PSNR is null: an older lrf-flow wrote an infinite PSNR so; rerun evaluate",
+            )),
+        }
+    }
+}
+
+/// [`MetricValue`] as a number or "unavailable", both ways.
+mod metric_value {
+    use lrf_vae::metrics::MetricValue;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &MetricValue, serializer: S) -> Result<S::Ok, S::Error> {
+        value.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MetricValue, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Number(f64),
+            Text(String),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(v) => Ok(MetricValue::Value(v)),
+            Stored::Text(t) if t == "unavailable" => Ok(MetricValue::Unavailable),
+            Stored::Text(t) => Err(serde::de::Error::custom(format!(
+                "LPIPS {t:?} is neither a number nor \"unavailable\""
+            ))),
+        }
+    }
 }
 
 /// The folder of a per-scene input on `port` (per-scene stages get one path per port).

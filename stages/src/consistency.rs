@@ -11,9 +11,10 @@ use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::artifacts::CORRESPONDENCES_TYPE;
+use crate::artifacts::Latents;
 use crate::artifacts::{input_dir, output_dir, write_json};
-use crate::correspond::{CORRESPONDENCES_TYPE, pixels_tensor, sample_latents};
-use crate::encode::Latents;
+use crate::correspond::{pixels_tensor, sample_latents};
 
 pub const CONSISTENCY_FILE: &str = "consistency.json";
 
@@ -157,9 +158,9 @@ mod tests {
     use lrf_formats::views::{ViewRecord, view_key};
 
     use super::*;
+    use crate::artifacts::{LATENTS_FILE, LATENTS_INFO};
     use crate::artifacts::{LatentsInfo, Normalization};
     use crate::autoencoder::AutoencoderSource;
-    use crate::encode::{LATENTS_FILE, LATENTS_INFO};
 
     #[test]
     fn consistency_of_hand_made_latents() {

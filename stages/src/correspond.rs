@@ -22,9 +22,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::artifacts::{input_dir, output_dir, write_json};
+use crate::artifacts::{CORRESPONDENCES_TYPE, input_dir, output_dir, write_json};
 
-pub const CORRESPONDENCES_TYPE: &str = "correspondences";
 pub const STATS_FILE: &str = "stats.json";
 /// Bins of the APE histogram in `stats.json`.
 const APE_BINS: usize = 10;

@@ -13,11 +13,10 @@ use lrf_vae::{Autoencoder, TilePlan, encode_tiled};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::artifacts::{LatentsInfo, Normalization, input_dir, output_dir, read_json, views_input, write_json};
+use crate::artifacts::{
+    LATENTS_FILE, LATENTS_INFO, LatentsInfo, Normalization, input_dir, output_dir, views_input, write_json,
+};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
-
-pub const LATENTS_FILE: &str = "latents.safetensors";
-pub const LATENTS_INFO: &str = "latents.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -133,50 +132,4 @@ fn normalization(views: &ViewSet, latents: &[Tensor]) -> anyhow::Result<Normaliz
         );
     }
     Ok(Normalization { min, max })
-}
-
-/// The latents of a `latents` artifact, as read by later stages.
-pub struct Latents {
-    pub info: LatentsInfo,
-    pub shard: ShardReader,
-}
-
-impl Latents {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        Ok(Latents {
-            info: read_json(&dir.join(LATENTS_INFO))?,
-            shard: ShardReader::open(&dir.join(LATENTS_FILE))?,
-        })
-    }
-
-    /// View `index`'s latent, raw scale, `[C, h, w]`.
-    pub fn raw(&self, index: usize) -> anyhow::Result<Tensor> {
-        Ok(self.shard.tensor(&view_key(index))?)
-    }
-
-    /// View `index`'s latent normalised to the training views' range.
-    pub fn normalized(&self, index: usize) -> anyhow::Result<Tensor> {
-        Ok(self.info.normalization.normalize(&self.raw(index)?))
-    }
-}
-
-impl Normalization {
-    fn scales(&self) -> (Tensor, Tensor) {
-        let c = self.min.len() as i64;
-        let min = Tensor::from_slice(&self.min).view([c, 1, 1]);
-        let range = Tensor::from_slice(&self.max).view([c, 1, 1]) - &min;
-        (min, range)
-    }
-
-    /// `[C, h, w]` raw → normalised.
-    pub fn normalize(&self, latent: &Tensor) -> Tensor {
-        let (min, range) = self.scales();
-        (latent - min) / range
-    }
-
-    /// `[C, h, w]` normalised → raw.
-    pub fn denormalize(&self, latent: &Tensor) -> Tensor {
-        let (min, range) = self.scales();
-        latent * range + min
-    }
 }

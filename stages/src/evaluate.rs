@@ -19,12 +19,10 @@ use lrf_vae::{Autoencoder, Lpips, LpipsNet, TilePlan, decode_tiled};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::artifacts::{Evaluation, METRICS_FILE, Renders, Scores, SplitSummary, ViewScores};
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::encode::{encode_view, image_tensor};
-use crate::render::Renders;
-
-pub const METRICS_FILE: &str = "metrics.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -81,51 +79,6 @@ pub(crate) fn open_lpips(backbone: LpipsBackbone, path: &Path) -> anyhow::Result
         LpipsBackbone::Alex => LpipsNet::Alex,
     };
     Lpips::open(net, path, Device::Cpu).with_context(|| format!("LPIPS weights {}", path.display()))
-}
-
-/// Scores of one image against its ground truth.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Scores {
-    /// +∞ for an exact match, stored as "inf" (JSON has no infinity).
-    #[serde(with = "decibels")]
-    pub psnr: f64,
-    pub ssim: f64,
-    #[serde(with = "metric_value")]
-    pub lpips: MetricValue,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ViewScores {
-    pub name: String,
-    pub split: Split,
-    pub render: Scores,
-    /// The autoencoder's reconstruction of the real image (latent fields only).
-    pub reconstruction: Option<Scores>,
-}
-
-/// Means over the views of one split.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SplitSummary {
-    pub split: Split,
-    pub views: usize,
-    pub render: Scores,
-    pub reconstruction: Option<Scores>,
-}
-
-/// `evaluation/metrics.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Evaluation {
-    pub scene: String,
-    /// `latent` or `rgb`, and how far below image resolution the field was fitted.
-    pub field: String,
-    pub field_downsampling: usize,
-    pub gaussians: usize,
-    pub fit_seconds: f64,
-    pub fit_seconds_per_iteration: f64,
-    pub fit_iterations: u32,
-    pub fit_peak_memory_mib: Option<f64>,
-    pub summary: Vec<SplitSummary>,
-    pub views: Vec<ViewScores>,
 }
 
 impl StageKind for Evaluate {
@@ -349,65 +302,4 @@ fn side_by_side(panels: &[&Tensor]) -> anyhow::Result<ImageF32> {
         height: size[1] as u32,
         data: Vec::<f32>::try_from(joined.view([-1]))?,
     })
-}
-
-/// PSNR in dB as a number, or "inf" for an exact match, both ways (serde_json would write +∞ as null,
-/// which reads back as nothing).
-mod decibels {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    const INFINITE: &str = "inf";
-
-    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-        match *value {
-            v if v.is_finite() => serializer.serialize_f64(v),
-            v if v == f64::INFINITY => serializer.serialize_str(INFINITE),
-            v => Err(serde::ser::Error::custom(format!("PSNR {v} cannot be stored"))),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Stored {
-            Number(f64),
-            Text(String),
-        }
-        match Option::<Stored>::deserialize(deserializer)? {
-            Some(Stored::Number(v)) => Ok(v),
-            Some(Stored::Text(t)) if t == INFINITE => Ok(f64::INFINITY),
-            Some(Stored::Text(t)) => Err(serde::de::Error::custom(format!(
-                "PSNR {t:?} is neither a number nor \"{INFINITE}\""
-            ))),
-            None => Err(serde::de::Error::custom(
-                "PSNR is null: an older lrf-flow wrote an infinite PSNR so; rerun evaluate",
-            )),
-        }
-    }
-}
-
-/// [`MetricValue`] as a number or "unavailable", both ways.
-mod metric_value {
-    use lrf_vae::metrics::MetricValue;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &MetricValue, serializer: S) -> Result<S::Ok, S::Error> {
-        value.serialize(serializer)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MetricValue, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Stored {
-            Number(f64),
-            Text(String),
-        }
-        match Stored::deserialize(deserializer)? {
-            Stored::Number(v) => Ok(MetricValue::Value(v)),
-            Stored::Text(t) if t == "unavailable" => Ok(MetricValue::Unavailable),
-            Stored::Text(t) => Err(serde::de::Error::custom(format!(
-                "LPIPS {t:?} is neither a number nor \"unavailable\""
-            ))),
-        }
-    }
 }

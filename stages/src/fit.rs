@@ -19,12 +19,12 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, views_input, write_json};
-use crate::encode::{Latents, image_tensor};
-
-pub const FIELD_FILE: &str = "field.safetensors";
-pub const FIELD_INFO: &str = "field.json";
-pub const PLY_FILE: &str = "point_cloud.ply";
+use crate::artifacts::Latents;
+use crate::artifacts::{
+    FIELD_FILE, FIELD_INFO, FieldInfo, FieldSpace, PLY_FILE, input_dir, output_dir, peak_memory_mib, views_input,
+    write_json,
+};
+use crate::encode::image_tensor;
 
 /// How a latent field's Gaussians get their initial colours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,57 +9,20 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::{Context, bail};
 use lrf_formats::scene::Split;
-use lrf_formats::shard::{ShardReader, write_tch_shard};
+use lrf_formats::shard::write_tch_shard;
 use lrf_formats::views::view_key;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::artifacts::{FieldSpace, input_dir, output_dir, read_json, views_input, write_json};
-use crate::autoencoder::AutoencoderSource;
-use crate::render::Renders;
-
-pub const PAIRS_FILE: &str = "pairs.safetensors";
-pub const PAIRS_INFO: &str = "pairs.json";
-/// The port type of a `pairs` artifact.
-pub const PAIRS_TYPE: &str = "pairs";
-
-/// Whether a pair's view was one the field was fitted to, or a held-out one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PairKind {
-    Train,
-    /// A test-split view, which the field never saw.
-    Novel,
-}
-
-/// One entry of `pairs.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PairRecord {
-    /// The view's image name and its index in the scene's views.
-    pub name: String,
-    pub view: usize,
-    pub kind: PairKind,
-    /// `[C, h, w]` and `[3, H, W]`.
-    pub latent_shape: Vec<i64>,
-    pub image_shape: Vec<i64>,
-}
-
-/// `pairs/pairs.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PairsInfo {
-    pub scene: String,
-    /// The autoencoder whose latent space the field was fitted in.
-    pub autoencoder: AutoencoderSource,
-    pub channels: usize,
-    /// Image pixels per latent pixel.
-    pub downsampling: usize,
-    pub pairs: Vec<PairRecord>,
-}
+use crate::artifacts::Renders;
+use crate::artifacts::{
+    FieldSpace, PAIRS_FILE, PAIRS_INFO, PAIRS_TYPE, PairKind, PairRecord, PairsInfo, input_dir, output_dir,
+    views_input, write_json,
+};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,30 +110,5 @@ impl StageKind for PairEmit {
                 pairs: records,
             },
         )
-    }
-}
-
-/// A `pairs` artifact as `decoder-align` reads it: the index in memory, the tensors memory-mapped.
-pub struct Pairs {
-    pub info: PairsInfo,
-    pub shard: ShardReader,
-}
-
-impl Pairs {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        Ok(Pairs {
-            info: read_json(&dir.join(PAIRS_INFO))?,
-            shard: ShardReader::open(&dir.join(PAIRS_FILE))?,
-        })
-    }
-
-    /// Pair `k`'s latent, `[C, h, w]`, raw scale.
-    pub fn latent(&self, k: usize) -> anyhow::Result<Tensor> {
-        Ok(self.shard.tensor(&format!("latent_{k:04}"))?)
-    }
-
-    /// Pair `k`'s image, `[3, H, W]` f32 in [0, 1].
-    pub fn image(&self, k: usize) -> anyhow::Result<Tensor> {
-        Ok(self.shard.tensor(&format!("image_{k:04}"))?.to_kind(Kind::Float) / 255.0)
     }
 }

@@ -4,12 +4,11 @@
 //! before decoding.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use lrf_formats::scene::Split;
-use lrf_formats::shard::{ShardReader, write_tch_shard};
+use lrf_formats::shard::write_tch_shard;
 use lrf_formats::views::{ViewSet, view_key};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_splat::train::GaussianField;
@@ -17,11 +16,10 @@ use lrf_splat::{RenderOptions, render};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::artifacts::{FieldInfo, FieldSpace, RendersInfo, input_dir, output_dir, read_json, write_json};
-use crate::fit::{FIELD_FILE, FIELD_INFO};
-
-pub const RENDERS_FILE: &str = "renders.safetensors";
-pub const RENDERS_INFO: &str = "renders.json";
+use crate::artifacts::{FIELD_FILE, FIELD_INFO};
+use crate::artifacts::{
+    FieldInfo, FieldSpace, RENDERS_FILE, RENDERS_INFO, RendersInfo, input_dir, output_dir, read_json, write_json,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -112,25 +110,5 @@ impl StageKind for Render {
                 seconds_per_view,
             },
         )
-    }
-}
-
-/// A `renders` artifact as later stages read it.
-pub struct Renders {
-    pub info: RendersInfo,
-    pub shard: ShardReader,
-}
-
-impl Renders {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        Ok(Renders {
-            info: read_json(&dir.join(RENDERS_INFO))?,
-            shard: ShardReader::open(&dir.join(RENDERS_FILE))?,
-        })
-    }
-
-    /// View `index`'s render (`[C, h, w]`; raw latent scale for latent fields).
-    pub fn get(&self, index: usize) -> anyhow::Result<Tensor> {
-        Ok(self.shard.tensor(&view_key(index))?)
     }
 }

@@ -32,14 +32,14 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
+use crate::artifacts::Latents;
+use crate::artifacts::{FIELD_FILE, FIELD_INFO};
 use crate::artifacts::{
     FieldInfo, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, read_json, views_input, write_json,
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
-use crate::encode::{Latents, image_tensor};
-use crate::fit::{
-    FIELD_FILE, FIELD_INFO, LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field,
-};
+use crate::encode::image_tensor;
+use crate::fit::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
 
 pub const ALIGNMENT_FILE: &str = "alignment.json";
 
@@ -450,9 +450,10 @@ mod tests {
     use tch::Device;
 
     use super::*;
+    use crate::artifacts::Renders;
     use crate::encode::VaeEncode;
     use crate::fit::LatentFit;
-    use crate::render::{Render, Renders};
+    use crate::render::Render;
     use crate::test_support::{run_stage, stage, views_fixture};
 
     const SPLITS: [Split; 4] = [Split::Train, Split::Train, Split::Train, Split::Test];

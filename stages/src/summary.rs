@@ -12,8 +12,8 @@ use lrf_formats::scene::Split;
 use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::{Evaluation, METRICS_FILE, Scores};
 use crate::artifacts::{output_dir, read_json, write_json};
-use crate::evaluate::{Evaluation, METRICS_FILE, Scores};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -160,7 +160,7 @@ mod tests {
 
     use super::Summary;
     use crate::artifacts::write_json;
-    use crate::evaluate::{Evaluation, METRICS_FILE, Scores, SplitSummary, ViewScores};
+    use crate::artifacts::{Evaluation, METRICS_FILE, Scores, SplitSummary, ViewScores};
 
     fn evaluation(scene: &str, psnr: f64) -> Evaluation {
         let scores = Scores {
