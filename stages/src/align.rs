@@ -565,8 +565,8 @@ mod tests {
     use crate::artifacts::{FieldInfo, FieldSpace, Normalization, RendersInfo, read_json};
     use crate::artifacts::{PAIRS_FILE, PAIRS_INFO, PairsInfo};
     use crate::artifacts::{RENDERS_FILE, RENDERS_INFO};
-    use crate::encode::encode_view;
     use crate::evaluate::Evaluate;
+    use crate::latents::encode_view;
     use crate::pairs::PairEmit;
     use crate::test_support::{run_stage, stage, views_fixture};
 
@@ -585,7 +585,7 @@ mod tests {
         let renders: Vec<Tensor> = (0..SPLITS.len())
             .map(|i| {
                 if rgb {
-                    return crate::encode::image_tensor(&images[i]);
+                    return crate::latents::image_tensor(&images[i]);
                 }
                 let z = tch::no_grad(|| encode_view(&model, &shard, i)).unwrap();
                 &z * 0.7 + 0.3 + z.randn_like() * 0.1
@@ -742,7 +742,7 @@ mod tests {
         let images = ShardReader::open(&views.join(IMAGES_FILE)).unwrap();
         let swapped: Vec<Tensor> = (0..SPLITS.len())
             .map(|i| {
-                let image = crate::encode::image_tensor(&read_image(&images, i).unwrap()).flip([0]);
+                let image = crate::latents::image_tensor(&read_image(&images, i).unwrap()).flip([0]);
                 encode_unit(&model, &image).unwrap()
             })
             .collect();

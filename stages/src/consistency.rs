@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 use crate::artifacts::CORRESPONDENCES_TYPE;
 use crate::artifacts::Latents;
 use crate::artifacts::{input_dir, output_dir, write_json};
-use crate::correspond::{pixels_tensor, sample_latents};
+use crate::latents::{pixels_tensor, sample_latents};
 
 pub const CONSISTENCY_FILE: &str = "consistency.json";
 

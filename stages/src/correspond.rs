@@ -20,7 +20,6 @@ use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 
 use crate::artifacts::{CORRESPONDENCES_TYPE, input_dir, output_dir, write_json};
 
@@ -550,32 +549,6 @@ fn histogram(values: &[f32], bins: usize) -> Histogram {
     Histogram { edges, counts }
 }
 
-/// Bilinear samples of a `[C, h, w]` latent at `[M, 2]` image-pixel positions (x, y), taken at x/`downsampling`
-/// in latent pixels with centres at +0.5 and clamped to the border (as `ImageF32::sample_bilinear`): `[M, C]`,
-/// differentiable in `latent`.
-pub fn sample_latents(latent: &Tensor, pixels: &Tensor, downsampling: f64) -> Tensor {
-    let [c, h, w] = latent.size()[..] else {
-        panic!("sample_latents: latent must be [C, h, w], got {:?}", latent.size());
-    };
-    let m = pixels.size()[0];
-    // align_corners = false: normalised −1 and 1 are the outer edges, so u latent pixels ↦ 2u/w − 1.
-    let scale = Tensor::from_slice(&[2.0 / (downsampling * w as f64), 2.0 / (downsampling * h as f64)])
-        .to_kind(latent.kind())
-        .to_device(latent.device());
-    let grid = (pixels.to_kind(latent.kind()).to_device(latent.device()) * scale - 1.0).view([1, 1, m, 2]);
-    // Bilinear (0), border padding (1).
-    let sampled = latent.unsqueeze(0).grid_sampler(&grid, 0, 1, false);
-    sampled.view([c, m]).transpose(0, 1)
-}
-
-/// Pixel positions as the `[M, 2]` f32 tensor [`sample_latents`] takes.
-pub fn pixels_tensor(pixels: &[[f32; 2]]) -> Tensor {
-    let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
-    Tensor::from_slice(&flat)
-        .view([pixels.len() as i64, 2])
-        .to_kind(Kind::Float)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -584,6 +557,9 @@ mod tests {
     use lrf_formats::image::ImageF32;
     use lrf_formats::views::ViewRecord;
     use lrf_graph::Input;
+    use tch::{Kind, Tensor};
+
+    use crate::latents::{pixels_tensor, sample_latents};
     use rand::Rng;
 
     use super::*;

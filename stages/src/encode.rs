@@ -6,17 +6,17 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use lrf_formats::scene::Split;
-use lrf_formats::shard::{ShardReader, write_tch_shard};
-use lrf_formats::views::{ViewSet, read_image, view_key};
+use lrf_formats::shard::write_tch_shard;
+use lrf_formats::views::{ViewSet, view_key};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
-use lrf_vae::{Autoencoder, TilePlan, encode_tiled};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::artifacts::{
     LATENTS_FILE, LATENTS_INFO, LatentsInfo, Normalization, input_dir, output_dir, views_input, write_json,
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
+use crate::latents::encode_view;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -87,28 +87,6 @@ impl StageKind for VaeEncode {
             },
         )
     }
-}
-
-/// The `[C, h, w]` latent of view `index`.
-pub fn encode_view(model: &dyn Autoencoder, images: &ShardReader, index: usize) -> anyhow::Result<Tensor> {
-    let image = read_image(images, index)?;
-    let f = model.downsampling() as u32;
-    if image.width % f != 0 || image.height % f != 0 {
-        bail!(
-            "view {index} is {}×{}, not a multiple of the autoencoder's factor {f}; ingest with `multiple: {f}`",
-            image.width,
-            image.height
-        );
-    }
-    let pixels = image_tensor(&image).unsqueeze(0);
-    let posterior = encode_tiled(model, &model.input_range().from_unit(&pixels), TilePlan::default())
-        .with_context(|| format!("encoding view {index}"))?;
-    Ok(posterior.mean.squeeze_dim(0).to_kind(Kind::Float))
-}
-
-/// An image as a `[C, H, W]` f32 tensor.
-pub fn image_tensor(image: &lrf_formats::image::ImageF32) -> Tensor {
-    Tensor::from_slice(&image.data).view([image.channels as i64, image.height as i64, image.width as i64])
 }
 
 /// Per-channel min and max over all training-view latent pixels (LRF's `find_scene_scales`).

@@ -8,28 +8,21 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use lrf_formats::image::{ImageF32, write_png};
 use lrf_formats::scene::Split;
 use lrf_formats::views::read_image;
-use lrf_graph::key::hash_file;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_vae::metrics::{MetricValue, lpips, psnr, ssim};
-use lrf_vae::{Autoencoder, Lpips, LpipsNet, TilePlan, decode_tiled};
+use lrf_vae::{Autoencoder, Lpips, TilePlan, decode_tiled};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::artifacts::{Evaluation, METRICS_FILE, Renders, Scores, SplitSummary, ViewScores};
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
-use crate::encode::{encode_view, image_tensor};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LpipsBackbone {
-    Vgg,
-    Alex,
-}
+use crate::latents::{encode_view, image_tensor};
+use crate::perceptual::{LpipsBackbone, open_lpips, resolve_lpips};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,21 +57,6 @@ impl Default for Evaluate {
             lpips_path: None,
         }
     }
-}
-
-/// LPIPS weights named in a pipeline: their content hash (for artifact keys) and path.
-pub(crate) fn resolve_lpips(spec: &str, base_dir: &Path) -> Result<(String, PathBuf), String> {
-    let path = base_dir.join(spec);
-    let hash = hash_file(&path).map_err(|e| format!("LPIPS weights {spec:?} ({}): {e}", path.display()))?;
-    Ok((hash.to_hex().to_string(), path))
-}
-
-pub(crate) fn open_lpips(backbone: LpipsBackbone, path: &Path) -> anyhow::Result<Lpips> {
-    let net = match backbone {
-        LpipsBackbone::Vgg => LpipsNet::Vgg16,
-        LpipsBackbone::Alex => LpipsNet::Alex,
-    };
-    Lpips::open(net, path, Device::Cpu).with_context(|| format!("LPIPS weights {}", path.display()))
 }
 
 impl StageKind for Evaluate {

@@ -30,9 +30,9 @@ use tch::{Kind, Tensor, nn};
 
 use crate::artifacts::{output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED};
-use crate::correspond::{pixels_tensor, sample_latents};
-use crate::encode::image_tensor;
-use crate::evaluate::{LpipsBackbone, open_lpips, resolve_lpips};
+use crate::latents::image_tensor;
+use crate::latents::{pixels_tensor, sample_latents};
+use crate::perceptual::{LpipsBackbone, open_lpips, resolve_lpips};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

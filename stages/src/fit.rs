@@ -12,19 +12,16 @@ use lrf_formats::scene::Split;
 use lrf_formats::views::{Points, ViewSet, read_image};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_splat::RenderOptions;
-use lrf_splat::train::{GaussianField, PointInit, TrainConfig, Trainer, scene_extent};
+use lrf_splat::train::{GaussianField, PointInit, TrainConfig, Trainer};
 use lrf_vae::losses::{dssim, l1};
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::artifacts::Latents;
-use crate::artifacts::{
-    FIELD_FILE, FIELD_INFO, FieldInfo, FieldSpace, PLY_FILE, input_dir, output_dir, peak_memory_mib, views_input,
-    write_json,
-};
-use crate::encode::image_tensor;
+use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, views_input};
+use crate::latents::image_tensor;
+use crate::training::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
 
 /// How a latent field's Gaussians get their initial colours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,22 +196,6 @@ pub fn downsample(image: &Tensor, factor: usize) -> Tensor {
         .squeeze_dim(0)
 }
 
-/// The camera of a view seen at 1/`factor` of its size, checked against the target's size.
-pub(crate) fn latent_camera(camera: &Camera, factor: usize, target: &Tensor) -> anyhow::Result<Camera> {
-    let size = target.size();
-    let (w, h) = (camera.width as usize / factor, camera.height as usize / factor);
-    if size[1..] != [h as i64, w as i64] || camera.width as usize % factor != 0 || camera.height as usize % factor != 0
-    {
-        bail!(
-            "a {}×{} view and its {:?} target do not match at downsampling {factor}",
-            camera.width,
-            camera.height,
-            size
-        );
-    }
-    Ok(camera.resized(w as u32, h as u32))
-}
-
 /// One training view: its index in the scene, its camera at the target's resolution and the target.
 struct Sample {
     index: usize,
@@ -267,25 +248,6 @@ fn colors_from_latents(
                 .map(move |&s| if n == 0 { 0.5 } else { (s / n as f64) as f32 })
         })
         .collect())
-}
-
-/// Runs this thread's libtorch operations on one thread while alive. The rasterizer's rayon threads do the heavy
-/// work between libtorch's small operations, and libtorch's OpenMP threads would spin-wait for their next
-/// region meanwhile, taking the cores the rasterizer needs (a third of a fit's time on 2 cores, measured).
-pub(crate) struct SingleThreadedLibtorch(i32);
-
-impl SingleThreadedLibtorch {
-    pub(crate) fn enter() -> Self {
-        let previous = tch::get_num_threads();
-        tch::set_num_threads(1);
-        SingleThreadedLibtorch(previous)
-    }
-}
-
-impl Drop for SingleThreadedLibtorch {
-    fn drop(&mut self) {
-        tch::set_num_threads(self.0);
-    }
 }
 
 /// What both fit stages share: the schedule, the loss, and the field's description.
@@ -385,87 +347,6 @@ impl Fit<'_> {
             },
         )
     }
-}
-
-/// The scene extent of a view set's training cameras (see [`scene_extent`]).
-pub(crate) fn training_extent(views: &ViewSet) -> anyhow::Result<f64> {
-    let cameras: Vec<&Camera> = views
-        .views
-        .iter()
-        .filter(|v| v.split == Split::Train)
-        .map(|v| &v.camera)
-        .collect();
-    scene_extent(&cameras).with_context(|| format!("scene {:?}", views.scene))
-}
-
-/// Training views in a new random order on each pass over them (3DGS's viewpoint stack).
-pub(crate) struct ViewOrder {
-    count: usize,
-    order: Vec<usize>,
-}
-
-impl ViewOrder {
-    /// `count` must be at least 1.
-    pub(crate) fn new(count: usize) -> Self {
-        ViewOrder {
-            count,
-            order: Vec::new(),
-        }
-    }
-
-    pub(crate) fn next(&mut self, rng: &mut impl rand::Rng) -> usize {
-        if self.order.is_empty() {
-            self.order = (0..self.count).collect();
-            self.order.shuffle(rng);
-        }
-        self.order.pop().expect("count is at least 1")
-    }
-}
-
-/// A loss curve: the mean loss over each `every` iterations, and over those before the last one.
-pub(crate) struct LossCurve {
-    every: u32,
-    last: u32,
-    sum: f64,
-    count: u32,
-    /// (iteration, mean loss since the previous entry).
-    pub points: Vec<(u32, f64)>,
-}
-
-impl LossCurve {
-    pub(crate) fn new(every: u32, last: u32) -> Self {
-        LossCurve {
-            every,
-            last,
-            sum: 0.0,
-            count: 0,
-            points: Vec::new(),
-        }
-    }
-
-    /// Adds one iteration's loss; returns the mean when this iteration closes an entry.
-    pub(crate) fn add(&mut self, iteration: u32, loss: f64) -> Option<f64> {
-        self.sum += loss;
-        self.count += 1;
-        if !iteration.is_multiple_of(self.every) && iteration != self.last {
-            return None;
-        }
-        let mean = self.sum / self.count as f64;
-        self.points.push((iteration, mean));
-        (self.sum, self.count) = (0.0, 0);
-        Some(mean)
-    }
-}
-
-/// Writes a `field` artifact into `out`: the parameters, a PLY that 3DGS viewers open, and the manifest.
-/// A field with a NaN or an infinity is refused: no later stage may take it for a successful fit.
-pub(crate) fn write_field(out: &Path, field: &GaussianField, info: &FieldInfo) -> anyhow::Result<()> {
-    if let Some(group) = field.non_finite_group() {
-        bail!("refusing to save a field whose `{group}` parameters hold NaN or infinite values");
-    }
-    field.save(&out.join(FIELD_FILE))?;
-    lrf_formats::ply::write_ply(&out.join(PLY_FILE), &field.to_ply()?)?;
-    write_json(&out.join(FIELD_INFO), info)
 }
 
 #[cfg(test)]

@@ -26,12 +26,15 @@ pub mod evaluate;
 pub mod finetune;
 pub mod fit;
 pub mod ingest;
+pub mod latents;
 pub mod pairs;
+pub mod perceptual;
 pub mod render;
 pub mod rgb_align;
 pub mod summary;
 #[cfg(test)]
 mod test_support;
+pub mod training;
 
 use lrf_graph::Registry;
 

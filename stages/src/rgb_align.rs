@@ -38,8 +38,8 @@ use crate::artifacts::{
     FieldInfo, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, read_json, views_input, write_json,
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
-use crate::encode::image_tensor;
-use crate::fit::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
+use crate::latents::image_tensor;
+use crate::training::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
 
 pub const ALIGNMENT_FILE: &str = "alignment.json";
 
