@@ -6,7 +6,8 @@
 //! What the program may touch: it runs with its output folder as working directory and may write only
 //! there; it may read its inputs (scene folders and artifacts) but not change them. After it exits, the
 //! inputs' files (paths, sizes, modification times) are compared with what they were before, and any
-//! change fails the instance. It runs in a process group of its own, which is killed when `timeout`
+//! change fails the instance. Other artifacts in the store are not watched (other instances commit there
+//! meanwhile); a write into one is found by `lrf-flow verify` or `run --verify`, which recompute it. It runs in a process group of its own, which is killed when `timeout`
 //! runs out, when the run is interrupted (SIGINT, SIGTERM, SIGHUP), or when its job thread fails.
 //!
 //! ```yaml
