@@ -98,6 +98,8 @@ pub fn build(params: serde_json::Value, context: &BuildContext) -> Result<Arc<dy
         if path.is_file() {
             let hash = hash_file(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             files.insert(arg.clone(), hash.to_hex().to_string());
+            // Absolute: the program runs in its output folder.
+            let path = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             program.push(path.to_string_lossy().into_owned());
         } else {
             program.push(arg.clone());
@@ -139,13 +141,29 @@ impl Stage for ExecStage {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let job_path = job.out.with_extension("job.json");
+        // Every path the program sees is absolute: it runs in its output folder.
+        let absolute = |path: &Path| std::path::absolute(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+        let out = absolute(job.out)?;
+        let job_path = out.with_extension("job.json");
+        let mut inputs = BTreeMap::new();
+        for (port, input) in job.inputs {
+            let input = match input {
+                Input::One(path) => Input::One(absolute(path)?),
+                Input::PerScene(paths) => Input::PerScene(
+                    paths
+                        .iter()
+                        .map(|(scene, path)| Ok((scene.clone(), absolute(path)?)))
+                        .collect::<anyhow::Result<_>>()?,
+                ),
+            };
+            inputs.insert(port.clone(), input);
+        }
         let manifest = serde_json::json!({
             "stage": job.stage_id,
             "scene": job.scene,
-            "inputs": job.inputs,
+            "inputs": inputs,
             "config": self.params.config,
-            "out_dir": job.out,
+            "out_dir": out,
             "outputs": self.params.output_ports,
         });
         std::fs::write(&job_path, serde_json::to_string_pretty(&manifest)?)?;
