@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent project set-up: a virtualenv in .venv with the exact libtorch tch 0.26 needs
-# (PyPI torch==2.13.0) and the Python packages the cross-checks use. A second run installs nothing:
-# a stamp file records the requirement set that was installed.
+# (PyPI torch==2.13.0), the Python packages the cross-checks use, and the perceptual metrics' weights.
+# A second run installs nothing: a stamp file records the requirement set that was installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
 requirements=scripts/requirements.txt
 stamp="$venv/.lrf-setup-stamp"
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+converter=scripts/perceptual_weights.py
+want="$(cat "$requirements" "$converter" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
   exit 0
 fi
@@ -27,5 +28,7 @@ else
 fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+# The perceptual metrics' weights, from the wheels just installed, where lrf_vae looks for them.
+"$venv/bin/python" "$converter" "$venv/share/lrf-flow/perceptual"
 echo "$want" > "$stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"

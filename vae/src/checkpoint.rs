@@ -72,6 +72,19 @@ impl Checkpoint {
         })
     }
 
+    /// Both files' tensors as one checkpoint (a model split over two files); a key in both is an error.
+    pub fn union(mut self, other: Checkpoint) -> Result<Checkpoint> {
+        if let Some(key) = other.tensors.keys().find(|k| self.tensors.contains_key(*k)) {
+            return Err(VaeError::checkpoint(
+                format!("{} + {}", self.source, other.source),
+                format!("both files hold {key}"),
+            ));
+        }
+        self.tensors.extend(other.tensors);
+        self.source = format!("{} + {}", self.source, other.source);
+        Ok(self)
+    }
+
     /// Where the tensors came from, as errors name it.
     pub fn source(&self) -> &str {
         &self.source

@@ -18,7 +18,7 @@ pub use allocator::retain_freed_memory;
 pub use checkpoint::Checkpoint;
 pub use error::{KeyReport, Result, VaeError};
 pub use kl::{AutoencoderKL, KeyLayout, KlConfig};
-pub use lpips::{Lpips, LpipsNet};
+pub use lpips::{Lpips, LpipsNet, PERCEPTUAL_WEIGHTS_ENV, perceptual_weights_dir};
 pub use patchgan::{GanConfig, PatchGan};
 pub use tiling::{TilePlan, decode_tiled, encode_tiled};
 pub use tiny::TinyAutoencoder;

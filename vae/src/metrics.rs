@@ -74,9 +74,10 @@ pub fn ssim(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// A metric that may not be computable, such as LPIPS without user-supplied weights: reports print
 /// "unavailable", never a number that could be mistaken for a score.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum MetricValue {
     Value(f64),
+    #[default]
     Unavailable,
 }
 

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 /// The interpreter with the reference packages, checked once (see `lrf_tests::python_with`).
 pub fn python() -> PathBuf {
-    lrf_tests::python_with(&["torch", "numpy", "scipy", "diffusers", "lpips"])
+    lrf_tests::python_with(&["torch", "numpy", "scipy", "diffusers", "lpips", "stlpips_pytorch"])
 }
 
 /// Runs `tests/fixtures/<script>` with `args`; a missing interpreter or package fails the test with
