@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use lrf_graph::report::RunReport;
 use lrf_graph::{Cluster, GcOptions, Registry, RejectedScene, RunOptions, Session, Status, WorkerInit};
+use lrf_stages::report::{INDEX_FILE, RUN_FILE, run_page};
 
 use crate::print;
 
@@ -159,12 +161,68 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let path = report
         .write(&session.pipeline.work_dir)
         .context("writing the run report")?;
-    print(&format!("report: {}\n", path.display()))?;
+    print(&format!("run record: {}\n", path.display()))?;
+    if let Some(index) = publish_report(&session, &report).context("publishing the HTML report")? {
+        print(&format!("HTML report: {}\n", index.display()))?;
+    }
     match (report.failed(), session.rejected.len()) {
         (0, 0) => Ok(()),
         (0, n) => anyhow::bail!("{n} scene folder(s) were left out; see above"),
         (n, _) => anyhow::bail!("{n} stage instance(s) failed or were skipped; see the summary above"),
     }
+}
+
+/// Copies the HTML report of the pipeline's last `summary` stage to `<work_dir>/report/latest/`, with this
+/// run's stage timings beside it, and returns its index page; `None` when no summary was produced.
+fn publish_report(session: &Session, report: &RunReport) -> anyhow::Result<Option<PathBuf>> {
+    let Some(summary) = session
+        .pipeline
+        .stages
+        .iter()
+        .rev()
+        .find(|s| s.stage.kind() == "summary")
+    else {
+        return Ok(None);
+    };
+    let Some(outcome) = report
+        .outcomes
+        .iter()
+        .find(|o| o.stage == summary.id && o.scene.is_none() && matches!(o.status, Status::Cached | Status::Computed))
+    else {
+        return Ok(None);
+    };
+    let source = session.store.path(&outcome.key).join("report");
+    if !source.join(INDEX_FILE).is_file() {
+        return Ok(None); // a summary made before the HTML report existed
+    }
+    let root = session.pipeline.work_dir.join("report");
+    let staging = root.join(format!(".latest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    copy_tree(&source, &staging).with_context(|| format!("copying {}", source.display()))?;
+    std::fs::write(staging.join(RUN_FILE), run_page(report))?;
+    // Swap folders, so a reader sees the old report or the new one, never half of one.
+    let latest = root.join("latest");
+    let retired = root.join(format!(".retired-{}", std::process::id()));
+    if latest.exists() {
+        std::fs::rename(&latest, &retired).with_context(|| format!("moving {} aside", latest.display()))?;
+    }
+    std::fs::rename(&staging, &latest).with_context(|| format!("renaming into {}", latest.display()))?;
+    let _ = std::fs::remove_dir_all(&retired);
+    Ok(Some(latest.join(INDEX_FILE)))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// One line per scene folder left out.

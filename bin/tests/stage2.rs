@@ -103,6 +103,13 @@ fn stage_two_runs_end_to_end_and_a_rerun_computes_nothing() {
         let psnr = test["render"]["psnr"].as_f64().expect("psnr");
         assert!((5.0..60.0).contains(&psnr), "PSNR {psnr} in {evaluation:?}");
         assert_eq!(test["render"]["lpips"], "unavailable");
+        let st_lpips = test["render"]["st_lpips"]
+            .as_f64()
+            .expect("ST-LPIPS ships, so it is a number");
+        assert!(
+            st_lpips > 0.0 && st_lpips < 1.0,
+            "ST-LPIPS {st_lpips} in {evaluation:?}"
+        );
         // Test views are 0 and 8 of 9: one side-by-side PNG each.
         assert!(evaluation.join("00000.png").is_file() && evaluation.join("00008.png").is_file());
         if metrics["field"] == "latent" {
@@ -110,6 +117,13 @@ fn stage_two_runs_end_to_end_and_a_rerun_computes_nothing() {
             assert!(ceiling > 15.0, "autoencoder reconstruction PSNR {ceiling}");
         }
     }
+    // The HTML report is published at a stable path, with this run's stage timings, and printed.
+    let latest = dir.path().join("work/report/latest");
+    assert!(text.contains("HTML report: work/report/latest/index.html"), "{text}");
+    let index = std::fs::read_to_string(latest.join("index.html")).expect("index.html");
+    assert!(index.contains("<svg") && index.contains("3dgs-vae") && index.contains("<img src=\"images/"));
+    let run_page = std::fs::read_to_string(latest.join("run.html")).expect("run.html");
+    assert!(run_page.contains("fit-rgb8"), "{run_page}");
     for field in artifacts(dir.path(), "field") {
         let ply = std::fs::read(field.join("point_cloud.ply")).expect("PLY");
         assert!(ply.starts_with(b"ply\nformat binary_little_endian 1.0\n"));

@@ -220,8 +220,13 @@ pub struct Scores {
     #[serde(with = "decibels")]
     pub psnr: f64,
     pub ssim: f64,
+    /// LPIPS (VGG or AlexNet, as `evaluate` was configured), when the user gave backbone weights.
     #[serde(with = "metric_value")]
     pub lpips: MetricValue,
+    /// ST-LPIPS, the shift-tolerant LPIPS whose weights ship with the project's setup; absent from
+    /// evaluations made before it existed.
+    #[serde(with = "metric_value", default)]
+    pub st_lpips: MetricValue,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,9 +259,25 @@ pub struct Evaluation {
     pub fit_seconds_per_iteration: f64,
     pub fit_iterations: u32,
     pub fit_peak_memory_mib: Option<f64>,
+    /// The fit's training record (see [`FieldInfo`]), for the report's plots.
+    #[serde(default)]
+    pub loss_curve: Vec<(u32, f64)>,
+    #[serde(default)]
+    pub gaussian_curve: Vec<(u32, usize)>,
+    #[serde(default)]
+    pub render_seconds_per_view: f64,
     pub summary: Vec<SplitSummary>,
     pub views: Vec<ViewScores>,
 }
+
+/// The panels of `evaluate`'s side-by-side PNGs, left to right (the last only for latent fields).
+pub const SIDE_BY_SIDE_PANELS: [&str; 5] = [
+    "ground truth",
+    "decoded render",
+    "autoencoder reconstruction",
+    "render error (|render − truth|, ×4)",
+    "latent channels 0–2",
+];
 
 /// PSNR in dB as a number, or "inf" for an exact match, both ways (serde_json would write +∞ as null,
 /// which reads back as nothing).
@@ -313,7 +334,7 @@ mod metric_value {
             Stored::Number(v) => Ok(MetricValue::Value(v)),
             Stored::Text(t) if t == "unavailable" => Ok(MetricValue::Unavailable),
             Stored::Text(t) => Err(serde::de::Error::custom(format!(
-                "LPIPS {t:?} is neither a number nor \"unavailable\""
+                "perceptual metric {t:?} is neither a number nor \"unavailable\""
             ))),
         }
     }

@@ -1,10 +1,11 @@
 //! `evaluate`: renders against the real images. Latent renders are decoded (denormalised → decode → clamp);
-//! RGB renders are compared as they are. PSNR (mean of per-view values), SSIM (3DGS's), LPIPS when the user
-//! gives backbone weights, and for latent fields the autoencoder's own reconstruction of the same views, the
+//! RGB renders are compared as they are. PSNR (mean of per-view values), SSIM (3DGS's), ST-LPIPS (shipped
+//! weights), LPIPS when the user gives backbone weights, and for latent fields the autoencoder's own reconstruction of the same views, the
 //! ceiling a latent field cannot pass; with `autoencoder: input` both decode with the model on the
 //! `autoencoder` port instead (e.g. Stage III's aligned decoder). Images are quantised to 8 bits first, as the
 //! official evaluation reads saved PNGs. Writes per-view JSON, a summary, and side-by-side PNGs:
-//! ground truth | decoded render | autoencoder reconstruction | latent channels 0–2 as false colour.
+//! ground truth | decoded render | autoencoder reconstruction | error heat-map | latent channels 0–2 as
+//! false colour ([`crate::artifacts::SIDE_BY_SIDE_PANELS`]; RGB fields have no reconstruction nor latent panel).
 
 use std::path::{Path, PathBuf};
 
@@ -22,15 +23,19 @@ use crate::artifacts::{Evaluation, METRICS_FILE, Renders, Scores, SplitSummary, 
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::latents::{encode_view, image_tensor};
-use crate::perceptual::{LpipsBackbone, open_lpips, resolve_lpips};
+use crate::perceptual::{LpipsBackbone, ShiftTolerantLpips, open_lpips, resolve_lpips};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Evaluate {
     /// Which views to score (those the render stage rendered).
     pub splits: Vec<Split>,
-    /// LPIPS weights (safetensors with the `lpips` package's keys), relative to the pipeline file; without
-    /// them LPIPS is reported as "unavailable".
+    /// ST-LPIPS network: `vgg` (default: the LRF paper reports VGG LPIPS), `alex` (about 10× cheaper on
+    /// a CPU) or `none`.
+    pub st_lpips: ShiftTolerantLpips,
+    /// LPIPS backbone weights, relative to the pipeline file: torchvision's ImageNet `vgg16` (or `alexnet`,
+    /// with `lpips_backbone: alex`) state dict as safetensors, completed by the heads the `lpips` wheel
+    /// ships, or a complete `lpips` state dict. Without them LPIPS is reported as "unavailable".
     pub lpips: Option<String>,
     pub lpips_backbone: LpipsBackbone,
     /// Write the side-by-side PNGs.
@@ -43,27 +48,33 @@ pub struct Evaluate {
     pub lpips_content: Option<String>,
     #[serde(skip)]
     lpips_path: Option<PathBuf>,
+    /// The ST-LPIPS weights' hash, so that other weights make other scores.
+    #[serde(skip_deserializing)]
+    pub st_lpips_content: Option<String>,
 }
 
 impl Default for Evaluate {
     fn default() -> Self {
         Evaluate {
             splits: vec![Split::Test],
+            st_lpips: ShiftTolerantLpips::Vgg,
             lpips: None,
             lpips_backbone: LpipsBackbone::Vgg,
             images: true,
             autoencoder: DecodeWith::Field,
             lpips_content: None,
             lpips_path: None,
+            st_lpips_content: None,
         }
     }
 }
 
 impl StageKind for Evaluate {
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
 
     fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
+        self.st_lpips_content = self.st_lpips.content()?;
         if let Some(spec) = &self.lpips {
             let (content, path) = resolve_lpips(spec, base_dir)?;
             self.lpips_content = Some(content);
@@ -118,9 +129,12 @@ impl StageKind for Evaluate {
                 (None, None)
             }
         };
-        let lpips_model = match &self.lpips_path {
-            Some(path) => Some(open_lpips(self.lpips_backbone, path)?),
-            None => None,
+        let perceptual = Perceptual {
+            st_lpips: self.st_lpips.open()?,
+            lpips: match &self.lpips_path {
+                Some(path) => Some(open_lpips(self.lpips_backbone, path)?),
+                None => None,
+            },
         };
         let _guard = tch::no_grad_guard();
         let out = output_dir(job, "evaluation")?;
@@ -151,7 +165,7 @@ impl StageKind for Evaluate {
                 )?)),
                 None => None,
             };
-            let score = |image: &Tensor| score(lpips_model.as_ref(), image, &truth);
+            let score = |image: &Tensor| score(&perceptual, image, &truth);
             let entry = ViewScores {
                 name: view.name.clone(),
                 split: view.split,
@@ -159,8 +173,10 @@ impl StageKind for Evaluate {
                 reconstruction: reconstruction.as_ref().map(score).transpose()?,
             };
             if self.images {
+                let error = error_heat_map(&predicted, &truth);
                 let mut panels = vec![&truth, &predicted];
                 panels.extend(reconstruction.as_ref());
+                panels.push(&error);
                 let false_color = normalization.map(|n| false_color(&n.normalize(&render), truth.size()[1]));
                 panels.extend(false_color.as_ref());
                 let stem = Path::new(&view.name).with_extension("");
@@ -194,6 +210,9 @@ impl StageKind for Evaluate {
                 fit_seconds_per_iteration: field.seconds_per_iteration,
                 fit_iterations: field.iterations,
                 fit_peak_memory_mib: field.peak_memory_mib,
+                loss_curve: field.loss_curve.clone(),
+                gaussian_curve: field.gaussian_curve.clone(),
+                render_seconds_per_view: renders.info.seconds_per_view,
                 summary,
                 views: scored,
             },
@@ -212,7 +231,13 @@ fn quantize(image: &Tensor) -> Tensor {
     (image.clamp(0.0, 1.0) * 255.0).round() / 255.0
 }
 
-fn score(model: Option<&Lpips>, image: &Tensor, truth: &Tensor) -> anyhow::Result<Scores> {
+/// The perceptual networks an evaluation scores with.
+struct Perceptual {
+    st_lpips: Option<Lpips>,
+    lpips: Option<Lpips>,
+}
+
+fn score(perceptual: &Perceptual, image: &Tensor, truth: &Tensor) -> anyhow::Result<Scores> {
     let (a, b) = (image.unsqueeze(0), truth.unsqueeze(0));
     let psnr = psnr(&a, &b)?;
     if psnr.is_nan() {
@@ -221,7 +246,8 @@ fn score(model: Option<&Lpips>, image: &Tensor, truth: &Tensor) -> anyhow::Resul
     Ok(Scores {
         psnr,
         ssim: ssim(&a, &b)?.double_value(&[]),
-        lpips: lpips(model, &a, &b)?,
+        lpips: lpips(perceptual.lpips.as_ref(), &a, &b)?,
+        st_lpips: lpips(perceptual.st_lpips.as_ref(), &a, &b)?,
     })
 }
 
@@ -232,18 +258,21 @@ fn summarize(views: &[ViewScores], split: Split) -> Option<SplitSummary> {
     }
     let mean = |scores: Vec<&Scores>| -> Scores {
         let n = scores.len() as f64;
-        let lpips = scores
-            .iter()
-            .map(|s| match s.lpips {
-                MetricValue::Value(v) => Some(v),
-                MetricValue::Unavailable => None,
-            })
-            .sum::<Option<f64>>()
-            .map_or(MetricValue::Unavailable, |total| MetricValue::Value(total / n));
+        let metric_mean = |metric: fn(&Scores) -> MetricValue| {
+            scores
+                .iter()
+                .map(|s| match metric(s) {
+                    MetricValue::Value(v) => Some(v),
+                    MetricValue::Unavailable => None,
+                })
+                .sum::<Option<f64>>()
+                .map_or(MetricValue::Unavailable, |total| MetricValue::Value(total / n))
+        };
         Scores {
             psnr: scores.iter().map(|s| s.psnr).sum::<f64>() / n,
             ssim: scores.iter().map(|s| s.ssim).sum::<f64>() / n,
-            lpips,
+            lpips: metric_mean(|s| s.lpips),
+            st_lpips: metric_mean(|s| s.st_lpips),
         }
     };
     let reconstruction: Option<Vec<&Scores>> = chosen.iter().map(|v| v.reconstruction.as_ref()).collect();
@@ -253,6 +282,16 @@ fn summarize(views: &[ViewScores], split: Split) -> Option<SplitSummary> {
         render: mean(chosen.iter().map(|v| &v.render).collect()),
         reconstruction: reconstruction.map(mean),
     })
+}
+
+/// |render − truth| averaged over channels, ×4 (an error of 0.25 saturates), through a black → red →
+/// yellow → white ramp: where the render is wrong at a glance.
+fn error_heat_map(render: &Tensor, truth: &Tensor) -> Tensor {
+    let t = ((render - truth).abs().mean_dim(0, true, None) * 4.0).clamp(0.0, 1.0);
+    let red = (&t * 3.0).clamp(0.0, 1.0);
+    let green = (&t * 3.0 - 1.0).clamp(0.0, 1.0);
+    let blue = (&t * 3.0 - 2.0).clamp(0.0, 1.0);
+    Tensor::cat(&[red, green, blue], 0)
 }
 
 /// The first three channels of a normalised latent, clamped to [0, 1] and enlarged (nearest) to `height`.

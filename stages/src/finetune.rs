@@ -93,11 +93,12 @@ impl Default for EncoderFinetune {
     }
 }
 
-/// LPIPS in Stage I's L_AE, with user-supplied weights (none ship with lrf-flow).
+/// LPIPS in Stage I's L_AE, with the user's backbone weights (ImageNet backbones cannot ship with lrf-flow).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Perceptual {
-    /// Safetensors with the `lpips` package's keys, relative to the pipeline file.
+    /// LPIPS weights, relative to the pipeline file: a complete `lpips` state dict, or torchvision's ImageNet
+    /// backbone completed by the heads the `lpips` wheel ships (as `evaluate.lpips`).
     pub weights: String,
     #[serde(default = "vgg")]
     pub backbone: LpipsBackbone,

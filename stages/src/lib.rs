@@ -30,6 +30,7 @@ pub mod latents;
 pub mod pairs;
 pub mod perceptual;
 pub mod render;
+pub mod report;
 pub mod rgb_align;
 pub mod summary;
 #[cfg(test)]

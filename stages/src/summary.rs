@@ -1,10 +1,11 @@
 //! `summary` (global): the evaluations of several methods over every scene, as one table (`summary.md`, the
-//! figures a paper's table would hold) and one JSON file. Each method is an input port named in `methods`.
+//! figures a paper's table would hold), one JSON file and the HTML report (`index.html`, see [`crate::report`]). Each method is an input port named in `methods`.
 //! A scene whose evaluation failed upstream is listed as failed, with the stage that failed, and the
 //! table still covers the others.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::bail;
 use lrf_formats::atomic::write_atomic;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{Evaluation, METRICS_FILE, Scores};
 use crate::artifacts::{output_dir, read_json, write_json};
+use crate::report::{ReportRow, write_report};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,7 +55,7 @@ enum RowResult {
 
 impl StageKind for Summary {
     const KIND: &'static str = "summary";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const PARTIAL_INPUTS: bool = true;
 
     fn signature(&self) -> Signature {
@@ -100,15 +102,30 @@ impl StageKind for Summary {
         let out = output_dir(job, "report")?;
         write_json(&out.join("summary.json"), &rows)?;
         write_atomic(&out.join("summary.md"), table(&rows).as_bytes())?;
-        Ok(())
+        let report_rows: Vec<ReportRow> = rows
+            .iter()
+            .map(|row| ReportRow {
+                method: row.method,
+                scene: row.scene,
+                result: match &row.result {
+                    RowResult::Evaluated { evaluation, images } => Ok((evaluation, Path::new(images.as_str()))),
+                    RowResult::Failed { stage } => Err(stage.as_str()),
+                },
+            })
+            .collect();
+        write_report(
+            &out,
+            &format!("lrf-flow report: {}", self.methods.join(", ")),
+            &report_rows,
+        )
     }
 }
 
 fn table(rows: &[Row]) -> String {
-    let fmt = |s: &Scores| format!("{:.2} | {:.4} | {}", s.psnr, s.ssim, s.lpips);
+    let fmt = |s: &Scores| format!("{:.2} | {:.4} | {} | {}", s.psnr, s.ssim, s.st_lpips, s.lpips);
     let mut text = String::from(
-        "# Test views\n\n| method | scene | views | PSNR | SSIM | LPIPS | autoencoder ceiling PSNR | SSIM | LPIPS | \
-         Gaussians | fit s | s/iteration |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# Test views\n\n| method | scene | views | PSNR | SSIM | ST-LPIPS | LPIPS | autoencoder ceiling PSNR | SSIM | \
+         ST-LPIPS | LPIPS | Gaussians | fit s | s/iteration |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let e = match &row.result {
@@ -125,7 +142,7 @@ fn table(rows: &[Row]) -> String {
         let Some(test) = e.summary.iter().find(|s| s.split == Split::Test) else {
             continue;
         };
-        let ceiling = test.reconstruction.as_ref().map_or("– | – | –".to_string(), fmt);
+        let ceiling = test.reconstruction.as_ref().map_or("– | – | – | –".to_string(), fmt);
         let _ = writeln!(
             text,
             "| {} | {} | {} | {} | {} | {} | {:.1} | {:.4} |",
@@ -140,7 +157,7 @@ fn table(rows: &[Row]) -> String {
         );
     }
     text.push_str(
-        "\nSide-by-side images (ground truth | render | autoencoder reconstruction | latent false colour):\n\n",
+        "\nSide-by-side images (ground truth | render | autoencoder reconstruction | error | latent false colour):\n\n",
     );
     for row in rows {
         if let RowResult::Evaluated { images, .. } = &row.result {
@@ -167,6 +184,7 @@ mod tests {
             psnr,
             ssim: 1.0,
             lpips: MetricValue::Unavailable,
+            st_lpips: MetricValue::Value(0.1),
         };
         Evaluation {
             scene: scene.into(),
@@ -177,6 +195,9 @@ mod tests {
             fit_seconds_per_iteration: 0.1,
             fit_iterations: 10,
             fit_peak_memory_mib: None,
+            loss_curve: vec![],
+            gaussian_curve: vec![],
+            render_seconds_per_view: 0.0,
             summary: vec![SplitSummary {
                 split: Split::Test,
                 views: 1,
