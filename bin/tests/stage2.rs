@@ -36,6 +36,7 @@ stages:
     params: {{downsampling: 8, log_every: 20, train: {SCHEDULE}}}
   - {{id: render-rgb8, kind: render, inputs: {{field: fit-rgb8, views: ingest}}, params: {{resolution: full}}}}
   - {{id: evaluate-rgb8, kind: evaluate, inputs: {{renders: render-rgb8, views: ingest}}}}
+  - {{id: export-rgb8, kind: graphdeco-export, inputs: {{field: fit-rgb8, views: ingest, scene: scenes}}}}
   - id: report
     kind: summary
     inputs: {{3dgs-vae: evaluate, 3dgs-8: evaluate-rgb8}}
@@ -79,7 +80,7 @@ fn stage_two_runs_end_to_end_and_a_rerun_computes_nothing() {
     let (output, text) = run(dir.path());
     assert!(output.status.success(), "{text}");
     let stages = computed(&text);
-    assert_eq!(stages.len(), 9, "{text}");
+    assert_eq!(stages.len(), 10, "{text}");
     assert!(stages.iter().all(|(_, n)| *n >= 1), "{text}");
 
     let reports = artifacts(dir.path(), "report");
@@ -124,11 +125,53 @@ fn stage_two_runs_end_to_end_and_a_rerun_computes_nothing() {
     assert!(index.contains("<svg") && index.contains("3dgs-vae") && index.contains("<img src=\"images/"));
     let run_page = std::fs::read_to_string(latest.join("run.html")).expect("run.html");
     assert!(run_page.contains("fit-rgb8"), "{run_page}");
+    // The RGB baseline as a graphdeco model folder, read as graphdeco's code reads one; renders and ground
+    // truths as its render.py writes them.
+    let python = lrf_tests::python_with(&["numpy", "plyfile"]);
+    for model in artifacts(dir.path(), "model") {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/graphdeco_reader.py");
+        let output = Command::new(&python).arg(script).arg(&model).output().expect("python");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let read: serde_json::Value = serde_json::from_slice(&output.stdout).expect("reader JSON");
+        assert_eq!(read["sh_degree"], 1, "{read}");
+        assert_eq!(read["iteration"], 60, "{read}");
+        assert_eq!(read["cameras"].as_array().map(Vec::len), Some(9), "{read}");
+        assert_eq!(read["cameras"][0]["img_name"], "00000", "test views first: {read}");
+    }
+    for evaluation in &evaluations {
+        let iterations =
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(evaluation.join("metrics.json")).unwrap())
+                .unwrap()["fit_iterations"]
+                .clone();
+        let split = evaluation.join(format!("test/ours_{iterations}"));
+        for folder in ["renders", "gt"] {
+            for file in ["00000.png", "00001.png"] {
+                assert!(
+                    split.join(folder).join(file).is_file(),
+                    "{}/{folder}/{file}",
+                    split.display()
+                );
+            }
+        }
+    }
     for field in artifacts(dir.path(), "field") {
         let ply = std::fs::read(field.join("point_cloud.ply")).expect("PLY");
         assert!(ply.starts_with(b"ply\nformat binary_little_endian 1.0\n"));
         let info: serde_json::Value =
             serde_json::from_slice(&std::fs::read(field.join("field.json")).expect("field.json")).expect("json");
+        // The PLY describes itself: a latent one names its autoencoder and normalisation.
+        let header =
+            String::from_utf8_lossy(&ply[..ply.windows(10).position(|w| w == b"end_header").unwrap()]).to_string();
+        if info["space"]["kind"] == "latent" {
+            assert!(
+                header.contains(&format!("comment channels {}\n", info["channels"])),
+                "{header}"
+            );
+            assert!(header.contains("comment normalization min "), "{header}");
+            assert!(header.contains("comment autoencoder taef2 content "), "{header}");
+        } else {
+            assert!(header.contains("comment space rgb"), "{header}");
+        }
         let curve = info["loss_curve"].as_array().expect("loss curve");
         assert_eq!(curve.len(), 3, "{info}");
     }

@@ -110,13 +110,25 @@ pub fn property_names(channels: usize, sh_coeffs: usize) -> Vec<String> {
 
 /// Writes `field` to `path` as a `binary_little_endian 1.0` PLY in the 3DGS layout, atomically.
 pub fn write_ply(path: &Path, field: &GaussianPly) -> Result<()> {
+    write_described_ply(path, field, &[])
+}
+
+/// [`write_ply`] with header `comment` lines, which PLY readers skip and people read: what the
+/// channels hold, when they are not RGB. A line break in a comment becomes a space.
+pub fn write_described_ply(path: &Path, field: &GaussianPly, comments: &[String]) -> Result<()> {
     field
         .validate()
         .map_err(|message| FormatError::invalid(path, "Gaussian field", message))?;
     let (n, k, c) = (field.len(), field.sh_coeffs, field.channels);
     let names = property_names(c, k);
 
-    let mut header = format!("ply\nformat binary_little_endian 1.0\nelement vertex {n}\n");
+    let mut header = String::from("ply\nformat binary_little_endian 1.0\n");
+    for comment in comments {
+        header.push_str("comment ");
+        header.push_str(&comment.replace(['\n', '\r'], " "));
+        header.push('\n');
+    }
+    header.push_str(&format!("element vertex {n}\n"));
     for name in &names {
         header.push_str("property float ");
         header.push_str(name);
@@ -146,6 +158,24 @@ pub fn write_ply(path: &Path, field: &GaussianPly) -> Result<()> {
     }
     debug_assert_eq!(bytes.len(), size);
     write_atomic(path, &bytes)
+}
+
+/// The header `comment` lines of a PLY file, without the keyword.
+pub fn read_comments(path: &Path) -> Result<Vec<String>> {
+    let mut file = std::io::BufReader::new(File::open(path).map_err(|e| FormatError::io(path, e))?);
+    let mut header = Vec::new();
+    let mut byte = [0u8; 1];
+    while !header.ends_with(b"end_header\n") {
+        if header.len() > MAX_HEADER_BYTES || file.read(&mut byte).map_err(|e| FormatError::io(path, e))? == 0 {
+            return Err(FormatError::invalid(path, "PLY header", "no end_header line"));
+        }
+        header.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&header)
+        .lines()
+        .filter_map(|line| line.strip_prefix("comment "))
+        .map(str::to_string)
+        .collect())
 }
 
 /// A scalar PLY type's size in bytes, or `None` if the name is not a PLY scalar type.
@@ -510,6 +540,22 @@ mod tests {
                 f32::from_bits((state >> 16) as u32)
             })
             .collect()
+    }
+
+    #[test]
+    fn comments_describe_the_field_and_do_not_change_what_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, described) = (dir.path().join("a.ply"), dir.path().join("b.ply"));
+        let f = field(5, 4, 4, 3);
+        write_ply(&plain, &f).unwrap();
+        let comments = ["lrf-flow latent field".to_string(), "channels 4\nmin 0".to_string()];
+        write_described_ply(&described, &f, &comments).unwrap();
+        assert_eq!(read_ply(&described).unwrap(), read_ply(&plain).unwrap());
+        assert_eq!(
+            read_comments(&described).unwrap(),
+            ["lrf-flow latent field", "channels 4 min 0"]
+        );
+        assert!(read_comments(&plain).unwrap().is_empty());
     }
 
     fn field(n: usize, channels: usize, sh_coeffs: usize, seed: u64) -> GaussianPly {

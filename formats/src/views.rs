@@ -9,6 +9,11 @@
 //!   points.safetensors  positions f64 [P, 3], colors u8 [P, 3];
 //!                       track_point i64 [M], track_view i64 [M], track_pixel f32 [M, 2] (x, y in pixels)
 //! ```
+//!
+//! In `views.json`, a camera's `rotation` is the world-to-camera rotation R (`x_cam = R x_world +
+//! translation`) as glam serialises a matrix: nine numbers in **column-major** order, so the first three
+//! are R's first column (R₀₀, R₁₀, R₂₀), not its first row. `translation` is t, and `fx fy cx cy` are in
+//! pixels of the ingested image (`width` × `height`), origin at the top-left corner of the first pixel.
 
 use std::collections::HashMap;
 use std::path::Path;

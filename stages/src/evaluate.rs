@@ -5,7 +5,9 @@
 //! `autoencoder` port instead (e.g. Stage III's aligned decoder). Images are quantised to 8 bits first, as the
 //! official evaluation reads saved PNGs. Writes per-view JSON, a summary, and side-by-side PNGs:
 //! ground truth | decoded render | autoencoder reconstruction | error heat-map | latent channels 0–2 as
-//! false colour ([`crate::artifacts::SIDE_BY_SIDE_PANELS`]; RGB fields have no reconstruction nor latent panel).
+//! false colour ([`crate::artifacts::SIDE_BY_SIDE_PANELS`]; RGB fields have no reconstruction nor latent panel),
+//! and the decoded renders and ground truths as graphdeco's `render.py` writes them
+//! (`<split>/ours_<iterations>/{renders,gt}/00000.png`, numbered within the split).
 
 use std::path::{Path, PathBuf};
 
@@ -182,6 +184,21 @@ impl StageKind for Evaluate {
                 let stem = Path::new(&view.name).with_extension("");
                 let name = stem.to_string_lossy().replace(['/', '\\'], "_");
                 write_png(&out.join(format!("{name}.png")), &side_by_side(&panels)?)?;
+                // graphdeco's render.py layout, which its metrics.py and other tools read.
+                let split_dir = out
+                    .join(split_name(view.split))
+                    .join(format!("ours_{}", field.iterations));
+                let index = scored.iter().filter(|v: &&ViewScores| v.split == view.split).count();
+                std::fs::create_dir_all(split_dir.join("renders"))?;
+                std::fs::create_dir_all(split_dir.join("gt"))?;
+                write_png(
+                    &split_dir.join("renders").join(format!("{index:05}.png")),
+                    &side_by_side(&[&predicted])?,
+                )?;
+                write_png(
+                    &split_dir.join("gt").join(format!("{index:05}.png")),
+                    &side_by_side(&[&truth])?,
+                )?;
             }
             scored.push(entry);
         }
@@ -224,6 +241,13 @@ impl StageKind for Evaluate {
 fn decode(model: &dyn Autoencoder, latent: &Tensor) -> anyhow::Result<Tensor> {
     let decoded = decode_tiled(model, &latent.unsqueeze(0), TilePlan::default())?;
     Ok(model.input_range().to_unit(&decoded).squeeze_dim(0).clamp(0.0, 1.0))
+}
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Test => "test",
+    }
 }
 
 /// Rounds to 8-bit levels, as saving and reloading a PNG would.

@@ -15,6 +15,7 @@
 //! | `decoder-align` | global | pairs of several scenes (+ autoencoder) → autoencoder | [`align`] |
 //! | `rgb-align` | per scene | field, views, latents (+ autoencoder) → field, autoencoder | [`rgb_align`] |
 //! | `summary` | global | evaluations of several methods → report | [`summary`] |
+//! | `graphdeco-export` | per scene | RGB field, views, scene → graphdeco model folder | [`export`] |
 
 pub mod align;
 pub mod artifacts;
@@ -23,6 +24,7 @@ pub mod consistency;
 pub mod correspond;
 pub mod encode;
 pub mod evaluate;
+pub mod export;
 pub mod finetune;
 pub mod fit;
 pub mod ingest;
@@ -54,4 +56,5 @@ pub fn register(registry: &mut Registry) {
     registry.register::<align::DecoderAlign>();
     registry.register::<rgb_align::RgbAlign>();
     registry.register::<summary::Summary>();
+    registry.register::<export::GraphdecoExport>();
 }

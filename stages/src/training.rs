@@ -1,7 +1,7 @@
 //! What the per-scene training stages (the latent fit, RGB alignment) share: the training extent, the view
 //! order, loss curves, the latent camera, libtorch's thread count inside a step, and how a field is written.
 
-use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, PLY_FILE, write_json};
+use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldSpace, PLY_FILE, write_json};
 use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::scene::Split;
@@ -123,6 +123,40 @@ pub(crate) fn write_field(out: &Path, field: &GaussianField, info: &FieldInfo) -
         bail!("refusing to save a field whose `{group}` parameters hold NaN or infinite values");
     }
     field.save(&out.join(FIELD_FILE))?;
-    lrf_formats::ply::write_ply(&out.join(PLY_FILE), &field.to_ply()?)?;
+    lrf_formats::ply::write_described_ply(&out.join(PLY_FILE), &field.to_ply()?, &ply_comments(info))?;
     write_json(&out.join(FIELD_INFO), info)
+}
+
+/// What a field's PLY holds, for whoever opens it without its `field.json`: a latent field's channels are
+/// normalised latents, which only its autoencoder (named with its content hash) decodes, after undoing
+/// the per-channel min/max normalisation.
+fn ply_comments(info: &FieldInfo) -> Vec<String> {
+    let list = |values: &[f32]| values.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(" ");
+    let mut comments = vec![format!(
+        "lrf-flow field: {} channels, {} Gaussians, {} iterations, 1/{} of image resolution",
+        info.channels, info.gaussians, info.iterations, info.downsampling
+    )];
+    match &info.space {
+        FieldSpace::Rgb => {
+            comments.push("space rgb: as 3DGS, a rendered channel is 0.5 + the SH sum (f_dc, f_rest)".into())
+        }
+        FieldSpace::Latent {
+            autoencoder,
+            normalization,
+        } => {
+            comments.push(
+                "space latent: a rendered channel v = 0.5 + the SH sum (f_dc, f_rest) is a normalised latent; \
+                 latent = min + (max - min) * v"
+                    .into(),
+            );
+            comments.push(format!("channels {}", normalization.min.len()));
+            comments.push(format!("normalization min {}", list(&normalization.min)));
+            comments.push(format!("normalization max {}", list(&normalization.max)));
+            comments.push(format!(
+                "autoencoder {} content {}",
+                autoencoder.name, autoencoder.content
+            ));
+        }
+    }
+    comments
 }
