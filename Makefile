@@ -14,7 +14,7 @@ export LRF_DATA ?= $(abspath $(CURDIR)/../shared/data)
 CARGO ?= cargo
 BIN := target/debug/lrf-flow
 
-.PHONY: setup build demo test test-cuda test-browser cuda-toolkit fmt fuzz clean-venv
+.PHONY: setup build demo test test-cuda test-system cuda-toolkit fmt fuzz clean-venv
 
 setup:
 	@bash scripts/setup.sh
@@ -28,16 +28,23 @@ demo: build
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory test-cuda
-	@$(MAKE) --no-print-directory test-browser
+	@$(MAKE) --no-print-directory test-system
 
-# The HTML report in headless Chromium (Debian's, installed by scripts/setup-browser.sh): #[ignore]d in a
-# plain `cargo test`, run here where chromium is found, and reported as skipped where it is not.
-test-browser:
-	@bash scripts/setup-browser.sh
+# Tests that need Debian packages (scripts/setup-debian.sh installs them): the HTML report in headless
+# Chromium, and MP4 videos through ffmpeg. #[ignore]d in a plain `cargo test`, run here where the program
+# is found, and reported as skipped where it is not.
+test-system:
+	@bash scripts/setup-debian.sh chromium ffmpeg
 	@if command -v chromium >/dev/null 2>&1; then \
 	  echo "$(CARGO) test -p lrf-stages --test report_browser -- --include-ignored"; \
 	  $(CARGO) test -p lrf-stages --test report_browser -- --include-ignored || exit 1; \
-	else echo "test-browser: SKIPPED the report's browser test: no chromium (see scripts/setup-browser.sh)"; fi
+	else echo "test-system: SKIPPED the report's browser test: no chromium (see scripts/setup-debian.sh)"; fi
+	@if command -v ffmpeg >/dev/null 2>&1; then \
+	  echo "$(CARGO) test -p lrf-formats --lib video -- --include-ignored"; \
+	  $(CARGO) test -p lrf-formats --lib video -- --include-ignored || exit 1; \
+	  echo "$(CARGO) test -p lrf-flow --test camera_path -- --include-ignored"; \
+	  $(CARGO) test -p lrf-flow --test camera_path -- --include-ignored || exit 1; \
+	else echo "test-system: SKIPPED the video tests: no ffmpeg (see scripts/setup-debian.sh)"; fi
 
 # nvcc from PyPI (scripts/requirements-cuda.txt, about 100 MB) in the virtualenv, so that every `make test`
 # compiles the CUDA kernel, GPU or not. The stamp makes it a no-op once installed; a machine where pip cannot

@@ -161,12 +161,25 @@ mod tests {
     /// views.json's documented layout: the rotation's first three numbers are its first column.
     #[test]
     fn rotation_serialises_column_major() {
-        let camera = Camera::from_colmap([0.7, -0.2, 0.5, 0.3], [1.0, 2.0, 3.0], 100.0, 100.0, 50.0, 40.0, 100, 80);
+        let camera = Camera::from_colmap(
+            [0.7, -0.2, 0.5, 0.3],
+            [1.0, 2.0, 3.0],
+            100.0,
+            100.0,
+            50.0,
+            40.0,
+            100,
+            80,
+        );
         let json = serde_json::to_value(&camera).unwrap();
         let stored: Vec<f64> = serde_json::from_value(json["rotation"].clone()).unwrap();
         let r = camera.rotation;
         assert_eq!(stored[..3], [r.row(0).x, r.row(1).x, r.row(2).x]);
-        assert_ne!(stored[..3], r.row(0).to_array(), "the rotation is not symmetric, so the test can tell");
+        assert_ne!(
+            stored[..3],
+            r.row(0).to_array(),
+            "the rotation is not symmetric, so the test can tell"
+        );
     }
 
     /// Independent check of the quaternion convention against the closed-form matrix COLMAP

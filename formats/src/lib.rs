@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod camera;
+pub mod camera_path;
 pub mod colmap;
 pub mod correspondences;
 pub mod distortion;
@@ -14,6 +15,7 @@ pub mod image;
 pub mod ply;
 pub mod scene;
 pub mod shard;
+pub mod video;
 pub mod views;
 
 pub use camera::Camera;

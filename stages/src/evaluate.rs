@@ -12,19 +12,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use lrf_formats::image::{ImageF32, write_png};
+use lrf_formats::image::write_png;
 use lrf_formats::scene::Split;
 use lrf_formats::views::read_image;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_vae::Lpips;
 use lrf_vae::metrics::{MetricValue, lpips, psnr, ssim};
-use lrf_vae::{Autoencoder, Lpips, TilePlan, decode_tiled};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::artifacts::{Evaluation, METRICS_FILE, Renders, Scores, SplitSummary, ViewScores};
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
-use crate::latents::{encode_view, image_tensor};
+use crate::latents::{decode_latent, encode_view, false_color, image_tensor, side_by_side};
 use crate::perceptual::{LpipsBackbone, ShiftTolerantLpips, open_lpips, resolve_lpips};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,7 +149,7 @@ impl StageKind for Evaluate {
             let truth = quantize(&image_tensor(&read_image(&images, index)?));
             let render = renders.get(index)?;
             let predicted = match &model {
-                Some(model) => quantize(&decode(model.as_ref(), &render)?),
+                Some(model) => quantize(&decode_latent(model.as_ref(), &render)?),
                 None => quantize(&render.clamp(0.0, 1.0)),
             };
             if predicted.size() != truth.size() {
@@ -161,7 +161,7 @@ impl StageKind for Evaluate {
                 );
             }
             let reconstruction = match &model {
-                Some(model) => Some(quantize(&decode(
+                Some(model) => Some(quantize(&decode_latent(
                     model.as_ref(),
                     &encode_view(model.as_ref(), &images, index)?,
                 )?)),
@@ -237,12 +237,6 @@ impl StageKind for Evaluate {
     }
 }
 
-/// `[C, h, w]` raw latent → `[3, H, W]` image in [0, 1].
-fn decode(model: &dyn Autoencoder, latent: &Tensor) -> anyhow::Result<Tensor> {
-    let decoded = decode_tiled(model, &latent.unsqueeze(0), TilePlan::default())?;
-    Ok(model.input_range().to_unit(&decoded).squeeze_dim(0).clamp(0.0, 1.0))
-}
-
 fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
@@ -316,31 +310,4 @@ fn error_heat_map(render: &Tensor, truth: &Tensor) -> Tensor {
     let green = (&t * 3.0 - 1.0).clamp(0.0, 1.0);
     let blue = (&t * 3.0 - 2.0).clamp(0.0, 1.0);
     Tensor::cat(&[red, green, blue], 0)
-}
-
-/// The first three channels of a normalised latent, clamped to [0, 1] and enlarged (nearest) to `height`.
-fn false_color(normalized: &Tensor, height: i64) -> Tensor {
-    let channels = normalized.size()[0].min(3);
-    let mut rgb = normalized.narrow(0, 0, channels).clamp(0.0, 1.0);
-    if channels < 3 {
-        rgb = Tensor::cat(
-            &[&rgb, &rgb.zeros_like().narrow(0, 0, 1).repeat([3 - channels, 1, 1])],
-            0,
-        );
-    }
-    let factor = height / normalized.size()[1].max(1);
-    rgb.repeat_interleave_self_int(factor, 1, None)
-        .repeat_interleave_self_int(factor, 2, None)
-}
-
-/// Panels `[3, H, W]` of one height, left to right.
-fn side_by_side(panels: &[&Tensor]) -> anyhow::Result<ImageF32> {
-    let joined = Tensor::cat(panels, 2).contiguous();
-    let size = joined.size();
-    Ok(ImageF32 {
-        channels: 3,
-        width: size[2] as u32,
-        height: size[1] as u32,
-        data: Vec::<f32>::try_from(joined.view([-1]))?,
-    })
 }

@@ -1,9 +1,10 @@
 //! Latent operations several stages share: encoding one view, and sampling latents at image pixels.
 
 use anyhow::{Context, bail};
+use lrf_formats::image::ImageF32;
 use lrf_formats::shard::ShardReader;
 use lrf_formats::views::read_image;
-use lrf_vae::{Autoencoder, TilePlan, encode_tiled};
+use lrf_vae::{Autoencoder, TilePlan, decode_tiled, encode_tiled};
 use tch::{Kind, Tensor};
 
 /// The `[C, h, w]` latent of view `index`.
@@ -52,4 +53,37 @@ pub fn pixels_tensor(pixels: &[[f32; 2]]) -> Tensor {
     Tensor::from_slice(&flat)
         .view([pixels.len() as i64, 2])
         .to_kind(Kind::Float)
+}
+
+/// `[C, h, w]` raw latent → `[3, H, W]` image in [0, 1].
+pub fn decode_latent(model: &dyn Autoencoder, latent: &Tensor) -> anyhow::Result<Tensor> {
+    let decoded = decode_tiled(model, &latent.unsqueeze(0), TilePlan::default())?;
+    Ok(model.input_range().to_unit(&decoded).squeeze_dim(0).clamp(0.0, 1.0))
+}
+
+/// The first three channels of a normalised latent, clamped to [0, 1] and enlarged (nearest) to `height`.
+pub fn false_color(normalized: &Tensor, height: i64) -> Tensor {
+    let channels = normalized.size()[0].min(3);
+    let mut rgb = normalized.narrow(0, 0, channels).clamp(0.0, 1.0);
+    if channels < 3 {
+        rgb = Tensor::cat(
+            &[&rgb, &rgb.zeros_like().narrow(0, 0, 1).repeat([3 - channels, 1, 1])],
+            0,
+        );
+    }
+    let factor = height / normalized.size()[1].max(1);
+    rgb.repeat_interleave_self_int(factor, 1, None)
+        .repeat_interleave_self_int(factor, 2, None)
+}
+
+/// Panels `[3, H, W]` of one height, left to right.
+pub fn side_by_side(panels: &[&Tensor]) -> anyhow::Result<ImageF32> {
+    let joined = Tensor::cat(panels, 2).contiguous();
+    let size = joined.size();
+    Ok(ImageF32 {
+        channels: 3,
+        width: size[2] as u32,
+        height: size[1] as u32,
+        data: Vec::<f32>::try_from(joined.view([-1]))?,
+    })
 }

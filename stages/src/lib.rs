@@ -15,6 +15,7 @@
 //! | `decoder-align` | global | pairs of several scenes (+ autoencoder) → autoencoder | [`align`] |
 //! | `rgb-align` | per scene | field, views, latents (+ autoencoder) → field, autoencoder | [`rgb_align`] |
 //! | `summary` | global | evaluations of several methods → report | [`summary`] |
+//! | `render-path` | per scene | field, views (+ autoencoder) → frames and videos along a camera path | [`path`] |
 //! | `graphdeco-export` | per scene | RGB field, views, scene → graphdeco model folder | [`export`] |
 
 pub mod align;
@@ -30,6 +31,7 @@ pub mod fit;
 pub mod ingest;
 pub mod latents;
 pub mod pairs;
+pub mod path;
 pub mod perceptual;
 pub mod render;
 pub mod report;
@@ -57,4 +59,5 @@ pub fn register(registry: &mut Registry) {
     registry.register::<rgb_align::RgbAlign>();
     registry.register::<summary::Summary>();
     registry.register::<export::GraphdecoExport>();
+    registry.register::<path::RenderPath>();
 }

@@ -1,5 +1,6 @@
 //! `summary` (global): the evaluations of several methods over every scene, as one table (`summary.md`, the
-//! figures a paper's table would hold), one JSON file and the HTML report (`index.html`, see [`crate::report`]). Each method is an input port named in `methods`.
+//! figures a paper's table would hold), one JSON file and the HTML report (`index.html`, see [`crate::report`]).
+//! Each method is an input port named in `methods`; `videos` names `render-path` inputs the report shows.
 //! A scene whose evaluation failed upstream is listed as failed, with the stage that failed, and the
 //! table still covers the others.
 
@@ -15,19 +16,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{Evaluation, METRICS_FILE, Scores};
 use crate::artifacts::{output_dir, read_json, write_json};
-use crate::report::{ReportRow, write_report};
+use crate::path::PATH_RENDER_TYPE;
+use crate::report::{ReportRow, VideoRow, write_report};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Summary {
     /// Input port names, one per method, in table order (e.g. `[3dgs-vae, 3dgs-8]`).
     pub methods: Vec<String>,
+    /// Input port names of `render-path` stages whose videos the report shows (per scene).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub videos: Vec<String>,
 }
 
 impl Default for Summary {
     fn default() -> Self {
         Summary {
             methods: vec!["latent".into()],
+            videos: Vec::new(),
         }
     }
 }
@@ -61,7 +67,9 @@ impl StageKind for Summary {
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::Global,
-            inputs: self.methods.iter().map(|m| Port::new(m, "evaluation")).collect(),
+            inputs: (self.methods.iter().map(|m| Port::new(m, "evaluation")))
+                .chain(self.videos.iter().map(|v| Port::new(v, PATH_RENDER_TYPE)))
+                .collect(),
             outputs: vec![Port::new("report", "report")],
         }
     }
@@ -69,6 +77,9 @@ impl StageKind for Summary {
     fn validate(&self) -> Result<(), String> {
         if self.methods.is_empty() {
             return Err("methods must name at least one input".into());
+        }
+        if let Some(name) = self.videos.iter().find(|v| self.methods.contains(v)) {
+            return Err(format!("`{name}` is both a method and a video input"));
         }
         Ok(())
     }
@@ -113,10 +124,18 @@ impl StageKind for Summary {
                 },
             })
             .collect();
+        let mut videos = Vec::new();
+        for name in &self.videos {
+            let Input::PerScene(scenes) = job.input(name)? else {
+                bail!("summary video input `{name}` must come from a per-scene render-path stage");
+            };
+            videos.extend(scenes.iter().map(|(scene, dir)| VideoRow { name, scene, dir }));
+        }
         write_report(
             &out,
             &format!("lrf-flow report: {}", self.methods.join(", ")),
             &report_rows,
+            &videos,
         )
     }
 }

@@ -3,7 +3,7 @@
 //! broken images) is read back from the DOM, with no console output allowed. A screenshot is kept when
 //! `LRF_REPORT_SCREENSHOT` names a file (docs/report.png is made this way).
 //!
-//! Needs Chromium (`scripts/setup-browser.sh` installs Debian's); `make test` runs it with
+//! Needs Chromium (`scripts/setup-debian.sh` installs Debian's); `make test` runs it with
 //! `--include-ignored` where `chromium` is found, and says it skipped it where not.
 
 use std::collections::BTreeMap;
@@ -92,6 +92,7 @@ fn write_report(root: &Path) -> PathBuf {
     std::fs::create_dir_all(out.join("report")).unwrap();
     let summary = Summary {
         methods: vec!["original".into(), "plus-stage3".into()],
+        videos: Vec::new(),
     };
     let job = Job {
         stage_id: "report",
@@ -125,7 +126,7 @@ fn chromium(profile: &Path) -> Command {
 }
 
 #[test]
-#[ignore = "needs headless Chromium (scripts/setup-browser.sh); make test runs it where chromium is installed"]
+#[ignore = "needs headless Chromium (scripts/setup-debian.sh); make test runs it where chromium is installed"]
 fn the_report_renders_its_tables_plots_and_images_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let index = write_report(dir.path());
@@ -137,7 +138,7 @@ fn the_report_renders_its_tables_plots_and_images_in_chromium() {
     let output = chromium(&dir.path().join("profile"))
         .args(["--dump-dom", &url])
         .output()
-        .expect("running chromium (install it with scripts/setup-browser.sh)");
+        .expect("running chromium (install it with scripts/setup-debian.sh)");
     assert!(
         output.status.success(),
         "chromium failed: {}",

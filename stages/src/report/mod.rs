@@ -23,6 +23,13 @@ pub const RUN_FILE: &str = "run.html";
 /// Test views per method and scene whose side-by-sides the report shows.
 const IMAGES_PER_ROW: usize = 4;
 
+/// One scene's rendered camera path (a `render-path` artifact).
+pub struct VideoRow<'a> {
+    pub name: &'a str,
+    pub scene: &'a str,
+    pub dir: &'a Path,
+}
+
 /// One method on one scene: its evaluation and side-by-side folder, or the stage that failed.
 pub struct ReportRow<'a> {
     pub method: &'a str,
@@ -33,7 +40,7 @@ pub struct ReportRow<'a> {
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f3f3f3}td.name{text-align:left}tr.failed td{color:#b00}details{margin:0.2em 0 1em 0}\
-figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}img{max-width:100%;display:block}\
+figure{margin:1em 0}video{max-width:100%}figcaption{font-size:0.9em;color:#444}img{max-width:100%;display:block}\
 .labels{display:flex}.labels span{flex:1;text-align:center;font-size:0.85em;color:#444}\
 .better{color:#070}.worse{color:#b00}.plots{display:flex;flex-wrap:wrap;gap:1em}";
 
@@ -85,7 +92,7 @@ fn file_name(text: &str) -> String {
 }
 
 /// Writes `index.html` and its images into `out`.
-pub fn write_report(out: &Path, title: &str, rows: &[ReportRow]) -> anyhow::Result<()> {
+pub fn write_report(out: &Path, title: &str, rows: &[ReportRow], videos: &[VideoRow]) -> anyhow::Result<()> {
     let mut body = format!(
         "<p>Stage timings of the last run: <a href=\"{RUN_FILE}\">{RUN_FILE}</a> (beside the copy of this page \
          that <code>lrf-flow run</code> publishes in <code>work/&lt;pipeline&gt;/report/latest/</code>).</p>\n"
@@ -100,6 +107,7 @@ pub fn write_report(out: &Path, title: &str, rows: &[ReportRow]) -> anyhow::Resu
     fits_table(&mut body, rows);
     plots(&mut body, rows);
     images(&mut body, out, rows)?;
+    videos_section(&mut body, out, videos)?;
     write_atomic(&out.join(INDEX_FILE), page(title, &body).as_bytes())
         .with_context(|| format!("writing {}", out.join(INDEX_FILE).display()))?;
     Ok(())
@@ -310,6 +318,56 @@ fn images(body: &mut String, out: &Path, rows: &[ReportRow]) -> anyhow::Result<(
         }
         if shown == 0 {
             body.push_str("<p>No side-by-side images (evaluate ran with <code>images: false</code>).</p>\n");
+        }
+    }
+    Ok(())
+}
+
+/// Each camera-path video, copied beside the page, with its render and decode speeds.
+fn videos_section(body: &mut String, out: &Path, videos: &[VideoRow]) -> anyhow::Result<()> {
+    if videos.is_empty() {
+        return Ok(());
+    }
+    body.push_str("<h2>Videos</h2>\n");
+    for video in videos {
+        let info: Option<crate::path::PathRenderInfo> =
+            crate::artifacts::read_json(&video.dir.join(crate::path::PATH_INFO_FILE)).ok();
+        let _ = writeln!(body, "<h3>{} / {}</h3>", escape(video.name), escape(video.scene));
+        if let Some(info) = &info {
+            let fps = |seconds: f64| {
+                if seconds > 0.0 {
+                    format!("{:.1}", 1.0 / seconds)
+                } else {
+                    "–".into()
+                }
+            };
+            let _ = writeln!(
+                body,
+                "<p>{} frames at {}×{}; rendering {} frames/s, decoding {} frames/s.</p>",
+                info.frames,
+                info.width,
+                info.height,
+                fps(info.render_seconds_per_frame),
+                fps(info.decode_seconds_per_frame)
+            );
+        }
+        let folder = Path::new("videos")
+            .join(file_name(video.name))
+            .join(file_name(video.scene));
+        for file in [crate::path::SIDE_BY_SIDE_VIDEO_FILE, crate::path::PATH_VIDEO_FILE] {
+            let source = video.dir.join(file);
+            if !source.is_file() {
+                continue;
+            }
+            std::fs::create_dir_all(out.join(&folder))?;
+            std::fs::copy(&source, out.join(folder.join(file)))
+                .with_context(|| format!("copying {} into the report", source.display()))?;
+            let _ = writeln!(
+                body,
+                "<figure><video controls loop muted preload=\"metadata\" src=\"{}\"></video><figcaption>{}</figcaption></figure>",
+                escape(&folder.join(file).to_string_lossy()),
+                escape(file)
+            );
         }
     }
     Ok(())
