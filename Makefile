@@ -30,15 +30,19 @@ test: setup
 	@$(MAKE) --no-print-directory test-cuda
 	@$(MAKE) --no-print-directory test-system
 
-# Tests that need Debian packages (scripts/setup-debian.sh installs them): the HTML report in headless
-# Chromium, and MP4 videos through ffmpeg. #[ignore]d in a plain `cargo test`, run here where the program
+# Tests that need Debian packages (scripts/setup-debian.sh installs them): the HTML report and the viewer in
+# headless Chromium (the viewer driven by ChromeDriver), and MP4 videos through ffmpeg. #[ignore]d in a plain `cargo test`, run here where the program
 # is found, and reported as skipped where it is not.
 test-system:
-	@bash scripts/setup-debian.sh chromium ffmpeg
+	@bash scripts/setup-debian.sh chromium chromium-driver ffmpeg
 	@if command -v chromium >/dev/null 2>&1; then \
 	  echo "$(CARGO) test -p lrf-stages --test report_browser -- --include-ignored"; \
 	  $(CARGO) test -p lrf-stages --test report_browser -- --include-ignored || exit 1; \
 	else echo "test-system: SKIPPED the report's browser test: no chromium (see scripts/setup-debian.sh)"; fi
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "$(CARGO) test -p lrf-flow --test viewer -- --include-ignored"; \
+	  $(CARGO) test -p lrf-flow --test viewer -- --include-ignored || exit 1; \
+	else echo "test-system: SKIPPED the viewer's browser test: no chromium/chromedriver (see scripts/setup-debian.sh)"; fi
 	@if command -v ffmpeg >/dev/null 2>&1; then \
 	  echo "$(CARGO) test -p lrf-formats --lib video -- --include-ignored"; \
 	  $(CARGO) test -p lrf-formats --lib video -- --include-ignored || exit 1; \

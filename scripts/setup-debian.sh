@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Test set-up for the tests that need Debian packages: chromium (the report's browser test) and ffmpeg
-# (videos). Usage: scripts/setup-debian.sh PACKAGE... Idempotent; installs what is missing with apt-get,
+# Test set-up for the tests that need Debian packages: chromium and chromium-driver (the report's and the
+# viewer's browser tests) and ffmpeg (videos). Usage: scripts/setup-debian.sh PACKAGE... Idempotent; installs what is missing with apt-get,
 # says why where it cannot (no root, no apt-get), and exits 0 either way: `make test` then reports the
 # tests that need the package as skipped, never passed.
 set -uo pipefail
 missing=()
+# The program each package provides.
+program() { [ "$1" = chromium-driver ] && echo chromedriver || echo "$1"; }
 for package in "$@"; do
-  command -v "$package" >/dev/null 2>&1 || missing+=("$package")
+  command -v "$(program "$package")" >/dev/null 2>&1 || missing+=("$package")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -21,6 +23,6 @@ if ! apt-get install -y -q "${missing[@]}" >"$log" 2>&1; then
   apt-get install -y -q "${missing[@]}" >>"$log" 2>&1 || echo "setup-debian: apt-get install ${missing[*]} failed (log: $log)"
 fi
 for package in "${missing[@]}"; do
-  command -v "$package" >/dev/null 2>&1 && echo "setup-debian: $package installed"
+  command -v "$(program "$package")" >/dev/null 2>&1 && echo "setup-debian: $package installed"
 done
 exit 0

@@ -14,7 +14,7 @@ use crate::print;
 
 /// The stage kinds and scene generators this binary knows: `exec`, the built-in stages of
 /// lrf-stages, and the `synth` scene generator.
-fn registry() -> Registry {
+pub fn registry() -> Registry {
     use crate::synth;
     let mut registry = Registry::builtin();
     lrf_stages::register(&mut registry);

@@ -4,6 +4,7 @@
 mod flow;
 mod inspect;
 mod synth;
+mod view;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,7 @@ enum Command {
     Verify(flow::VerifyArgs),
     Bench(flow::BenchArgs),
     Watch(flow::WatchArgs),
+    View(view::ViewArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => flow::verify(args),
         Command::Bench(args) => flow::bench(args),
         Command::Watch(args) => flow::watch(args),
+        Command::View(args) => view::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -114,6 +114,11 @@ pub fn read_rgb(path: &Path) -> Result<ImageF32> {
 
 /// Writes a 1- or 3-channel image as an 8-bit PNG (values clamped to [0, 1], rounded), atomically.
 pub fn write_png(path: &Path, image: &ImageF32) -> Result<()> {
+    write_atomic(path, &encode_png(path, image)?)
+}
+
+/// A 1- or 3-channel image as 8-bit PNG bytes; `path` names the image in errors.
+pub fn encode_png(path: &Path, image: &ImageF32) -> Result<Vec<u8>> {
     let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let n = image.plane_len();
     let (color, bytes): (image::ExtendedColorType, Vec<u8>) = match image.channels {
@@ -145,7 +150,7 @@ pub fn write_png(path: &Path, image: &ImageF32) -> Result<()> {
         color,
     )
     .map_err(|e| image_error(path, e))?;
-    write_atomic(path, &encoded)
+    Ok(encoded)
 }
 
 fn image_error(path: &Path, error: image::ImageError) -> FormatError {

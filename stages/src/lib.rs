@@ -28,6 +28,7 @@ pub mod evaluate;
 pub mod export;
 pub mod finetune;
 pub mod fit;
+pub mod frames;
 pub mod ingest;
 pub mod latents;
 pub mod pairs;

@@ -26,13 +26,12 @@ use lrf_formats::video::VideoWriter;
 use lrf_formats::views::{Points, ViewSet};
 use lrf_graph::key::hash_file;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
-use lrf_splat::train::GaussianField;
-use lrf_splat::{RenderOptions, render};
 use serde::{Deserialize, Serialize};
 
-use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldSpace, input_dir, output_dir, read_json, write_json};
+use crate::artifacts::{input_dir, output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
-use crate::latents::{decode_latent, false_color, side_by_side};
+use crate::frames::FieldFrames;
+use crate::latents::side_by_side;
 
 /// The port type of a rendered path.
 pub const PATH_RENDER_TYPE: &str = "path-render";
@@ -135,29 +134,16 @@ impl StageKind for RenderPath {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let field_dir = input_dir(job, "field")?;
-        let info: FieldInfo = read_json(&field_dir.join(FIELD_INFO))?;
-        let field = GaussianField::load(&field_dir.join(FIELD_FILE))?;
+        let decoder = match self.autoencoder {
+            DecodeWith::Field => None,
+            DecodeWith::Input => Some(AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?),
+        };
+        let (field, decoder) = FieldFrames::open(input_dir(job, "field")?, decoder)?;
+        let decoder = decoder.map(|d| d.open()).transpose()?;
         let views_dir = input_dir(job, "views")?;
         let views = ViewSet::read(views_dir)?;
         let path = self.camera_path(&views, views_dir)?;
-        let (model, normalization) = match &info.space {
-            FieldSpace::Latent {
-                autoencoder,
-                normalization,
-            } => {
-                let source = match self.autoencoder {
-                    DecodeWith::Field => autoencoder.clone(),
-                    DecodeWith::Input => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
-                };
-                (Some(source.open()?), Some(normalization))
-            }
-            FieldSpace::Rgb if self.autoencoder == DecodeWith::Input => {
-                bail!("`autoencoder: input` decodes latent fields; this field is RGB")
-            }
-            FieldSpace::Rgb => (None, None),
-        };
-        let factor = if model.is_some() { info.downsampling as u32 } else { 1 };
+        let factor = field.factor();
         let (width, height) = (path.width / factor * factor, path.height / factor * factor);
         if width == 0 || height == 0 {
             bail!(
@@ -170,12 +156,6 @@ impl StageKind for RenderPath {
         path.write(&out.join(CAMERA_PATH_FILE))?;
         let frames_dir = out.join("frames");
         std::fs::create_dir_all(&frames_dir)?;
-        let _guard = tch::no_grad_guard();
-        let gaussians = field.detached();
-        let options = RenderOptions {
-            color_offset_clamp: true,
-            ..RenderOptions::default()
-        };
         let mut video = match self.video {
             true => Some(VideoWriter::create(
                 &out.join(PATH_VIDEO_FILE),
@@ -185,7 +165,7 @@ impl StageKind for RenderPath {
             )?),
             false => None,
         };
-        let mut side_video = match (self.video, &model) {
+        let mut side_video = match (self.video, &decoder) {
             (true, Some(_)) => Some(VideoWriter::create(
                 &out.join(SIDE_BY_SIDE_VIDEO_FILE),
                 2 * width,
@@ -199,31 +179,23 @@ impl StageKind for RenderPath {
         for (i, camera) in cameras.iter().enumerate() {
             job.status(&format!("frame {}/{}", i + 1, cameras.len()));
             let started = Instant::now();
-            let camera = camera.resized(width / factor, height / factor);
-            let image = render(&gaussians, &camera, &options)
-                .with_context(|| format!("rendering frame {i}"))?
-                .image
-                .clamp(0.0, 1.0);
+            let raw = field
+                .render(&camera.resized(width, height))
+                .with_context(|| format!("rendering frame {i}"))?;
             render_seconds += started.elapsed().as_secs_f64();
             let started = Instant::now();
-            let (frame, latent) = match (&model, normalization) {
-                (Some(model), Some(normalization)) => (
-                    decode_latent(model.as_ref(), &normalization.denormalize(&image))?,
-                    Some(image),
-                ),
-                _ => (image, None),
+            let frame = match &decoder {
+                Some(decoder) => decoder.decode(&raw).with_context(|| format!("frame {i}"))?,
+                None => raw.image.shallow_clone(),
             };
             decode_seconds += started.elapsed().as_secs_f64();
-            if frame.isnan().any().int64_value(&[]) != 0 {
-                bail!("frame {i} holds NaN: the field or the decoder is broken");
-            }
             let frame_image = side_by_side(&[&frame])?;
             write_png(&frames_dir.join(format!("{i:05}.png")), &frame_image)?;
             if let Some(video) = &mut video {
                 video.push(&frame_image)?;
             }
-            if let (Some(video), Some(latent)) = (&mut side_video, &latent) {
-                video.push(&side_by_side(&[&frame, &false_color(latent, height as i64)])?)?;
+            if let Some(video) = &mut side_video {
+                video.push(&side_by_side(&[&frame, &raw.preview()])?)?;
             }
         }
         let mut videos = Vec::new();
@@ -244,7 +216,7 @@ impl StageKind for RenderPath {
                 width,
                 height,
                 render_seconds_per_frame: render_seconds / n,
-                decode_seconds_per_frame: if model.is_some() { decode_seconds / n } else { 0.0 },
+                decode_seconds_per_frame: if decoder.is_some() { decode_seconds / n } else { 0.0 },
                 videos,
             },
         )
