@@ -1,0 +1,63 @@
+//! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
+//! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target (issue 18):
+//! at most 150 ms on 2 cores.
+//!
+//!   cargo bench -p lrf-nerf
+
+use std::time::Instant;
+
+use glam::DVec3;
+use lrf_formats::Camera;
+use lrf_nerf::render::{Rays, Sampling, render};
+use lrf_nerf::{SceneBounds, TriPlaneConfig, TriPlaneField};
+use tch::{Device, Kind, Tensor};
+
+fn main() {
+    let threads = std::env::var("LRF_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    tch::set_num_threads(threads);
+    let field = TriPlaneField::new(TriPlaneConfig::default(), 0.1, Kind::Float, Device::Cpu).unwrap();
+    let camera = Camera::look_at(DVec3::new(0.0, 0.3, 2.5), DVec3::ZERO, DVec3::Y, 60.0, 60.0, 64, 48);
+    let points: Vec<[f64; 3]> = (0..512)
+        .map(|i| {
+            [
+                (i % 8) as f64 / 4.0 - 1.0,
+                (i / 8 % 8) as f64 / 4.0 - 1.0,
+                (i / 64) as f64 / 4.0 - 1.0,
+            ]
+        })
+        .collect();
+    let bounds = SceneBounds::from_scene(&[camera.clone()], &points);
+    let rays = Rays::for_camera(&camera, &bounds, Kind::Float);
+    let target = Tensor::rand([rays.len(), field.config.channels], (Kind::Float, Device::Cpu));
+    let step = || {
+        let out = render(&field, &rays, Sampling::default(), true).unwrap();
+        let loss = (out - &target).square().mean(None);
+        loss.backward();
+        for var in field.vars.trainable_variables() {
+            let mut grad = var.grad();
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
+        }
+    };
+    for _ in 0..3 {
+        step();
+    }
+    let runs = 10;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        step();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "triplane forward+backward, 64x48 rays x 96 samples, F32 R64 C32, {threads} threads: median {:.1} ms (min {:.1}, max {:.1}) over {runs} runs",
+        times[runs / 2],
+        times[0],
+        times[runs - 1]
+    );
+}

@@ -1,0 +1,113 @@
+//! The Tri-Plane field's parameters and its point query.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::{NerfError, Result};
+
+/// Sizes; the defaults are IG-AE's (`triplane_resolution 64`, `n_local_features 32`, hidden 64).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriPlaneConfig {
+    /// Features per plane texel, F.
+    pub features: i64,
+    /// Plane resolution, R (R × R texels).
+    pub resolution: i64,
+    pub hidden: i64,
+    /// Latent channels rendered, C.
+    pub channels: i64,
+}
+
+impl Default for TriPlaneConfig {
+    fn default() -> Self {
+        TriPlaneConfig {
+            features: 32,
+            resolution: 64,
+            hidden: 64,
+            channels: 32,
+        }
+    }
+}
+
+/// Colour bounds: IG-AE's `sigmoid(x)·(1 + 2·0.001) − 0.001`, so 0 and 1 are reachable.
+const COLOR_MARGIN: f64 = 0.001;
+
+/// Planes, MLP and background, all trainable.
+pub struct TriPlaneField {
+    pub config: TriPlaneConfig,
+    pub vars: nn::VarStore,
+    /// `[3, F, R, R]`: the xy, xz and yz planes.
+    pub planes: Tensor,
+    hidden: nn::Linear,
+    out: nn::Linear,
+    /// `[C]`, the latent seen where rays leave the box; a logit like the colours.
+    pub background: Tensor,
+}
+
+impl TriPlaneField {
+    /// Planes from N(0, 1) as IG-AE initialises them (scaled by `plane_scale`), MLP with tch's default
+    /// initialisation, background at the channels' middle; `kind` is Float or Double (tests).
+    pub fn new(config: TriPlaneConfig, plane_scale: f64, kind: Kind, device: Device) -> Result<Self> {
+        if config.features < 1 || config.resolution < 2 || config.hidden < 1 || config.channels < 1 {
+            return Err(NerfError::Input(format!("invalid Tri-Plane sizes {config:?}")));
+        }
+        let mut vars = nn::VarStore::new(device);
+        let root = vars.root();
+        let (f, r) = (config.features, config.resolution);
+        let planes = root.var(
+            "planes",
+            &[3, f, r, r],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: plane_scale,
+            },
+        );
+        let hidden = nn::linear(&root / "hidden", f, config.hidden, Default::default());
+        let out = nn::linear(&root / "out", config.hidden, 1 + config.channels, Default::default());
+        let background = root.var("background", &[config.channels], nn::Init::Const(0.0));
+        if kind == Kind::Double {
+            vars.double();
+        }
+        Ok(TriPlaneField {
+            config,
+            vars,
+            planes,
+            hidden,
+            out,
+            background,
+        })
+    }
+
+    /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
+    /// zero): `([N], [N, C])`, colour already bounded.
+    pub fn query(&self, points: &Tensor) -> (Tensor, Tensor) {
+        let n = points.size()[0];
+        let (x, y, z) = (points.select(1, 0), points.select(1, 1), points.select(1, 2));
+        // grid_sample's grid holds (u, v) = (column, row) coordinates: plane p is indexed by these pairs.
+        let pairs = Tensor::stack(
+            &[
+                Tensor::stack(&[&x, &y], 1),
+                Tensor::stack(&[&x, &z], 1),
+                Tensor::stack(&[&y, &z], 1),
+            ],
+            0,
+        )
+        .view([3, 1, n, 2]);
+        // [3, F, 1, N] → summed over planes → [N, F]
+        let sampled = self.planes.grid_sampler(&pairs, 0, 0, false);
+        let features = sampled.sum_dim_intlist(0, false, None).squeeze_dim(1).transpose(0, 1);
+        let raw = features.apply(&self.hidden).softplus().apply(&self.out);
+        let sigma = raw.select(1, 0);
+        let color = bounded(&raw.narrow(1, 1, self.config.channels));
+        (sigma, color)
+    }
+
+    /// The background latent, bounded like colours.
+    pub fn background_color(&self) -> Tensor {
+        bounded(&self.background)
+    }
+}
+
+pub(crate) fn bounded(logits: &Tensor) -> Tensor {
+    logits.sigmoid() * (1.0 + 2.0 * COLOR_MARGIN) - COLOR_MARGIN
+}
