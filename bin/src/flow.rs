@@ -13,7 +13,7 @@ use lrf_stages::report::{INDEX_FILE, RUN_FILE, run_page};
 use crate::print;
 
 /// The stage kinds and scene generators this binary knows: `exec`, the built-in stages of
-/// lrf-stages, and the `synth` scene generator.
+/// lrf-stages, the `synth` scene generator, and what plugins add ([`crate::cli::main_with`]).
 pub fn registry() -> Registry {
     use crate::synth;
     let mut registry = Registry::builtin();
@@ -24,6 +24,7 @@ pub fn registry() -> Registry {
         synth::check_params,
         synth::generate_into,
     );
+    crate::cli::add_plugins(&mut registry);
     registry
 }
 

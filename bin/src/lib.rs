@@ -1,0 +1,10 @@
+//! lrf-flow as a library: the command line, for binaries that add their own stage kinds
+//! ([`cli::main_with`]).
+
+pub mod cli;
+mod flow;
+mod inspect;
+mod synth;
+mod view;
+
+pub(crate) use cli::print;
