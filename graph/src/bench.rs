@@ -80,6 +80,25 @@ impl fmt::Display for BenchReport {
     }
 }
 
+/// One row per size: µs per instance of the no-op rerun (open and dataflow) and of the cold run's engine
+/// overhead, with the peak RSS so far: flat rows mean the engine scales linearly.
+pub fn sweep_table(rows: &[BenchReport]) -> String {
+    let mut text =
+        String::from("scenes  instances  no-op open µs/inst  no-op dataflow µs/inst  cold overhead µs/inst\n");
+    for r in rows {
+        let per = |s: f64| s / r.instances as f64 * 1e6;
+        text.push_str(&format!(
+            "{:6}  {:9}  {:18.1}  {:22.1}  {:21.1}\n",
+            r.scenes,
+            r.instances,
+            per(r.noop_open_seconds),
+            per(r.noop_seconds - r.noop_open_seconds),
+            per(r.cold_seconds - r.loop_seconds)
+        ));
+    }
+    text
+}
+
 /// Runs the benchmark in `dir` (which it fills with scenes and a store).
 pub fn run(dir: &Path, scenes: usize, workers: usize) -> anyhow::Result<BenchReport> {
     for i in 0..scenes {

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::key::{ArtifactKey, KeyHasher, hash_file};
+use crate::file_hashes::FileHashes;
+use crate::key::{ArtifactKey, KeyHasher};
 use crate::pipeline::{GenerateSource, Origin, SourceNode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub struct Collected {
 /// `generate:` source's folder is generated first when missing (see [`materialise`]); its
 /// subfolders are then scenes as if by the glob `<folder>/*`. A folder whose content cannot be read
 /// (a broken link, a link loop, a file without permission) is rejected alone.
-pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Collected> {
+pub fn collect(sources: &[SourceNode], hashes: &FileHashes) -> anyhow::Result<Collected> {
     let mut patterns = Vec::new();
     for source in sources {
         let pattern = match &source.origin {
@@ -61,7 +62,7 @@ pub fn collect(sources: &[SourceNode]) -> anyhow::Result<Collected> {
             allow_empty: source.allow_empty,
         });
     }
-    discover(&patterns)
+    discover(&patterns, hashes)
 }
 
 /// A glob over scene folders with the role its scenes get.
@@ -140,7 +141,7 @@ fn scene_folders(dir: &Path) -> std::io::Result<usize> {
 
 /// Finds the scenes of the patterns, sorted by name. Hidden folders are skipped; a pattern matching no
 /// folder is an error unless it allows that.
-pub fn discover(sources: &[Pattern]) -> anyhow::Result<Collected> {
+pub fn discover(sources: &[Pattern], hashes: &FileHashes) -> anyhow::Result<Collected> {
     let mut scenes: BTreeMap<String, Scene> = BTreeMap::new();
     let mut rejected = Vec::new();
     for Pattern {
@@ -168,7 +169,7 @@ pub fn discover(sources: &[Pattern]) -> anyhow::Result<Collected> {
                     dir.display()
                 );
             }
-            let key = match scene_key(&name, &dir) {
+            let key = match scene_key(&name, &dir, hashes) {
                 Ok(key) => key,
                 Err(error) => {
                     rejected.push(RejectedScene {
@@ -201,7 +202,7 @@ pub fn discover(sources: &[Pattern]) -> anyhow::Result<Collected> {
     })
 }
 
-fn scene_key(name: &str, dir: &Path) -> anyhow::Result<ArtifactKey> {
+fn scene_key(name: &str, dir: &Path, hashes: &FileHashes) -> anyhow::Result<ArtifactKey> {
     let mut files = Vec::new();
     collect_files(dir, dir, &mut files)?;
     files.sort();
@@ -209,7 +210,9 @@ fn scene_key(name: &str, dir: &Path) -> anyhow::Result<ArtifactKey> {
     hasher.field(name.as_bytes());
     for relative in files {
         let path = dir.join(&relative);
-        let hash = hash_file(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let hash = hashes
+            .hash(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         hasher
             .field(relative.to_string_lossy().as_bytes())
             .field(hash.as_bytes());

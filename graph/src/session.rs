@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::dataflow::{RunOptions, run};
+use crate::file_hashes::FileHashes;
 use crate::key::ArtifactKey;
 use crate::pipeline::Pipeline;
 use crate::plan::Plan;
@@ -42,6 +43,13 @@ pub struct VerifyReport {
     pub removed: usize,
 }
 
+/// How [`Session::open_with`] opens a pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Hash every scene file, ignoring (and refreshing) the file hash cache.
+    pub rehash: bool,
+}
+
 pub struct Session {
     pub pipeline: Arc<Pipeline>,
     pub plan: Arc<Plan>,
@@ -53,10 +61,18 @@ pub struct Session {
 impl Session {
     /// Loads and validates the pipeline file, finds its scenes and computes every key.
     pub fn open(file: &Path, registry: &Registry) -> anyhow::Result<Self> {
+        Self::open_with(file, registry, OpenOptions::default())
+    }
+
+    /// [`Session::open`] with options: `rehash` reads every scene file rather than trusting the file hash
+    /// cache ([`crate::file_hashes`]).
+    pub fn open_with(file: &Path, registry: &Registry, options: OpenOptions) -> anyhow::Result<Self> {
         let pipeline = Pipeline::load(file, registry)?;
         let store = Store::open(&pipeline.work_dir)
             .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", pipeline.work_dir.display()))?;
-        let Collected { scenes, rejected } = crate::scenes::collect(&pipeline.sources)?;
+        let hashes = FileHashes::open(&pipeline.work_dir, options.rehash);
+        let Collected { scenes, rejected } = crate::scenes::collect(&pipeline.sources, &hashes)?;
+        hashes.save();
         if scenes.is_empty() {
             let sources: Vec<String> = pipeline.sources.iter().map(|s| s.describe()).collect();
             tracing::warn!("no scene folder from {sources:?} (globs are relative to the pipeline file)");

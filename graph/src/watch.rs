@@ -310,7 +310,10 @@ fn scan(file: &Path, registry: &Registry) -> anyhow::Result<Snapshot> {
     let text = std::fs::read(file)?;
     let pipeline = Pipeline::load(file, registry)?;
     // Rejected folders are reported when a round opens its session.
-    let scenes = crate::scenes::collect(&pipeline.sources)?
+    let hashes = crate::file_hashes::FileHashes::open(&pipeline.work_dir, false);
+    let collected = crate::scenes::collect(&pipeline.sources, &hashes)?;
+    hashes.save();
+    let scenes = collected
         .scenes
         .into_iter()
         .map(|s| (s.role, (s.name, s.key.0)))
