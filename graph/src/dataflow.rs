@@ -259,6 +259,9 @@ struct Received {
     running: usize,
     /// Per scene: how many per-scene slots arrived, and the failed inputs.
     scenes: HashMap<u32, (usize, Vec<FailedInput>)>,
+    /// Scenes whose per-scene slots have all arrived, not yet submitted: kept as they complete, so that
+    /// an activation never scans every pending scene (which made a run quadratic in scenes).
+    complete: Vec<u32>,
     /// Global input slots: arrived, and whether it succeeded.
     globals: BTreeMap<u16, bool>,
 }
@@ -336,6 +339,7 @@ fn per_scene<'s>(
                     capability: cap,
                     running: 0,
                     scenes: HashMap::new(),
+                    complete: Vec::new(),
                     globals: BTreeMap::new(),
                 });
                 for Tagged {
@@ -352,6 +356,9 @@ fn per_scene<'s>(
                     if !ok {
                         entry.1.push(slots.failed(slot, None));
                     }
+                    if entry.0 == slots.per_scene {
+                        received.complete.push(scene);
+                    }
                 }
             });
             for (&time, received) in pending.iter_mut() {
@@ -364,13 +371,7 @@ fn per_scene<'s>(
                     .filter(|(_, ok)| !**ok)
                     .map(|(slot, _)| slots.failed(*slot, None))
                     .collect();
-                let ready: Vec<u32> = received
-                    .scenes
-                    .iter()
-                    .filter(|(_, (n, _))| *n == slots.per_scene)
-                    .map(|(s, _)| *s)
-                    .collect();
-                for scene in ready {
+                for scene in std::mem::take(&mut received.complete) {
                     let (_, mut blocked) = received.scenes.remove(&scene).unwrap_or_default();
                     blocked.extend(failed_globals.iter().cloned());
                     received.running += 1;

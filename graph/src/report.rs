@@ -62,15 +62,26 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn new(pipeline: &Pipeline, plan: &Plan, mut outcomes: Vec<Outcome>, workers: usize, seconds: f64) -> Self {
+        // Positions by name, looked up once per outcome: a scan of the scenes per comparison made a report
+        // quadratic in scenes.
+        let scenes: std::collections::HashMap<&str, usize> = plan
+            .scenes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let stages: std::collections::HashMap<&str, usize> = pipeline
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
         let order = |o: &Outcome| {
-            let stage = pipeline.stage_index(&o.stage).unwrap_or(usize::MAX);
-            let scene = o
-                .scene
-                .as_ref()
-                .and_then(|n| plan.scenes.iter().position(|s| &s.name == n));
+            let stage = stages.get(o.stage.as_str()).copied().unwrap_or(usize::MAX);
+            let scene = o.scene.as_deref().and_then(|n| scenes.get(n).copied());
             (stage, scene)
         };
-        outcomes.sort_by_key(|o| order(o));
+        outcomes.sort_by_cached_key(order);
         let stages = pipeline
             .stages
             .iter()
