@@ -2,13 +2,10 @@
 //! and around the points, frames decoded; an edited path file with a NaN refused before anything runs; and,
 //! where ffmpeg is installed, the MP4s and the report that shows them.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
-use common::artifacts;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lrf-flow");
+use common::{artifacts, run_pipeline as run};
 
 fn pipeline(path_stages: &str, summary_videos: &str) -> String {
     format!(
@@ -41,20 +38,6 @@ stages:
             ", videos: [along]"
         }
     )
-}
-
-fn run(dir: &Path) -> (Output, String) {
-    let output = Command::new(BIN)
-        .args(["run", "p.yaml"])
-        .current_dir(dir)
-        .output()
-        .expect("run lrf-flow");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! corrupt image failing alone.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
-use common::artifacts;
+use common::{artifacts, run_pipeline as run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lrf-flow");
 
@@ -43,20 +43,6 @@ stages:
     params: {{methods: [3dgs-vae, 3dgs-8]}}
 "
     )
-}
-
-fn run(dir: &Path) -> (Output, String) {
-    let output = Command::new(BIN)
-        .args(["run", "p.yaml"])
-        .current_dir(dir)
-        .output()
-        .expect("run lrf-flow");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
 }
 
 /// The `computed` column of the run table, per stage.

@@ -1,6 +1,7 @@
 //! Helpers shared by the CLI's integration tests.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Every artifact folder of the store under `dir/work` holding output `port` (one folder per key), sorted.
 pub fn artifacts(dir: &Path, port: &str) -> Vec<PathBuf> {
@@ -11,4 +12,20 @@ pub fn artifacts(dir: &Path, port: &str) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found
+}
+
+/// `lrf-flow run p.yaml` in `dir`: the output, and stdout and stderr as one text.
+#[allow(dead_code)] // not every test binary runs pipelines
+pub fn run_pipeline(dir: &Path) -> (Output, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_lrf-flow"))
+        .args(["run", "p.yaml"])
+        .current_dir(dir)
+        .output()
+        .expect("run lrf-flow");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
 }
