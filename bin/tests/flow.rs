@@ -289,6 +289,58 @@ fn a_missing_peer_times_out_with_a_clear_message() {
     );
 }
 
+/// A process that dies mid-run (killed) makes the other stop with a message, not hang; a rerun resumes.
+#[test]
+fn a_process_that_dies_stops_the_other_with_a_message() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("pipelines/slow.yaml"),
+        "pipeline: slow\nwork_dir: ../work/slow\nscenes:\n  - {glob: ../work/synth/scene*, role: train}\nstages:\n  \
+         - id: wait\n    kind: exec\n    inputs: {scene: scenes}\n    params: {command: [sh, -c, 'sleep 6', sh], scope: per-scene, \
+         input_ports: {scene: scene}, output_ports: {done: json}}\n",
+    )
+    .expect("pipeline");
+    let ports = free_ports();
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).expect("hostfile");
+    let hosts = hosts.to_string_lossy().into_owned();
+    let spawn = |process: &str| {
+        Command::new(BIN)
+            .args([
+                "run",
+                "pipelines/slow.yaml",
+                "-w",
+                "1",
+                "--processes",
+                "2",
+                "--process",
+                process,
+            ])
+            .args(["--hostfile", &hosts, "--startup-timeout", "30"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (survivor, mut victim) = (spawn("0"), spawn("1"));
+    std::thread::sleep(Duration::from_secs(3));
+    victim.kill().expect("kill");
+    let _ = victim.wait();
+    let started = std::time::Instant::now();
+    let output = survivor.wait_with_output().expect("wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the surviving process stopped by itself"
+    );
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{error}");
+    assert!(
+        error.contains("process 0 lost its connection to another process"),
+        "{error}"
+    );
+}
+
 /// Lines of a child's stdout, read on a thread, waited for with a deadline.
 fn wait_for(lines: &std::sync::mpsc::Receiver<String>, wanted: &str, seen: &mut String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

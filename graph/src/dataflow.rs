@@ -136,8 +136,14 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         .as_ref()
         .map(|c| startup_watchdog(c, options.startup_timeout));
     let shared = (executor.clone(), pool.clone());
-    let guards = timely::execute(config, move |worker| drive(worker, &shared.0, &shared.1))
-        .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
+    let process = options.cluster.as_ref().map(|c| c.process);
+    let guards = timely::execute(config, move |worker| {
+        // In a cluster, a worker dies when a peer process does (its connection closes). timely's threads
+        // then never finish, so joining them would hang: stop the process with a message instead.
+        let _peer_loss = process.map(PeerLoss);
+        drive(worker, &shared.0, &shared.1)
+    })
+    .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
     drop(connected);
     for result in guards.join() {
         result.map_err(|e| anyhow::anyhow!("a worker thread died: {e}"))?;
@@ -151,6 +157,24 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         workers,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// Stops a cluster process whose worker is unwinding: another process died (or its machine did).
+struct PeerLoss(usize);
+
+impl Drop for PeerLoss {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "error: process {} lost its connection to another process of the cluster, which stopped (or its \
+                 machine did). The artifacts committed so far are kept: start every process again to resume.",
+                self.0
+            );
+            // _exit, not exit: libtorch's static destructors crash while its threads still run.
+            // SAFETY: ends the process at once; nothing is left half-committed (artifacts appear by rename).
+            unsafe { libc::_exit(3) };
+        }
+    }
 }
 
 /// Exits the process with a clear message unless the returned sender is dropped (all peers
