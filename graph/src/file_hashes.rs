@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -109,7 +110,7 @@ impl FileHashes {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let mut bytes = HEADER.to_vec();
         for (file, (stamp, hash)) in seen.iter() {
-            let name = file.as_os_str().as_encoded_bytes();
+            let name = file.as_os_str().as_bytes();
             bytes.extend((name.len() as u32).to_le_bytes());
             bytes.extend(name);
             for value in [stamp.size, stamp.mtime as u64, stamp.ctime as u64, stamp.inode] {
@@ -142,8 +143,7 @@ fn parse(bytes: &[u8]) -> HashMap<PathBuf, (Stamp, [u8; 32])> {
         if rest.len() < 4 + n + 32 + 32 {
             return HashMap::new(); // truncated: trust none of it
         }
-        // SAFETY: the bytes were written by `as_encoded_bytes` of an OsStr on this platform.
-        let name = unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(&rest[4..4 + n]) };
+        let name = std::ffi::OsStr::from_bytes(&rest[4..4 + n]);
         let fields = &rest[4 + n..];
         let stamp = Stamp {
             size: u64_at(fields, 0),
