@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use lrf_graph::report::RunReport;
 use lrf_graph::{Cluster, GcOptions, OpenOptions, Registry, RejectedScene, RunOptions, Session, Status, WorkerInit};
 use lrf_stages::report::{INDEX_FILE, RUN_FILE, run_page};
@@ -363,15 +363,20 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
     ))
 }
 
-/// Measure the engine's own overhead with stages that do (almost) nothing.
+/// Measure the engine's own overhead, or with `bench fit`, the speed of a scene's fits.
 ///
-/// Builds 6 stages over N tiny scenes in a temporary folder and times a cold run, a no-op
-/// rerun (everything cached: hashing scenes, planning, the dataflow) and the same stage calls
-/// in a plain loop; the difference is the engine's cost per stage instance.
+/// Without a subcommand: builds 6 stages over N tiny scenes in a temporary folder and times a cold
+/// run, a no-op rerun (everything cached: hashing scenes, planning, the dataflow) and the same stage
+/// calls in a plain loop; the difference is the engine's cost per stage instance.
 ///
 /// Example: lrf-flow bench --scenes 200 -w 2
+///
+/// `lrf-flow bench fit <SCENE>` times the latent and RGB fits per phase (see `lrf-flow bench fit --help`).
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchCommand>,
     /// Numbers of tiny scenes (3 of 4 train, 1 of 4 eval), comma-separated for a sweep that prints
     /// µs per instance at each size: `--scenes 200,2000,20000`.
     #[arg(long, default_value = "200", value_delimiter = ',')]
@@ -381,7 +386,15 @@ pub struct BenchArgs {
     workers: usize,
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    Fit(crate::fit_bench::FitBenchArgs),
+}
+
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Fit(args)) = args.what {
+        return crate::fit_bench::run(args);
+    }
     let mut rows = Vec::new();
     for &scenes in &args.scenes {
         let dir = tempfile::tempdir().context("creating a temporary folder")?;

@@ -2,6 +2,7 @@
 //! ([`cli::main_with`]).
 
 pub mod cli;
+mod fit_bench;
 mod flow;
 mod inspect;
 mod synth;

@@ -633,6 +633,7 @@ mod kernel {
             Ok(ScreenGradients {
                 mean2d_grad_norm: norm,
                 mean2d_grad_norm_ndc: norm_ndc,
+                kernel_times: None,
             })
         }
     }

@@ -3,7 +3,7 @@
 //! the rasterizer's own backward and accumulates the Gaussians' gradients through tch, so an optimiser sees
 //! ordinary `.grad()`s (and any graph that produced the Gaussian tensors is followed further).
 
-use crate::cpu::{Frame, rasterize, rasterize_backward};
+use crate::cpu::{Frame, PassTimes, rasterize, rasterize_backward};
 use crate::error::{Result, SplatError};
 use crate::gaussians::Gaussians;
 use crate::options::{ColorLayout, RenderOptions};
@@ -24,6 +24,8 @@ pub struct Rendered {
     pub radii: Tensor,
     /// `[N]` bool: composited into at least one pixel.
     pub visible: Tensor,
+    /// The CPU kernel's phases (not measured on CUDA, whose kernels run asynchronously).
+    pub kernel_times: Option<PassTimes>,
     state: Box<dyn Backward>,
 }
 
@@ -34,6 +36,8 @@ pub struct ScreenGradients {
     pub mean2d_grad_norm: Tensor,
     /// `[N]` ‖∂L/∂mean2d‖ in NDC units.
     pub mean2d_grad_norm_ndc: Tensor,
+    /// The CPU kernel's phases; the rest of [`Rendered::backward`] hands the gradients to tch.
+    pub kernel_times: Option<PassTimes>,
 }
 
 /// Renders Gaussians seen by `camera`.
@@ -65,6 +69,7 @@ impl Rendered {
             depth,
             radii,
             visible,
+            kernel_times: None,
             state,
         }
     }
@@ -187,6 +192,7 @@ fn render_cpu<R: Real>(
         depth: Tensor::from_slice(&f.depth).view([h, w]),
         radii: Tensor::from_slice(&f.radii),
         visible: Tensor::from_slice(&f.visible.iter().map(|&v| v as u8).collect::<Vec<_>>()).to_kind(Kind::Bool),
+        kernel_times: Some(f.times),
         state: Box::new(state),
     })
 }
@@ -225,6 +231,7 @@ impl<R: Real> Backward for CpuState<R> {
         Ok(ScreenGradients {
             mean2d_grad_norm: Tensor::from_slice(&grads.mean2d_grad_norm),
             mean2d_grad_norm_ndc: Tensor::from_slice(&grads.mean2d_grad_norm_ndc),
+            kernel_times: Some(grads.times),
         })
     }
 }

@@ -9,17 +9,17 @@ use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::image::ImageF32;
 use lrf_formats::scene::Split;
-use lrf_formats::views::{Points, ViewSet, read_image};
+use lrf_formats::views::{Points, ViewSet, open_images, read_image};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_splat::RenderOptions;
-use lrf_splat::train::{GaussianField, PointInit, TrainConfig, Trainer};
+use lrf_splat::train::{GaussianField, PointInit, StepReport, TrainConfig, Trainer};
 use lrf_vae::losses::{dssim, l1};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::artifacts::Latents;
-use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib, views_input};
+use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib};
 use crate::latents::image_tensor;
 use crate::training::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
 
@@ -104,9 +104,17 @@ impl StageKind for LatentFit {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let views_dir = input_dir(job, "views")?;
+        let run = self.start(input_dir(job, "views")?, input_dir(job, "latents")?)?;
+        run.finish(job, &output_dir(job, "field")?)
+    }
+}
+
+impl LatentFit {
+    /// The fit of one scene's latents (`latents`, of the views in `views`), ready to step.
+    pub fn start(&self, views: &Path, latents: &Path) -> anyhow::Result<FitRun> {
+        let views_dir = views;
         let views = ViewSet::read(views_dir)?;
-        let latents = Latents::open(input_dir(job, "latents")?)?;
+        let latents = Latents::open(latents)?;
         let factor = latents.info.downsampling;
         let channels = latents.info.channels;
         let mut samples = Vec::new();
@@ -129,14 +137,14 @@ impl StageKind for LatentFit {
             normalization: latents.info.normalization.clone(),
         };
         let fit = Fit {
-            train: &self.train,
+            train: self.train.clone(),
             dssim_weight: self.dssim_weight,
             log_every: self.log_every,
             space,
             channels,
             downsampling: factor,
         };
-        fit.run(job, &views, &points, &colors, &samples, &output_dir(job, "field")?)
+        fit.start(views, &points, &colors, samples)
     }
 }
 
@@ -160,8 +168,17 @@ impl StageKind for RgbFit {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let (views, images) = views_input(job)?;
-        let views_dir = input_dir(job, "views")?;
+        let run = self.start(input_dir(job, "views")?)?;
+        run.finish(job, &output_dir(job, "field")?)
+    }
+}
+
+impl RgbFit {
+    /// The fit of one scene's images (the views in `views`), ready to step.
+    pub fn start(&self, views: &Path) -> anyhow::Result<FitRun> {
+        let views_dir = views;
+        let views = ViewSet::read(views_dir)?;
+        let images = open_images(views_dir)?;
         let d = self.downsampling as usize;
         let mut samples = Vec::new();
         for index in views.indices(Split::Train) {
@@ -173,14 +190,14 @@ impl StageKind for RgbFit {
         let points = Points::read(views_dir)?;
         let colors: Vec<f32> = points.colors.iter().flatten().map(|&v| v as f32 / 255.0).collect();
         let fit = Fit {
-            train: &self.train,
+            train: self.train.clone(),
             dssim_weight: self.dssim_weight,
             log_every: self.log_every,
             space: FieldSpace::Rgb,
             channels: 3,
             downsampling: d,
         };
-        fit.run(job, &views, &points, &colors, &samples, &output_dir(job, "field")?)
+        fit.start(views, &points, &colors, samples)
     }
 }
 
@@ -251,8 +268,8 @@ fn colors_from_latents(
 }
 
 /// What both fit stages share: the schedule, the loss, and the field's description.
-struct Fit<'a> {
-    train: &'a TrainConfig,
+struct Fit {
+    train: TrainConfig,
     dssim_weight: f64,
     log_every: u32,
     space: FieldSpace,
@@ -260,16 +277,8 @@ struct Fit<'a> {
     downsampling: usize,
 }
 
-impl Fit<'_> {
-    fn run(
-        &self,
-        job: &Job,
-        views: &ViewSet,
-        points: &Points,
-        colors: &[f32],
-        samples: &[Sample],
-        out: &Path,
-    ) -> anyhow::Result<()> {
+impl Fit {
+    fn start(self, views: ViewSet, points: &Points, colors: &[f32], samples: Vec<Sample>) -> anyhow::Result<FitRun> {
         if samples.is_empty() {
             bail!("scene {:?} has no training views", views.scene);
         }
@@ -285,62 +294,113 @@ impl Fit<'_> {
             channels: self.channels,
         };
         let field = GaussianField::from_points(&init, self.train.sh_degree)?;
-        let _threads = SingleThreadedLibtorch::enter();
-        let mut trainer = Trainer::new(
+        let trainer = Trainer::new(
             field,
             self.train.clone(),
-            training_extent(views)?,
+            training_extent(&views)?,
             RenderOptions::offset_clamped(),
         )?;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed);
-        let mut order = ViewOrder::new(samples.len());
-        let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);
+        Ok(FitRun {
+            trainer,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(self.train.seed),
+            order: ViewOrder::new(samples.len()),
+            samples,
+            views,
+            fit: self,
+        })
+    }
+}
+
+/// One scene's fit, ready to step: the stages run it to the end and save the field; the fit benchmark
+/// (`lrf-flow bench fit`) times its steps.
+pub struct FitRun {
+    trainer: Trainer,
+    rng: rand_chacha::ChaCha8Rng,
+    order: ViewOrder,
+    samples: Vec<Sample>,
+    views: ViewSet,
+    fit: Fit,
+}
+
+impl FitRun {
+    /// Renders at the schedule's highest SH degree from the first step, as a fit far into its schedule does.
+    pub fn at_full_sh_degree(mut self) -> Self {
+        self.trainer = self.trainer.starting_at_sh_degree(self.fit.train.sh_degree);
+        self
+    }
+
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    /// One iteration on the next training view, with the loss (1−λ)·L1 + λ·D-SSIM. Call it with libtorch on one
+    /// thread ([`SingleThreadedLibtorch`]), as the stages do.
+    pub fn step(&mut self) -> anyhow::Result<StepReport> {
+        let sample = &self.samples[self.order.next(&mut self.rng)];
+        let λ = self.fit.dssim_weight;
+        self.trainer
+            .step(&sample.camera, |image| -> lrf_vae::Result<Tensor> {
+                let l1 = l1(image, &sample.target)?;
+                Ok(if λ > 0.0 {
+                    l1 * (1.0 - λ) + dssim(image, &sample.target)? * λ
+                } else {
+                    l1
+                })
+            })
+            .with_context(|| {
+                format!(
+                    "scene {:?}, view {:?}",
+                    self.views.scene, self.views.views[sample.index].name
+                )
+            })
+    }
+
+    /// Runs the schedule to its end, then writes the field artifact into `out`.
+    pub fn finish(mut self, job: &Job, out: &Path) -> anyhow::Result<()> {
+        let _threads = SingleThreadedLibtorch::enter();
+        let iterations = self.fit.train.iterations;
+        let mut loss_curve = LossCurve::new(self.fit.log_every, iterations);
         let mut gaussian_curve = Vec::new();
         let started = Instant::now();
-        let λ = self.dssim_weight;
-        for _ in 0..self.train.iterations {
-            let sample = &samples[order.next(&mut rng)];
-            let report = trainer
-                .step(&sample.camera, |image| -> lrf_vae::Result<Tensor> {
-                    let l1 = l1(image, &sample.target)?;
-                    Ok(if λ > 0.0 {
-                        l1 * (1.0 - λ) + dssim(image, &sample.target)? * λ
-                    } else {
-                        l1
-                    })
-                })
-                .with_context(|| format!("scene {:?}, view {:?}", views.scene, views.views[sample.index].name))?;
+        while self.trainer.iteration() < iterations {
+            let report = self.step()?;
             if report.densified.is_some() {
                 gaussian_curve.push((report.iteration, report.gaussians));
             }
             if let Some(mean) = loss_curve.add(report.iteration, report.loss) {
                 tracing::info!(
                     stage = job.stage_id,
-                    scene = views.scene,
+                    scene = self.views.scene,
                     iteration = report.iteration,
                     loss = mean,
                     gaussians = report.gaussians,
                     "fitting"
                 );
                 job.status(&format!(
-                    "iteration {}/{}, loss {mean:.4}, {} Gaussians",
-                    report.iteration, self.train.iterations, report.gaussians
+                    "iteration {}/{iterations}, loss {mean:.4}, {} Gaussians",
+                    report.iteration, report.gaussians
                 ));
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let field = trainer.into_field();
+        let Fit {
+            space,
+            channels,
+            downsampling,
+            ..
+        } = self.fit;
+        let field = self.trainer.into_field();
         write_field(
             out,
             &field,
             &FieldInfo {
-                space: self.space.clone(),
-                channels: self.channels,
-                downsampling: self.downsampling,
+                space,
+                channels,
+                downsampling,
                 gaussians: field.len(),
-                iterations: self.train.iterations,
+                iterations,
                 seconds,
-                seconds_per_iteration: seconds / self.train.iterations as f64,
+                seconds_per_iteration: seconds / iterations as f64,
                 peak_memory_mib: peak_memory_mib(),
                 loss_curve: loss_curve.points,
                 gaussian_curve,

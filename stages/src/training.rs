@@ -30,10 +30,10 @@ pub(crate) fn latent_camera(camera: &Camera, factor: usize, target: &Tensor) -> 
 /// Runs this thread's libtorch operations on one thread while alive. The rasterizer's rayon threads do the heavy
 /// work between libtorch's small operations, and libtorch's OpenMP threads would spin-wait for their next
 /// region meanwhile, taking the cores the rasterizer needs (a third of a fit's time on 2 cores, measured).
-pub(crate) struct SingleThreadedLibtorch(i32);
+pub struct SingleThreadedLibtorch(i32);
 
 impl SingleThreadedLibtorch {
-    pub(crate) fn enter() -> Self {
+    pub fn enter() -> Self {
         let previous = tch::get_num_threads();
         tch::set_num_threads(1);
         SingleThreadedLibtorch(previous)

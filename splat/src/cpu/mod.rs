@@ -17,6 +17,7 @@ use crate::simd::{PREFETCH_AHEAD, SimdTask, dispatch, prefetch_slice};
 use crate::tiling::{GaussianSlices, Prepared, SPLAT_CHUNK, Splats, TileBins, prepare};
 use lrf_formats::Camera;
 use rayon::prelude::*;
+use std::time::{Duration, Instant};
 
 /// Whether the alpha cutoff is the hard threshold or the test-only smooth one (see `blend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,7 @@ pub struct Frame<R> {
     pub visible: Vec<bool>,
     /// (Gaussian, pixel) pairs of the forward blend.
     pub pairs: PairCount,
+    pub times: PassTimes,
     background: Vec<R>,
     splats: Splats<R>,
     bins: TileBins,
@@ -64,6 +66,16 @@ pub struct GaussianGrads<R> {
     pub mean2d_grad_norm_ndc: Vec<R>,
     /// (Gaussian, pixel) pairs of the backward blend.
     pub pairs: PairCount,
+    pub times: PassTimes,
+}
+
+/// Wall time of a pass's two halves, for the fit benchmark's breakdown: the per-Gaussian work (forward:
+/// projection, colour from SH, culling, depth sort and tile lists; backward: each Gaussian's VJP through colour
+/// and projection) and the per-pixel work (the tiles' blend, with the backward's reduction by splat).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PassTimes {
+    pub per_gaussian: Duration,
+    pub per_pixel: Duration,
 }
 
 /// (Gaussian, pixel) pairs of a blend, counted two ways, for throughput figures.
@@ -123,7 +135,9 @@ pub(crate) fn rasterize_with<R: Real>(
     let background: Vec<R> = options.background_for(channels)?.into_iter().map(R::of).collect();
     let cam = PinholeCamera::<R>::new(camera);
     let (width, height) = (cam.width, cam.height);
+    let started = Instant::now();
     let Prepared { splats, bins, radii } = prepare(g, &cam, options.mode, options.color_offset_clamp);
+    let prepared = Instant::now();
     let tiles: Vec<TileImage<R>> = (0..bins.num_tiles())
         .into_par_iter()
         .map(|t| {
@@ -199,6 +213,10 @@ pub(crate) fn rasterize_with<R: Real>(
         }
     }
     let pairs = tiles.iter().map(|out| out.pairs).sum();
+    let times = PassTimes {
+        per_gaussian: prepared - started,
+        per_pixel: prepared.elapsed(),
+    };
     Ok(Frame {
         width,
         height,
@@ -209,6 +227,7 @@ pub(crate) fn rasterize_with<R: Real>(
         radii,
         visible,
         pairs,
+        times,
         background,
         splats,
         bins,
@@ -241,10 +260,17 @@ pub fn rasterize_backward<R: Real>(
             "Gaussians or camera differ from the rendered frame's".into(),
         ));
     }
+    let started = Instant::now();
     let (partials, pairs) = tile_partials(frame, v_image, v_alpha);
     let reduced = reduce_by_splat(frame, &partials);
     drop(partials);
-    Ok(gaussian_vjps(g, camera, options, frame, &reduced, pairs))
+    let reduced_at = Instant::now();
+    let mut grads = gaussian_vjps(g, camera, options, frame, &reduced, pairs);
+    grads.times = PassTimes {
+        per_gaussian: reduced_at.elapsed(),
+        per_pixel: reduced_at - started,
+    };
+    Ok(grads)
 }
 
 /// Backward pass 1, per tile (the CUDA kernel's per-tile backward): each intersection's partial gradient, in
@@ -365,6 +391,7 @@ fn gaussian_vjps<R: Real>(
         mean2d_grad_norm: vec![R::ZERO; n],
         mean2d_grad_norm_ndc: vec![R::ZERO; n],
         pairs,
+        times: PassTimes::default(),
     };
     let cam = PinholeCamera::<R>::new(camera);
     (

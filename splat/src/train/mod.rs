@@ -11,6 +11,7 @@ pub use model::{GROUPS, GaussianField, PointInit};
 
 use lrf_formats::Camera;
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 #[cfg(test)]
 use tch::Kind;
 use tch::Tensor;
@@ -172,6 +173,45 @@ pub struct StepReport {
     pub sh_degree: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub densified: Option<DensifyCounts>,
+    #[serde(skip)]
+    pub phases: StepPhases,
+}
+
+/// Where one iteration's wall time went, for the fit benchmark's breakdown. The CPU kernel reports its own
+/// halves; on CUDA, whose kernels run asynchronously, `projection` stays zero and the render's whole time is
+/// under `rasterize_forward`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepPhases {
+    /// The forward's per-Gaussian half: projection, colour from SH, culling, depth sort and tile lists.
+    pub projection: Duration,
+    /// The rest of the render: the tiles' blend, and the field and image moved between tch and the kernel.
+    pub rasterize_forward: Duration,
+    /// The caller's loss on the rendered image, forward and backward.
+    pub loss: Duration,
+    /// The kernel's backward: per tile, per splat, per Gaussian.
+    pub rasterize_backward: Duration,
+    /// The kernel's gradients handed to the parameters.
+    pub gradient_hand_off: Duration,
+    /// Gradient statistics, densify and prune, opacity resets.
+    pub densification: Duration,
+    /// The optimiser's step.
+    pub optimizer: Duration,
+    /// The whole step; what the phases above leave is bookkeeping (checks of the parameters, reports).
+    pub total: Duration,
+}
+
+impl StepPhases {
+    /// The whole step less the named phases.
+    pub fn rest(&self) -> Duration {
+        let named = self.projection
+            + self.rasterize_forward
+            + self.loss
+            + self.rasterize_backward
+            + self.gradient_hand_off
+            + self.densification
+            + self.optimizer;
+        self.total.saturating_sub(named)
+    }
 }
 
 /// Fits a [`GaussianField`] to views, one view per [`Trainer::step`].
@@ -262,6 +302,8 @@ impl Trainer {
         camera: &Camera,
         loss: impl FnOnce(&Tensor) -> std::result::Result<Tensor, E>,
     ) -> std::result::Result<StepReport, TrainError<E>> {
+        let started = Instant::now();
+        let mut phases = StepPhases::default();
         self.iteration += 1;
         let it = self.iteration;
         let config = self.config.clone();
@@ -270,13 +312,22 @@ impl Trainer {
         }
         let gaussians = self.field.gaussians();
         let rendered: Rendered = render(&gaussians, camera, &self.render_options())?;
+        let rendered_at = Instant::now();
+        phases.projection = rendered.kernel_times.map_or(Duration::ZERO, |t| t.per_gaussian);
+        phases.rasterize_forward = (rendered_at - started).saturating_sub(phases.projection);
         let loss = loss(&rendered.image).map_err(TrainError::Loss)?;
         let loss_value = loss.double_value(&[]);
         if !loss_value.is_finite() {
             return Err(TrainError::Diverged { iteration: it });
         }
         loss.backward();
+        let loss_at = Instant::now();
+        phases.loss = loss_at - rendered_at;
         let screen = rendered.backward()?;
+        let backward_at = Instant::now();
+        let backward = backward_at - loss_at;
+        phases.rasterize_backward = screen.kernel_times.map_or(backward, |t| t.per_gaussian + t.per_pixel);
+        phases.gradient_hand_off = backward.saturating_sub(phases.rasterize_backward);
 
         let mut densified = None;
         if it < config.densify_until {
@@ -306,9 +357,12 @@ impl Trainer {
                 self.reset_opacity();
             }
         }
+        let densified_at = Instant::now();
+        phases.densification = densified_at - backward_at;
         if it < config.iterations {
             self.optimizer_step(&rendered.radii);
         }
+        phases.optimizer = densified_at.elapsed();
         // A field can go non-finite while the loss stays finite (the rasterizer culls such Gaussians), so the
         // parameters are checked themselves: cheaply, on the densification cadence and at the end.
         if (it.is_multiple_of(config.densify_interval) || it == config.iterations)
@@ -322,6 +376,10 @@ impl Trainer {
             gaussians: self.field.len(),
             sh_degree: self.sh_degree,
             densified,
+            phases: StepPhases {
+                total: started.elapsed(),
+                ..phases
+            },
         })
     }
 
