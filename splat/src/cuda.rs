@@ -335,7 +335,7 @@ pub fn render_emulated(g: &Gaussians, camera: &Camera, options: &RenderOptions) 
 #[cfg(feature = "cuda")]
 mod kernel {
     use super::*;
-    use crate::render::{Backward, ScreenGradients, version};
+    use crate::render::{Backward, GaussianGradients, ScreenGradients, version};
     use std::ffi::c_char;
     use std::sync::OnceLock;
 
@@ -574,7 +574,11 @@ mod kernel {
     }
 
     impl Backward for CudaState {
-        fn backward(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<ScreenGradients> {
+        fn gradients(
+            &self,
+            v_image: &Tensor,
+            v_alpha: Option<&Tensor>,
+        ) -> Result<(ScreenGradients, GaussianGradients)> {
             if self.tensors.each_ref().map(version) != self.versions {
                 return Err(SplatError::Shape(
                     "Gaussian tensors were modified in place between render and backward".into(),
@@ -624,17 +628,16 @@ mod kernel {
             a.mean2d_grad_norm_ndc = ptr(&norm_ndc);
             run(lrf_splat_project_backward, &a)?;
 
-            crate::render::backward_into_params(
-                self.tensors
-                    .iter()
-                    .zip(grads)
-                    .filter(|(param, _)| param.requires_grad()),
-            );
-            Ok(ScreenGradients {
+            let screen = ScreenGradients {
                 mean2d_grad_norm: norm,
                 mean2d_grad_norm_ndc: norm_ndc,
                 kernel_times: None,
-            })
+            };
+            Ok((screen, GaussianGradients::Tensors(grads)))
+        }
+
+        fn tensors(&self) -> &[Tensor; 5] {
+            &self.tensors
         }
     }
 }

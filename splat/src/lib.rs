@@ -35,5 +35,5 @@ pub use error::{Result, SplatError};
 pub use gaussians::Gaussians;
 pub use lrf_formats::Camera;
 pub use options::{ColorBasis, ColorLayout, RasterMode, RenderOptions};
-pub use render::{Rendered, ScreenGradients, render};
+pub use render::{GaussianGradients, Rendered, ScreenGradients, render};
 pub use tiling::GaussianSlices;

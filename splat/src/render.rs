@@ -3,7 +3,7 @@
 //! the rasterizer's own backward and accumulates the Gaussians' gradients through tch, so an optimiser sees
 //! ordinary `.grad()`s (and any graph that produced the Gaussian tensors is followed further).
 
-use crate::cpu::{Frame, PassTimes, rasterize, rasterize_backward};
+use crate::cpu::{Frame, GaussianGrads, PassTimes, rasterize, rasterize_backward};
 use crate::error::{Result, SplatError};
 use crate::gaussians::Gaussians;
 use crate::options::{ColorLayout, RenderOptions};
@@ -77,6 +77,35 @@ impl Rendered {
     /// Backpropagates the gradients that `image` and `alpha` received into the Gaussian tensors. Errors when
     /// neither has a gradient.
     pub fn backward(&self) -> Result<ScreenGradients> {
+        let (screen, gradients) = self.gradients()?;
+        let gradients = match gradients {
+            GaussianGradients::Host(grads) => {
+                let parts = [
+                    &grads.means,
+                    &grads.log_scales,
+                    &grads.quats,
+                    &grads.opacity_logits,
+                    &grads.colors,
+                ];
+                parts.map(|grad| Tensor::from_slice(grad))
+            }
+            GaussianGradients::Tensors(tensors) => tensors,
+        };
+        backward_into_params(
+            self.state
+                .tensors()
+                .iter()
+                .zip(gradients)
+                .filter(|(param, _)| param.requires_grad())
+                .map(|(param, grad)| (param, grad.view(param.size().as_slice()))),
+        );
+        Ok(screen)
+    }
+
+    /// The gradients of the loss with respect to the five Gaussian tensors rendered, from those `image` and
+    /// `alpha` received, without touching tch autograd: a trainer whose Gaussians are its own leaves hands them
+    /// to its optimiser directly, which saves passes over the SH coefficients (hundreds of MB at C = 32).
+    pub fn gradients(&self) -> Result<(ScreenGradients, GaussianGradients)> {
         let grad = |t: &Tensor| {
             let g = t.grad();
             g.defined().then_some(g)
@@ -86,12 +115,22 @@ impl Rendered {
             return Err(SplatError::NoUpstreamGradient);
         }
         let v_image = v_image.unwrap_or_else(|| self.image.zeros_like());
-        self.state.backward(&v_image, v_alpha.as_ref())
+        self.state.gradients(&v_image, v_alpha.as_ref())
     }
 }
 
+/// The Gaussians' gradients from one backward, in the order of [`Gaussians::tensors`].
+pub enum GaussianGradients {
+    /// The CPU kernel's f32 arrays, flat and row-major (the colours `[N, K·C]`).
+    Host(GaussianGrads<f32>),
+    /// Tensors on the Gaussians' device, each shaped like its Gaussian tensor.
+    Tensors([Tensor; 5]),
+}
+
 pub(crate) trait Backward {
-    fn backward(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<ScreenGradients>;
+    fn gradients(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<(ScreenGradients, GaussianGradients)>;
+    /// The tensors rendered, in the order of [`Gaussians::tensors`].
+    fn tensors(&self) -> &[Tensor; 5];
 }
 
 /// The Gaussians' values on the host, the tensors their gradients flow back into, and those tensors' versions at
@@ -198,7 +237,7 @@ fn render_cpu<R: Real>(
 }
 
 impl<R: Real> Backward for CpuState<R> {
-    fn backward(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<ScreenGradients> {
+    fn gradients(&self, v_image: &Tensor, v_alpha: Option<&Tensor>) -> Result<(ScreenGradients, GaussianGradients)> {
         if self.tensors.each_ref().map(version) != self.versions {
             return Err(SplatError::Shape(
                 "Gaussian tensors were modified in place between render and backward".into(),
@@ -214,25 +253,39 @@ impl<R: Real> Backward for CpuState<R> {
             v_image.as_slice(),
             v_alpha.as_ref().map(HostData::as_slice),
         )?;
-        let parts = [
-            &grads.means,
-            &grads.log_scales,
-            &grads.quats,
-            &grads.opacity_logits,
-            &grads.colors,
-        ];
-        backward_into_params(
-            self.tensors
-                .iter()
-                .zip(parts)
-                .filter(|(param, _)| param.requires_grad())
-                .map(|(param, grad)| (param, Tensor::from_slice(grad).view(param.size().as_slice()))),
-        );
-        Ok(ScreenGradients {
+        let screen = ScreenGradients {
             mean2d_grad_norm: Tensor::from_slice(&grads.mean2d_grad_norm),
             mean2d_grad_norm_ndc: Tensor::from_slice(&grads.mean2d_grad_norm_ndc),
             kernel_times: Some(grads.times),
-        })
+        };
+        // f32 arrays go out as they are; f64 ones become tensors of the rendered tensors' kind.
+        let grads: Box<dyn std::any::Any> = Box::new(grads);
+        let gradients = match grads.downcast::<GaussianGrads<f32>>() {
+            Ok(grads) => GaussianGradients::Host(*grads),
+            Err(grads) => {
+                let grads = grads
+                    .downcast::<GaussianGrads<R>>()
+                    .expect("the kernel's own gradients");
+                let parts = [
+                    &grads.means,
+                    &grads.log_scales,
+                    &grads.quats,
+                    &grads.opacity_logits,
+                    &grads.colors,
+                ];
+                let tensors = self.tensors.each_ref();
+                GaussianGradients::Tensors(std::array::from_fn(|k| {
+                    Tensor::from_slice(parts[k])
+                        .view(tensors[k].size().as_slice())
+                        .to_kind(tensors[k].kind())
+                }))
+            }
+        };
+        Ok((screen, gradients))
+    }
+
+    fn tensors(&self) -> &[Tensor; 5] {
+        &self.tensors
     }
 }
 

@@ -36,51 +36,64 @@ impl Adam {
         }
     }
 
-    /// One step for group `group` with learning rate `lr`, from the parameter's `.grad()`. With `rows`, only
-    /// those rows (Gaussians) are updated, moments included: Gaussians that received no gradient keep their
-    /// state instead of drifting on stale momentum.
-    pub fn step(&mut self, group: usize, param: &Tensor, lr: f64, rows: Option<&Tensor>) {
-        let grad = param.grad();
-        if !grad.defined() {
-            return;
-        }
+    /// One step for group `group` with learning rate `lr`. With `rows`, only those rows (Gaussians) are updated,
+    /// moments included: Gaussians that received no gradient keep their state instead of drifting on stale
+    /// momentum.
+    pub fn step(&mut self, group: usize, param: &Tensor, grad: Gradient<'_>, lr: f64, rows: Option<&Tensor>) {
         let state = &mut self.groups[group];
         state.step += 1;
+        if param.numel() == 0 {
+            return;
+        }
         let (b1, b2) = (self.beta1, self.beta2);
         let correction1 = 1.0 - b1.powi(state.step as i32);
         let correction2 = 1.0 - b2.powi(state.step as i32);
         let _guard = tch::no_grad_guard();
+        let count = param.size().first().copied().unwrap_or(0);
+        let host = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+        if rows.is_none() && [param, &state.first, &state.second].iter().all(|t| host(t)) {
+            let row_len = param.numel() / count.max(1) as usize;
+            let grad_rows = match &grad {
+                Gradient::Host(g) => Some(*g),
+                Gradient::Tensor(t) if host(t) && t.numel() == param.numel() => Some(GradientRows {
+                    // SAFETY: a contiguous f32 CPU tensor holds `numel` initialised values from `data_ptr`; the
+                    // slice lives within this call, while `grad` keeps the tensor alive.
+                    data: unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) },
+                    stride: row_len,
+                    offset: 0,
+                }),
+                Gradient::Tensor(_) => None,
+            };
+            if let Some(grad_rows) = grad_rows.filter(|g| g.covers(count as usize, row_len)) {
+                let step = FusedStep {
+                    b1,
+                    b2,
+                    correction1,
+                    correction2,
+                    eps: self.eps,
+                    lr,
+                };
+                // SAFETY: the parameter and both moments are contiguous f32 CPU tensors of `numel` elements
+                // (checked above), in distinct storages (the moments are our own), alive for the call; the
+                // gradient's rows lie within its slice (`covers`).
+                unsafe { step.apply(param, grad_rows, row_len, &state.first, &state.second) };
+                return;
+            }
+        }
+        let grad = grad.to_tensor(param);
         match rows {
             None => {
-                let fused = [param, &grad, &state.first, &state.second]
-                    .iter()
-                    .all(|t| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
-                    && grad.numel() == param.numel();
-                if fused {
-                    let step = FusedStep {
-                        b1,
-                        b2,
-                        correction1,
-                        correction2,
-                        eps: self.eps,
-                        lr,
-                    };
-                    // SAFETY: all four are contiguous f32 CPU tensors of `numel` elements (checked above), distinct
-                    // storages (the moments are our own, the gradient is not the parameter), alive for the call.
-                    unsafe { step.apply(param, &grad, &state.first, &state.second) };
-                } else {
-                    let _ = state
-                        .first
-                        .f_mul_scalar_(b1)
-                        .and_then(|mut m| m.f_add_(&(&grad * (1.0 - b1))));
-                    let _ = state
-                        .second
-                        .f_mul_scalar_(b2)
-                        .and_then(|mut v| v.f_addcmul_(&grad, &(&grad * (1.0 - b2))));
-                    let update = (&state.first / correction1) / ((&state.second / correction2).sqrt() + self.eps) * lr;
-                    let mut param = param.shallow_clone();
-                    let _ = param.f_sub_(&update);
-                }
+                let _ = state
+                    .first
+                    .f_mul_scalar_(b1)
+                    .and_then(|mut m| m.f_add_(&(&grad * (1.0 - b1))));
+                let _ = state
+                    .second
+                    .f_mul_scalar_(b2)
+                    .and_then(|mut v| v.f_addcmul_(&grad, &(&grad * (1.0 - b2))));
+                let update = (&state.first / correction1) / ((&state.second / correction2).sqrt() + self.eps) * lr;
+                let mut param = param.shallow_clone();
+                let _ = param.f_sub_(&update);
             }
             Some(rows) => {
                 let grad = grad.index_select(0, rows);
@@ -122,6 +135,48 @@ impl Adam {
     }
 }
 
+/// A parameter's gradient: a tensor shaped like it, or rows of a host array the kernel wrote.
+pub(crate) enum Gradient<'a> {
+    Tensor(Tensor),
+    Host(GradientRows<'a>),
+}
+
+/// Row `i` of a parameter's gradient is `data[i·stride + offset ..]`, as long as the parameter's rows: the
+/// kernel's colour gradient `[N, K·C]` holds both SH groups' rows (DC at offset 0, the rest at offset C), so
+/// each group reads its own without a copy.
+#[derive(Clone, Copy)]
+pub(crate) struct GradientRows<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl GradientRows<'_> {
+    /// Whether `count` rows of `row_len` values lie within the data.
+    fn covers(&self, count: usize, row_len: usize) -> bool {
+        count == 0 || (self.offset + row_len <= self.stride && count * self.stride <= self.data.len())
+    }
+}
+
+impl Gradient<'_> {
+    /// The gradient as a tensor shaped like `param`.
+    fn to_tensor(&self, param: &Tensor) -> Tensor {
+        match self {
+            Gradient::Tensor(t) => t.reshape(param.size().as_slice()),
+            Gradient::Host(rows) => {
+                let count = param.size()[0];
+                let row_len = if count == 0 { 0 } else { param.numel() as i64 / count };
+                Tensor::from_slice(&rows.data[..count as usize * rows.stride])
+                    .view([count, rows.stride as i64])
+                    .narrow(1, rows.offset as i64, row_len)
+                    .to_device(param.device())
+                    .to_kind(param.kind())
+                    .reshape(param.size().as_slice())
+            }
+        }
+    }
+}
+
 /// One dense Adam update done in a single multithreaded pass over parameter, gradient and moments: libtorch
 /// spends about ten single-threaded passes on it, which dominated fits of 32-channel SH fields (perf).
 struct FusedStep {
@@ -135,17 +190,17 @@ struct FusedStep {
 
 impl FusedStep {
     /// # Safety
-    /// The four tensors must be contiguous f32 CPU tensors with the same element count, in distinct storages.
-    unsafe fn apply(&self, param: &Tensor, grad: &Tensor, first: &Tensor, second: &Tensor) {
+    /// `param`, `first` and `second` must be contiguous f32 CPU tensors of the same element count, `row_len`
+    /// values per row, in distinct storages; `grad` must cover every row (`GradientRows::covers`).
+    unsafe fn apply(&self, param: &Tensor, grad: GradientRows, row_len: usize, first: &Tensor, second: &Tensor) {
         use rayon::prelude::*;
         let n = param.numel();
-        if n == 0 {
+        if n == 0 || row_len == 0 {
             return;
         }
-        let (p, g, m, v) = unsafe {
+        let (p, m, v) = unsafe {
             (
                 std::slice::from_raw_parts_mut(param.data_ptr() as *mut f32, n),
-                std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
                 std::slice::from_raw_parts_mut(first.data_ptr() as *mut f32, n),
                 std::slice::from_raw_parts_mut(second.data_ptr() as *mut f32, n),
             )
@@ -154,21 +209,33 @@ impl FusedStep {
         let eps = self.eps as f32;
         // libtorch's order of operations, so the two implementations round alike.
         let (step_size, sqrt_c2) = ((self.lr / self.correction1) as f32, (self.correction2 as f32).sqrt());
-        const CHUNK: usize = 1 << 14;
-        p.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    let gi = g[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    p[i] -= step_size * m[i] / (v[i].sqrt() / sqrt_c2 + eps);
+        let rows_per_chunk = (CHUNK / row_len).max(1);
+        let chunk = rows_per_chunk * row_len;
+        p.par_chunks_mut(chunk)
+            .zip(m.par_chunks_mut(chunk))
+            .zip(v.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(c, ((p, m), v))| {
+                let rows = p
+                    .chunks_mut(row_len)
+                    .zip(m.chunks_mut(row_len))
+                    .zip(v.chunks_mut(row_len));
+                for (r, ((p, m), v)) in rows.enumerate() {
+                    let start = (c * rows_per_chunk + r) * grad.stride + grad.offset;
+                    let g = &grad.data[start..start + row_len];
+                    for i in 0..row_len {
+                        let gi = g[i];
+                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        p[i] -= step_size * m[i] / (v[i].sqrt() / sqrt_c2 + eps);
+                    }
                 }
             });
     }
 }
+
+/// Values per parallel work item of the fused step.
+const CHUNK: usize = 1 << 14;
 
 #[cfg(test)]
 mod tests {
@@ -190,7 +257,7 @@ mod tests {
         for _ in 0..20 {
             let loss = (&ours - &target).square().sum(Kind::Float);
             loss.backward();
-            adam.step(0, &ours, 0.01, None);
+            adam.step(0, &ours, Gradient::Tensor(ours.grad()), 0.01, None);
             let _ = ours.grad().zero_();
             reference.backward_step(&(&theirs - &target).square().sum(Kind::Float));
         }
@@ -205,7 +272,7 @@ mod tests {
         let mut adam = Adam::new(std::slice::from_ref(&param));
         (&param * 2.0).sum(Kind::Float).backward();
         let rows = Tensor::from_slice(&[1i64, 3]);
-        adam.step(0, &param, 0.1, Some(&rows));
+        adam.step(0, &param, Gradient::Tensor(param.grad()), 0.1, Some(&rows));
         let values = Vec::<f32>::try_from(param.detach().view([-1])).unwrap();
         // Adam's first step moves each updated entry by lr (sign of the gradient).
         assert_eq!(values, [1.0, 1.0, 0.9, 0.9, 1.0, 1.0, 0.9, 0.9]);

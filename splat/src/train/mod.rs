@@ -18,8 +18,9 @@ use tch::Tensor;
 
 use crate::error::{Result, SplatError};
 use crate::options::{RasterMode, RenderOptions};
-use crate::render::{Rendered, render};
-use adam::Adam;
+use crate::render::{GaussianGradients, Rendered, render};
+use crate::sh::sh_coeffs;
+use adam::{Adam, Gradient, GradientRows};
 use densify::{DensifyLimits, DensifyStats, densify_and_prune};
 
 /// Which screen-space gradient the densification threshold applies to.
@@ -323,13 +324,14 @@ impl Trainer {
         loss.backward();
         let loss_at = Instant::now();
         phases.loss = loss_at - rendered_at;
-        let screen = rendered.backward()?;
+        let (screen, gradients) = rendered.gradients()?;
         let backward_at = Instant::now();
         let backward = backward_at - loss_at;
         phases.rasterize_backward = screen.kernel_times.map_or(backward, |t| t.per_gaussian + t.per_pixel);
         phases.gradient_hand_off = backward.saturating_sub(phases.rasterize_backward);
 
         let mut densified = None;
+        let mut opacity_reset = false;
         if it < config.densify_until {
             let norm = match config.densify_gradient {
                 GradientUnits::Ndc => &screen.mean2d_grad_norm_ndc,
@@ -355,12 +357,15 @@ impl Trainer {
             }
             if it % config.opacity_reset_interval == 0 {
                 self.reset_opacity();
+                opacity_reset = true;
             }
         }
         let densified_at = Instant::now();
         phases.densification = densified_at - backward_at;
-        if it < config.iterations {
-            self.optimizer_step(&rendered.radii);
+        // As in 3DGS, parameters that densification or the opacity reset replaced take no step with gradients
+        // of the set they replaced.
+        if it < config.iterations && densified.is_none() {
+            self.optimizer_step(&gradients, &rendered.radii, opacity_reset);
         }
         phases.optimizer = densified_at.elapsed();
         // A field can go non-finite while the loss stays finite (the rasterizer culls such Gaussians), so the
@@ -383,7 +388,8 @@ impl Trainer {
         })
     }
 
-    fn optimizer_step(&mut self, radii: &Tensor) {
+    /// One Adam step per group with the kernel's gradients; `skip_opacity` after an opacity reset.
+    fn optimizer_step(&mut self, gradients: &GaussianGradients, radii: &Tensor, skip_opacity: bool) {
         let c = &self.config;
         let rates = [
             c.lr_means_at(self.iteration) * self.extent,
@@ -393,16 +399,45 @@ impl Trainer {
             c.lr_scales,
             c.lr_quats,
         ];
-        // After densification the parameters are new leaves without gradients; this step then does nothing,
-        // as in 3DGS. The radii belong to the old set then and are not used.
         let rows =
             (c.sparse_updates && radii.size()[0] == self.field.len() as i64).then(|| radii.gt(0).nonzero().view([-1]));
-        for (group, (param, lr)) in self.field.params.iter().zip(rates).enumerate() {
-            self.adam.step(group, param, lr, rows.as_ref());
-            let mut grad = param.grad();
-            if grad.defined() {
-                let _ = grad.f_zero_();
+        let channels = self.field.channels();
+        let coefficients = sh_coeffs(self.field.max_sh_degree);
+        // Group k's gradient: which of the rendered tensors (means, log-scales, quaternions, opacities, colours)
+        // holds it, and where its rows start in a colour row of K·C coefficients.
+        let sources = [(0, 0), (4, 0), (4, channels), (3, 0), (1, 0), (2, 0)];
+        for (group, ((param, lr), (tensor, offset))) in self.field.params.iter().zip(rates).zip(sources).enumerate() {
+            if skip_opacity && group == 3 {
+                continue;
             }
+            let grad = match gradients {
+                GaussianGradients::Host(grads) => {
+                    let parts = [
+                        &grads.means,
+                        &grads.log_scales,
+                        &grads.quats,
+                        &grads.opacity_logits,
+                        &grads.colors,
+                    ];
+                    let row = param.numel() / self.field.len().max(1);
+                    Gradient::Host(GradientRows {
+                        data: parts[tensor],
+                        stride: if tensor == 4 { coefficients * channels } else { row },
+                        offset,
+                    })
+                }
+                GaussianGradients::Tensors(tensors) => Gradient::Tensor(if tensor == 4 {
+                    let (start, length) = if offset == 0 {
+                        (0, 1)
+                    } else {
+                        (1, coefficients as i64 - 1)
+                    };
+                    tensors[4].narrow(1, start, length)
+                } else {
+                    tensors[tensor].shallow_clone()
+                }),
+            };
+            self.adam.step(group, param, grad, lr, rows.as_ref());
         }
     }
 
