@@ -24,7 +24,7 @@ use crate::flow::registry;
 /// reuse it). Each fit then runs --warmup iterations of the 3DGS schedule (densifying from iteration 500
 /// every 100, so the field grows to a mid-schedule size), then --iterations measured ones, at the highest
 /// SH degree from the first step. It prints the milliseconds per iteration in each phase (projection + SH,
-/// rasterize forward, loss, rasterize backward, the hand-off of gradients to tch, densification, the
+/// rasterize forward, loss, rasterize backward, the hand-off of the kernel's gradients, densification, the
 /// optimiser, the rest), the peak memory of the fit, and one `fit-bench` line per fit for scripts.
 ///
 /// Example: lrf-flow bench fit ../shared/data/real/llff_fern --images images_8 --sh-degree 3
@@ -89,7 +89,7 @@ impl Totals {
             ("rasterize forward", "forward_ms", ms(p.rasterize_forward)),
             ("loss forward + backward", "loss_ms", ms(p.loss)),
             ("rasterize backward", "backward_ms", ms(p.rasterize_backward)),
-            ("gradients into tch", "hand_off_ms", ms(p.gradient_hand_off)),
+            ("gradient hand-off", "hand_off_ms", ms(p.gradient_hand_off)),
             ("densification bookkeeping", "densification_ms", ms(p.densification)),
             ("optimizer", "optimizer_ms", ms(p.optimizer)),
             ("rest", "rest_ms", ms(p.rest())),

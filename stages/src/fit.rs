@@ -13,7 +13,7 @@ use lrf_formats::views::{Points, ViewSet, open_images, read_image};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_splat::RenderOptions;
 use lrf_splat::train::{GaussianField, PointInit, StepReport, TrainConfig, Trainer};
-use lrf_vae::losses::{dssim, l1};
+use lrf_vae::losses::l1_dssim;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -339,14 +339,7 @@ impl FitRun {
         let sample = &self.samples[self.order.next(&mut self.rng)];
         let λ = self.fit.dssim_weight;
         self.trainer
-            .step(&sample.camera, |image| -> lrf_vae::Result<Tensor> {
-                let l1 = l1(image, &sample.target)?;
-                Ok(if λ > 0.0 {
-                    l1 * (1.0 - λ) + dssim(image, &sample.target)? * λ
-                } else {
-                    l1
-                })
-            })
+            .step(&sample.camera, |image| l1_dssim(image, &sample.target, λ))
             .with_context(|| {
                 format!(
                     "scene {:?}, view {:?}",

@@ -6,6 +6,9 @@ use tch::Tensor;
 use crate::error::{Result, VaeError};
 use crate::metrics::ssim;
 
+mod photometric;
+pub use photometric::l1_dssim;
+
 /// Mean absolute error.
 pub fn l1(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("l1", a, b)?;

@@ -41,14 +41,24 @@ pub fn psnr(rendered: &Tensor, reference: &Tensor) -> Result<f64> {
 const SSIM_WINDOW: i64 = 11;
 const SSIM_SIGMA: f64 = 1.5;
 
+/// SSIM's stabilising constants C1 = 0.01², C2 = 0.03² (for values in [0, 1]).
+pub(crate) const SSIM_C1: f64 = 0.01 * 0.01;
+pub(crate) const SSIM_C2: f64 = 0.03 * 0.03;
+
+/// The normalised 11-tap Gaussian (σ 1.5) whose outer product is SSIM's window.
+pub(crate) fn ssim_window_1d() -> [f64; SSIM_WINDOW as usize] {
+    let half = (SSIM_WINDOW / 2) as f64;
+    let g: [f64; SSIM_WINDOW as usize] =
+        std::array::from_fn(|x| (-((x as f64 - half).powi(2)) / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp());
+    let total: f64 = g.iter().sum();
+    g.map(|v| v / total)
+}
+
 /// The normalised 11×11 Gaussian window (σ 1.5) as a depthwise kernel for `channels` channels.
 fn ssim_window(channels: i64, like: &Tensor) -> Tensor {
-    let half = (SSIM_WINDOW / 2) as f64;
-    let g: Vec<f64> = (0..SSIM_WINDOW)
-        .map(|x| (-((x as f64 - half).powi(2)) / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp())
-        .collect();
-    let total: f64 = g.iter().sum();
-    let g = Tensor::from_slice(&g).to_kind(like.kind()).to_device(like.device()) / total;
+    let g = Tensor::from_slice(&ssim_window_1d())
+        .to_kind(like.kind())
+        .to_device(like.device());
     g.outer(&g)
         .expand([channels, 1, SSIM_WINDOW, SSIM_WINDOW], false)
         .contiguous()
@@ -67,7 +77,7 @@ pub fn ssim(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let var_a = blur(&(&a * &a)) - &mu_aa;
     let var_b = blur(&(&b * &b)) - &mu_bb;
     let cov = blur(&(&a * &b)) - &mu_ab;
-    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let (c1, c2) = (SSIM_C1, SSIM_C2);
     let map = (mu_ab * 2.0 + c1) * (cov * 2.0 + c2) / ((mu_aa + mu_bb + c1) * (var_a + var_b + c2));
     Ok(map.mean(None))
 }
