@@ -24,9 +24,10 @@ impl Adam {
         Adam {
             groups: params
                 .iter()
+                // Contiguous whatever the parameter's layout (the SH groups are views with gaps).
                 .map(|p| Moments {
-                    first: p.detach().zeros_like(),
-                    second: p.detach().zeros_like(),
+                    first: Tensor::zeros(p.size(), (p.kind(), p.device())),
+                    second: Tensor::zeros(p.size(), (p.kind(), p.device())),
                     step: 0,
                 })
                 .collect(),
@@ -51,8 +52,9 @@ impl Adam {
         let _guard = tch::no_grad_guard();
         let count = param.size().first().copied().unwrap_or(0);
         let host = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
-        if rows.is_none() && [param, &state.first, &state.second].iter().all(|t| host(t)) {
-            let row_len = param.numel() / count.max(1) as usize;
+        let param_rows = ParamRows::of(param);
+        if let (None, Some(param_rows), true) = (rows, param_rows, host(&state.first) && host(&state.second)) {
+            let row_len = param_rows.row_len;
             let grad_rows = match &grad {
                 Gradient::Host(g) => Some(*g),
                 Gradient::Tensor(t) if host(t) && t.numel() == param.numel() => Some(GradientRows {
@@ -73,10 +75,10 @@ impl Adam {
                     eps: self.eps,
                     lr,
                 };
-                // SAFETY: the parameter and both moments are contiguous f32 CPU tensors of `numel` elements
-                // (checked above), in distinct storages (the moments are our own), alive for the call; the
-                // gradient's rows lie within its slice (`covers`).
-                unsafe { step.apply(param, grad_rows, row_len, &state.first, &state.second) };
+                // SAFETY: the parameter's rows are disjoint runs of f32 values in its storage (`ParamRows::of`),
+                // which no other reference reaches during the call; the moments are our own contiguous f32
+                // tensors of `numel` elements; the gradient's rows lie within its slice (`covers`).
+                unsafe { step.apply(param_rows, count as usize, grad_rows, &state.first, &state.second) };
                 return;
             }
         }
@@ -190,17 +192,18 @@ struct FusedStep {
 
 impl FusedStep {
     /// # Safety
-    /// `param`, `first` and `second` must be contiguous f32 CPU tensors of the same element count, `row_len`
-    /// values per row, in distinct storages; `grad` must cover every row (`GradientRows::covers`).
-    unsafe fn apply(&self, param: &Tensor, grad: GradientRows, row_len: usize, first: &Tensor, second: &Tensor) {
+    /// `param` must address `count` disjoint rows that nothing else reads or writes during the call; `first`
+    /// and `second` must be contiguous f32 CPU tensors of `count` rows; `grad` must cover every row
+    /// (`GradientRows::covers`).
+    unsafe fn apply(&self, param: ParamRows, count: usize, grad: GradientRows, first: &Tensor, second: &Tensor) {
         use rayon::prelude::*;
-        let n = param.numel();
-        if n == 0 || row_len == 0 {
+        let row_len = param.row_len;
+        let n = count * row_len;
+        if n == 0 {
             return;
         }
-        let (p, m, v) = unsafe {
+        let (m, v) = unsafe {
             (
-                std::slice::from_raw_parts_mut(param.data_ptr() as *mut f32, n),
                 std::slice::from_raw_parts_mut(first.data_ptr() as *mut f32, n),
                 std::slice::from_raw_parts_mut(second.data_ptr() as *mut f32, n),
             )
@@ -211,17 +214,16 @@ impl FusedStep {
         let (step_size, sqrt_c2) = ((self.lr / self.correction1) as f32, (self.correction2 as f32).sqrt());
         let rows_per_chunk = (CHUNK / row_len).max(1);
         let chunk = rows_per_chunk * row_len;
-        p.par_chunks_mut(chunk)
-            .zip(m.par_chunks_mut(chunk))
+        m.par_chunks_mut(chunk)
             .zip(v.par_chunks_mut(chunk))
             .enumerate()
-            .for_each(|(c, ((p, m), v))| {
-                let rows = p
-                    .chunks_mut(row_len)
-                    .zip(m.chunks_mut(row_len))
-                    .zip(v.chunks_mut(row_len));
-                for (r, ((p, m), v)) in rows.enumerate() {
-                    let start = (c * rows_per_chunk + r) * grad.stride + grad.offset;
+            .for_each(|(c, (m, v))| {
+                let rows = m.chunks_mut(row_len).zip(v.chunks_mut(row_len));
+                for (r, (m, v)) in rows.enumerate() {
+                    let row = c * rows_per_chunk + r;
+                    // SAFETY: row < count, and each row is visited by exactly one task (see `apply`).
+                    let p = unsafe { param.row(row) };
+                    let start = row * grad.stride + grad.offset;
                     let g = &grad.data[start..start + row_len];
                     for i in 0..row_len {
                         let gi = g[i];
@@ -231,6 +233,53 @@ impl FusedStep {
                     }
                 }
             });
+    }
+}
+
+/// A CPU f32 parameter as rows: row `i` is `row_len` consecutive values from `base + i·stride`. Contiguous
+/// tensors qualify, and so do the SH groups, views into one `[N, K, C]` storage.
+#[derive(Clone, Copy)]
+struct ParamRows {
+    base: *mut f32,
+    stride: usize,
+    row_len: usize,
+}
+
+// SAFETY: the pointer is only dereferenced in `FusedStep::apply`, whose tasks write disjoint rows.
+unsafe impl Send for ParamRows {}
+unsafe impl Sync for ParamRows {}
+
+impl ParamRows {
+    /// The rows of `param`, when it is an f32 CPU tensor whose rows are contiguous and do not overlap.
+    fn of(param: &Tensor) -> Option<Self> {
+        if param.device() != tch::Device::Cpu || param.kind() != Kind::Float || param.dim() == 0 {
+            return None;
+        }
+        let (size, strides) = (param.size(), param.stride());
+        let mut expected = 1;
+        for d in (1..size.len()).rev() {
+            if size[d] != 1 && strides[d] != expected {
+                return None;
+            }
+            expected *= size[d];
+        }
+        let row_len = expected as usize;
+        let stride = if size[0] > 1 { strides[0] } else { expected };
+        if stride < expected {
+            return None;
+        }
+        Some(ParamRows {
+            base: param.data_ptr() as *mut f32,
+            stride: stride as usize,
+            row_len,
+        })
+    }
+
+    /// # Safety
+    /// `row` must be a row of the tensor this was made from, alive, and not referenced elsewhere meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, row: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(row * self.stride), self.row_len) }
     }
 }
 
@@ -264,6 +313,48 @@ mod tests {
         let diff = (&ours - &theirs).abs().max().double_value(&[]);
         // Fused and libtorch's separate passes round differently: 20 steps of lr 0.01 agree to 1e-3 of a step.
         assert!(diff < 1e-5, "max difference {diff}");
+    }
+
+    /// The SH groups are views with gaps into one storage and read their gradient rows from the colour
+    /// gradient: the fused step on such a view must move exactly the view's values, as libtorch's Adam moves a
+    /// contiguous copy.
+    #[test]
+    fn fused_steps_on_strided_views_match_libtorchs_adam_and_touch_nothing_else() {
+        tch::manual_seed(4);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let storage = Tensor::randn([6, 4, 3], opts);
+        let before = storage.copy();
+        let view = storage.narrow(1, 1, 3).set_requires_grad(true);
+        assert!(!view.is_contiguous());
+        let mut adam = Adam::new(std::slice::from_ref(&view));
+        adam.eps = 1e-8;
+        let store = nn::VarStore::new(tch::Device::Cpu);
+        let theirs = store.root().var_copy("x", &view.detach().contiguous());
+        let mut reference = nn::Adam::default().build(&store, 0.01).unwrap();
+        for step in 0..10 {
+            // A colour gradient [6, 4·3] of which the view's rows are columns 3..12.
+            let colors: Vec<f32> = (0..72).map(|i| ((i * 7 + step * 3) % 11) as f32 - 5.0).collect();
+            let rows = GradientRows {
+                data: &colors,
+                stride: 12,
+                offset: 3,
+            };
+            adam.step(0, &view, Gradient::Host(rows), 0.01, None);
+            let grad = Tensor::from_slice(&colors).view([6, 4, 3]).narrow(1, 1, 3);
+            reference.zero_grad();
+            (&theirs * &grad).sum(Kind::Float).backward();
+            reference.step();
+        }
+        let diff = (view.detach() - &theirs).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "max difference {diff}");
+        assert!(
+            storage.narrow(1, 0, 1).equal(&before.narrow(1, 0, 1)),
+            "the rows outside the view moved"
+        );
+        assert!(
+            !storage.narrow(1, 1, 3).equal(&before.narrow(1, 1, 3)),
+            "the view did not move"
+        );
     }
 
     #[test]

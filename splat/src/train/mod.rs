@@ -311,7 +311,7 @@ impl Trainer {
         if it % config.sh_degree_interval == 0 {
             self.sh_degree = (self.sh_degree + 1).min(config.sh_degree);
         }
-        let gaussians = self.field.gaussians();
+        let gaussians = self.field.render_inputs();
         let rendered: Rendered = render(&gaussians, camera, &self.render_options())?;
         let rendered_at = Instant::now();
         phases.projection = rendered.kernel_times.map_or(Duration::ZERO, |t| t.per_gaussian);

@@ -21,9 +21,13 @@ pub const GROUPS: [&str; 6] = ["means", "sh_dc", "sh_rest", "opacity_logits", "l
 
 /// A Gaussian field being fitted: `[N, 3]` means, `[N, 1, C]` SH DC, `[N, K-1, C]` higher SH, `[N]` opacity
 /// logits, `[N, 3]` log-scales, `[N, 4]` quaternions (w, x, y, z). Every tensor is an f32 leaf that requires grad.
+/// The two SH groups are views into one `[N, K, C]` storage, which the trainer renders from without joining
+/// them each step (a copy of hundreds of MB at C = 32, SH degree 3).
 #[derive(Debug)]
 pub struct GaussianField {
     pub params: [Tensor; 6],
+    /// `[N, K, C]`: `params[1]` is its first coefficient, `params[2]` the others.
+    sh: Tensor,
     /// Highest SH degree stored; the trainer grows the degree in use up to it.
     pub max_sh_degree: usize,
 }
@@ -85,8 +89,12 @@ impl GaussianField {
     }
 
     fn from_tensors(params: [Tensor; 6], max_sh_degree: usize) -> Self {
+        let [means, dc, rest, opacity, scales, quats] = params.map(|t| t.detach());
+        let sh = Tensor::cat(&[&dc, &rest], 1).contiguous();
+        let (dc, rest) = (sh.narrow(1, 0, 1), sh.narrow(1, 1, sh.size()[1] - 1));
         GaussianField {
-            params: params.map(|t| t.detach().set_requires_grad(true)),
+            params: [means, dc, rest, opacity, scales, quats].map(|t| t.set_requires_grad(true)),
+            sh,
             max_sh_degree,
         }
     }
@@ -144,24 +152,39 @@ impl GaussianField {
 
     /// The same field without gradients, for rendering only.
     pub fn detached(&self) -> Gaussians {
-        let g = self.gaussians();
+        let [means, _, _, opacity, scales, quats] = &self.params;
         Gaussians {
-            means: g.means.detach(),
-            log_scales: g.log_scales.detach(),
-            quats: g.quats.detach(),
-            opacity_logits: g.opacity_logits.detach(),
-            colors: g.colors.detach(),
+            means: means.detach(),
+            log_scales: scales.detach(),
+            quats: quats.detach(),
+            opacity_logits: opacity.detach(),
+            colors: self.sh.detach(),
+        }
+    }
+
+    /// The field as the trainer renders it: the SH storage itself as the colours, without a copy. Tch autograd
+    /// does not reach the SH groups from these colours; the trainer takes the kernel's gradients instead
+    /// ([`crate::Rendered::gradients`]).
+    pub(crate) fn render_inputs(&self) -> Gaussians {
+        let [means, _, _, opacity, scales, quats] = &self.params;
+        Gaussians {
+            means: means.shallow_clone(),
+            log_scales: scales.shallow_clone(),
+            quats: quats.shallow_clone(),
+            opacity_logits: opacity.shallow_clone(),
+            colors: self.sh.shallow_clone(),
         }
     }
 
     /// Replaces every parameter (after densification), keeping them leaves that require grad.
     pub(crate) fn replace(&mut self, params: [Tensor; 6]) {
-        self.params = params.map(|t| t.detach().set_requires_grad(true));
+        *self = Self::from_tensors(params, self.max_sh_degree);
     }
 
     /// Writes the field as a safetensors checkpoint, one tensor per group.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: Vec<(&str, &Tensor)> = GROUPS.iter().copied().zip(self.params.iter()).collect();
+        let contiguous: Vec<Tensor> = self.params.iter().map(|p| p.detach().contiguous()).collect();
+        let tensors: Vec<(&str, &Tensor)> = GROUPS.iter().copied().zip(contiguous.iter()).collect();
         let metadata = HashMap::from([("max_sh_degree".to_string(), self.max_sh_degree.to_string())]);
         write_tch_shard(path, &tensors, &metadata).map_err(|e| SplatError::Io(e.to_string()))
     }
@@ -285,7 +308,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((field.len(), field.channels()), (4, 2));
-        let dc = Vec::<f32>::try_from(field.params[1].detach().view([-1])).unwrap();
+        let dc = Vec::<f32>::try_from(field.params[1].detach().reshape([-1])).unwrap();
         for (value, color) in dc.iter().zip(&colors) {
             assert!(((*value as f64) * SH_C0 + 0.5 - *color as f64).abs() < 1e-6);
         }
