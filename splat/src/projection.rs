@@ -531,8 +531,9 @@ impl<R: Real> ColorEval<R> {
         }
     }
 
-    /// The colour per channel of a Gaussian seen from the camera.
-    #[inline]
+    /// The colour per channel of a Gaussian seen from the camera. Always inlined, so it is compiled with the
+    /// instruction set of the dispatched pass that calls it.
+    #[inline(always)]
     pub fn color(&mut self, cam: &PinholeCamera<R>, mean: [R; 3], coeffs: &[R], out: &mut [R]) {
         raw_color(self.layout, &mut self.basis, cam, mean, coeffs, out);
         if self.offset_clamp {
@@ -549,6 +550,7 @@ impl<R: Real> ColorEval<R> {
         clippy::too_many_arguments,
         reason = "the colour VJP's inputs; a struct for one call would add nothing"
     )]
+    #[inline(always)]
     pub fn color_vjp(
         &mut self,
         cam: &PinholeCamera<R>,
@@ -572,13 +574,15 @@ impl<R: Real> ColorEval<R> {
         } else {
             v_color
         };
-        v_coeffs.fill(R::ZERO);
         let c = self.layout.channels;
         let ColorBasis::Sh { degree, .. } = self.layout.basis else {
             v_coeffs[..c].copy_from_slice(v_color);
+            v_coeffs[c..].fill(R::ZERO);
             return [R::ZERO; 3];
         };
         let k = sh_coeffs(degree);
+        // Coefficients above the degree in use get no gradient; the others are all written below.
+        v_coeffs[k * c..].fill(R::ZERO);
         for l in 0..k {
             let y = self.basis[l];
             let row = &coeffs[l * c..(l + 1) * c];
