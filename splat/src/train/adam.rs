@@ -112,22 +112,19 @@ impl Adam {
         }
     }
 
-    /// Keeps the state rows `rows` (a `[M]` i64 index) of every group, in that order.
-    pub fn select_rows(&mut self, rows: &Tensor) {
+    /// Keeps the state rows `rows` (a `[M]` i64 index) of every group, in that order, followed by `appended`
+    /// rows of zero state (new Gaussians start without momentum). Each moment is gathered straight into its
+    /// new tensor, so only one moment is held twice at a time.
+    pub fn keep_rows(&mut self, rows: &Tensor, appended: i64) {
+        let kept = rows.size()[0];
         for state in &mut self.groups {
-            state.first = state.first.index_select(0, rows);
-            state.second = state.second.index_select(0, rows);
-        }
-    }
-
-    /// Appends `count` rows of zero state to every group (new Gaussians start without momentum).
-    pub fn append_rows(&mut self, count: i64) {
-        for state in &mut self.groups {
-            let mut shape = state.first.size();
-            shape[0] = count;
-            let zeros = Tensor::zeros(&shape, (Kind::Float, state.first.device()));
-            state.first = Tensor::cat(&[&state.first, &zeros], 0);
-            state.second = Tensor::cat(&[&state.second, &zeros], 0);
+            for moment in [&mut state.first, &mut state.second] {
+                let mut shape = moment.size();
+                shape[0] = kept + appended;
+                let out = Tensor::zeros(shape.as_slice(), (moment.kind(), moment.device()));
+                let _ = moment.index_select_out(&out.narrow(0, 0, kept), 0, rows);
+                *moment = out;
+            }
         }
     }
 
@@ -420,8 +417,7 @@ mod tests {
         assert_eq!(values, [1.0, 1.0, 0.9, 0.9, 1.0, 1.0, 0.9, 0.9]);
         let first = Vec::<f32>::try_from(adam.groups[0].first.view([-1])).unwrap();
         assert_eq!(first, [0.0, 0.0, 0.2, 0.2, 0.0, 0.0, 0.2, 0.2]);
-        adam.append_rows(2);
-        adam.select_rows(&Tensor::from_slice(&[3i64, 4]));
+        adam.keep_rows(&Tensor::from_slice(&[3i64]), 1);
         let first = Vec::<f32>::try_from(adam.groups[0].first.view([-1])).unwrap();
         assert!(first[..2].iter().all(|&v| (v - 0.2).abs() < 1e-6), "{first:?}");
         assert_eq!(first[2..], [0.0, 0.0]);

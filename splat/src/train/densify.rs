@@ -87,26 +87,26 @@ pub(crate) fn densify_and_prune(
     let clone_rows = candidates.logical_and(&small).nonzero().view([-1]);
     let split_rows = candidates.logical_and(&small.logical_not()).nonzero().view([-1]);
 
-    let params: Vec<Tensor> = field.params.iter().map(|p| p.detach()).collect();
-    let cloned: Vec<Tensor> = params.iter().map(|p| p.index_select(0, &clone_rows)).collect();
-    let split = split_children(&params, &split_rows);
-    let added = clone_rows.size()[0] + split[0].size()[0];
-    let grown: Vec<Tensor> = params
+    // The new rows (clones, then split children) are few; the field's rows are only read, never copied whole
+    // more than once: each group's kept rows are gathered straight into a tensor of the final size, so a
+    // densification holds at most the old and the new field (and the moments) at once.
+    let rows = field.rows();
+    let split = split_children(&rows, &split_rows);
+    let added_rows: Vec<Tensor> = rows
         .iter()
-        .zip(&cloned)
         .zip(&split)
-        .map(|((p, c), s)| Tensor::cat(&[p, c, s], 0))
+        .map(|(p, s)| Tensor::cat(&[&p.index_select(0, &clone_rows), s], 0))
         .collect();
-    adam.append_rows(added);
+    let added = added_rows[0].size()[0];
 
     // Prune on the grown set: the split parents, then the 3DGS criteria (children and clones are judged too).
     let total = n + added;
+    let grown = |k: usize| Tensor::cat(&[&rows[k], &added_rows[k]], 0);
     let mut prune = Tensor::zeros([total], (Kind::Bool, Device::Cpu));
     let _ = prune.index_fill_(0, &split_rows, 1);
-    let opacity = grown[3].sigmoid();
-    prune = prune.logical_or(&opacity.lt(limits.prune_opacity));
+    prune = prune.logical_or(&grown(OPACITY).sigmoid().lt(limits.prune_opacity));
     if let Some(limit) = limits.prune_world_scale {
-        prune = prune.logical_or(&grown[4].exp().amax(1, false).gt(limit));
+        prune = prune.logical_or(&grown(LOG_SCALES).exp().amax(1, false).gt(limit));
     }
     if let Some(limit) = limits.prune_screen_radius {
         let radius = Tensor::cat(
@@ -115,11 +115,15 @@ pub(crate) fn densify_and_prune(
         );
         prune = prune.logical_or(&radius.gt(limit));
     }
+    // In increasing order: the kept old rows, then the kept new ones, as in the grown set.
     let keep = prune.logical_not().nonzero().view([-1]);
     let pruned = (total - keep.size()[0]) as usize;
-    let kept: Vec<Tensor> = grown.iter().map(|p| p.index_select(0, &keep)).collect();
-    adam.select_rows(&keep);
-    field.replace(kept.try_into().expect("six groups"));
+    let old_keep = keep.masked_select(&keep.lt(n));
+    let new_keep = keep.masked_select(&keep.ge(n)) - n;
+    let kept = std::array::from_fn(|k| gather_rows(&rows[k], &old_keep, &added_rows[k], &new_keep));
+    drop(rows);
+    field.replace_rows(kept);
+    adam.keep_rows(&old_keep, new_keep.size()[0]);
     *stats = DensifyStats::new(field.len());
     DensifyCounts {
         cloned: clone_rows.size()[0] as usize,
@@ -127,6 +131,23 @@ pub(crate) fn densify_and_prune(
         // The split parents are replaced, not lost: count only the Gaussians removed by the criteria.
         pruned: pruned - split_rows.size()[0] as usize,
     }
+}
+
+/// Positions in [`GaussianField::rows`].
+const MEANS: usize = 0;
+const OPACITY: usize = 2;
+const LOG_SCALES: usize = 3;
+const QUATS: usize = 4;
+
+/// `old`'s rows `old_rows` followed by `new`'s rows `new_rows`, written into one tensor of that size.
+fn gather_rows(old: &Tensor, old_rows: &Tensor, new: &Tensor, new_rows: &Tensor) -> Tensor {
+    let (k_old, k_new) = (old_rows.size()[0], new_rows.size()[0]);
+    let mut shape = old.size();
+    shape[0] = k_old + k_new;
+    let out = Tensor::empty(shape.as_slice(), (old.kind(), old.device()));
+    let _ = old.index_select_out(&out.narrow(0, 0, k_old), 0, old_rows);
+    let _ = new.index_select_out(&out.narrow(0, k_old, k_new), 0, new_rows);
+    out
 }
 
 /// `mask` limited to its `budget` entries with the largest `score`.
@@ -143,24 +164,23 @@ fn keep_largest(mask: &Tensor, score: &Tensor, budget: i64) -> Tensor {
 }
 
 /// Two children per split row: positions sampled from the parent Gaussian, scales divided by 1.6, every other
-/// parameter copied.
-fn split_children(params: &[Tensor], rows: &Tensor) -> Vec<Tensor> {
-    let parents: Vec<Tensor> = params
+/// parameter copied. `rows` and the result are in the order of [`GaussianField::rows`].
+fn split_children(rows: &[Tensor; 5], split: &Tensor) -> Vec<Tensor> {
+    let parents: Vec<Tensor> = rows
         .iter()
-        .map(|p| p.index_select(0, rows).repeat_interleave_self_int(2, 0, None))
+        .map(|p| p.index_select(0, split).repeat_interleave_self_int(2, 0, None))
         .collect();
-    let scales = parents[4].exp();
+    let scales = parents[LOG_SCALES].exp();
     let offsets = scales.randn_like() * &scales;
-    let rotation = rotation_matrices(&parents[5]);
-    let means = rotation.matmul(&offsets.unsqueeze(-1)).squeeze_dim(-1) + &parents[0];
+    let rotation = rotation_matrices(&parents[QUATS]);
+    let means = rotation.matmul(&offsets.unsqueeze(-1)).squeeze_dim(-1) + &parents[MEANS];
     let log_scales = (scales / SPLIT_SCALE_DIVISOR).log();
     vec![
         means,
         parents[1].shallow_clone(),
-        parents[2].shallow_clone(),
-        parents[3].shallow_clone(),
+        parents[OPACITY].shallow_clone(),
         log_scales,
-        parents[5].shallow_clone(),
+        parents[QUATS].shallow_clone(),
     ]
 }
 

@@ -325,6 +325,8 @@ impl Trainer {
         let loss_at = Instant::now();
         phases.loss = loss_at - rendered_at;
         let (screen, gradients) = rendered.gradients()?;
+        // Dropped before a densification, which replaces the field (the optimiser then skips this step).
+        let mut gradients = Some(gradients);
         let backward_at = Instant::now();
         let backward = backward_at - loss_at;
         phases.rasterize_backward = screen.kernel_times.map_or(backward, |t| t.per_gaussian + t.per_pixel);
@@ -348,6 +350,7 @@ impl Trainer {
                     prune_screen_radius: config.prune_screen_radius.filter(|_| after_reset),
                     max_gaussians: config.max_gaussians,
                 };
+                gradients = None;
                 densified = Some(densify_and_prune(
                     &mut self.field,
                     &mut self.adam,
@@ -364,7 +367,7 @@ impl Trainer {
         phases.densification = densified_at - backward_at;
         // As in 3DGS, parameters that densification or the opacity reset replaced take no step with gradients
         // of the set they replaced.
-        if it < config.iterations && densified.is_none() {
+        if let Some(gradients) = gradients.filter(|_| it < config.iterations) {
             self.optimizer_step(&gradients, &rendered.radii, opacity_reset);
         }
         phases.optimizer = densified_at.elapsed();

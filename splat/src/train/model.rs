@@ -90,13 +90,32 @@ impl GaussianField {
 
     fn from_tensors(params: [Tensor; 6], max_sh_degree: usize) -> Self {
         let [means, dc, rest, opacity, scales, quats] = params.map(|t| t.detach());
-        let sh = Tensor::cat(&[&dc, &rest], 1).contiguous();
+        let sh = Tensor::cat(&[&dc, &rest], 1);
+        Self::from_rows([means, sh, opacity, scales, quats], max_sh_degree)
+    }
+
+    /// A field from its rows in the order of [`GaussianField::rows`]; the SH tensor becomes the storage.
+    fn from_rows(rows: [Tensor; 5], max_sh_degree: usize) -> Self {
+        let [means, sh, opacity, scales, quats] = rows.map(|t| t.detach());
+        let sh = sh.contiguous();
         let (dc, rest) = (sh.narrow(1, 0, 1), sh.narrow(1, 1, sh.size()[1] - 1));
         GaussianField {
             params: [means, dc, rest, opacity, scales, quats].map(|t| t.set_requires_grad(true)),
             sh,
             max_sh_degree,
         }
+    }
+
+    /// The parameters as five row tensors, detached, without copies: means, SH `[N, K, C]` (both groups),
+    /// opacity logits, log-scales, quaternions. Densification works on these.
+    pub(crate) fn rows(&self) -> [Tensor; 5] {
+        let [means, _, _, opacity, scales, quats] = &self.params;
+        [means, &self.sh, opacity, scales, quats].map(Tensor::detach)
+    }
+
+    /// Replaces every parameter with rows in the order of [`GaussianField::rows`].
+    pub(crate) fn replace_rows(&mut self, rows: [Tensor; 5]) {
+        *self = Self::from_rows(rows, self.max_sh_degree);
     }
 
     pub fn len(&self) -> usize {
