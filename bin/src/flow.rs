@@ -371,7 +371,8 @@ pub fn gc(args: GcArgs) -> anyhow::Result<()> {
 ///
 /// Example: lrf-flow bench --scenes 200 -w 2
 ///
-/// `lrf-flow bench fit <SCENE>` times the latent and RGB fits per phase (see `lrf-flow bench fit --help`).
+/// `lrf-flow bench fit <SCENE>` times the latent and RGB fits per phase (see `lrf-flow bench fit --help`);
+/// `lrf-flow bench watch` times watch rounds over a large corpus (`lrf-flow bench watch --help`).
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -389,11 +390,39 @@ pub struct BenchArgs {
 #[derive(Subcommand)]
 enum BenchCommand {
     Fit(crate::fit_bench::FitBenchArgs),
+    Watch(WatchBenchArgs),
+}
+
+/// Time `lrf-flow watch` over a large corpus of tiny scenes when a few change.
+///
+/// Builds the engine bench's 6 stages over --scenes tiny scenes in a temporary folder and watches
+/// them: the cold round, then rounds that add --change new eval scenes, remove --change and edit
+/// --change others. Each round prints the instances it computed (it fails unless that is exactly
+/// the changed scenes' work and the global report) and its scan, change-set, planning and run time.
+///
+/// Example: lrf-flow bench watch --scenes 10000 --change 10 -w 2
+#[derive(Args)]
+struct WatchBenchArgs {
+    #[arg(long, default_value_t = 10_000)]
+    scenes: usize,
+    /// Eval scenes added, removed and edited, in three rounds.
+    #[arg(long, default_value_t = 10)]
+    change: usize,
+    /// Worker threads.
+    #[arg(short = 'w', long, default_value_t = 2)]
+    workers: usize,
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchCommand::Fit(args)) = args.what {
-        return crate::fit_bench::run(args);
+    match args.what {
+        Some(BenchCommand::Fit(args)) => return crate::fit_bench::run(args),
+        Some(BenchCommand::Watch(args)) => {
+            let dir = tempfile::tempdir().context("creating a temporary folder")?;
+            let report = lrf_graph::bench::watch(dir.path(), args.scenes, args.change, args.workers.max(1))?;
+            let peak = lrf_stages::artifacts::peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"));
+            return print(&format!("{report}  peak memory: {peak}\n"));
+        }
+        None => {}
     }
     let mut rows = Vec::new();
     for &scenes in &args.scenes {
@@ -460,6 +489,7 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                     report,
                     work_dir,
                     rejected,
+                    times,
                 }) => {
                     let mut text = rejected_lines(&rejected);
                     text += &format!(
@@ -469,6 +499,13 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                         changes.changed.len(),
                         changes.fired.len(),
                         changes.retracted.len()
+                    );
+                    text += &format!(
+                        "round: scan {:.3} s, change set {:.3} s, planning {:.3} s, run {:.3} s\n",
+                        times.scan.as_secs_f64(),
+                        times.changes.as_secs_f64(),
+                        times.planning.as_secs_f64(),
+                        times.run.as_secs_f64()
                     );
                     text += &report.summary();
                     if let Err(error) = report.write(&work_dir) {

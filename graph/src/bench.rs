@@ -1,6 +1,7 @@
 //! Engine overhead, measured on the counting test stages (which do almost nothing): a cold run,
 //! a no-op rerun (scene hashing, planning and the dataflow, everything cached), and the same
-//! stages called in a plain loop, so the difference is what the engine costs per record.
+//! stages called in a plain loop, so the difference is what the engine costs per record; and
+//! [`watch`], the rounds of `lrf-flow watch` over a large corpus when a few scenes change.
 
 use std::fmt;
 use std::path::Path;
@@ -11,6 +12,7 @@ use crate::plan::Plan;
 use crate::session::Session;
 use crate::stage::{Job, Scope};
 use crate::testing::{Counter, registry};
+use crate::watch::{Round, RoundTimes};
 
 /// Six stages: three per-scene in a chain, a global over train scenes, a per-scene stage using
 /// it, and a global over everything.
@@ -99,13 +101,22 @@ pub fn sweep_table(rows: &[BenchReport]) -> String {
     text
 }
 
+/// Scene `i` of the bench corpus: one in four is an eval scene.
+fn scene_folder(dir: &Path, i: usize) -> std::path::PathBuf {
+    let role = if i % 4 == 3 { "eval" } else { "train" };
+    dir.join("scenes").join(role).join(format!("scene{i:04}"))
+}
+
+/// Writes a one-file scene folder whose content is `text`.
+fn write_scene(folder: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder.join("images"))?;
+    std::fs::write(folder.join("images/0.txt"), text)
+}
+
 /// Runs the benchmark in `dir` (which it fills with scenes and a store).
 pub fn run(dir: &Path, scenes: usize, workers: usize) -> anyhow::Result<BenchReport> {
     for i in 0..scenes {
-        let role = if i % 4 == 3 { "eval" } else { "train" };
-        let scene = dir.join("scenes").join(role).join(format!("scene{i:04}"));
-        std::fs::create_dir_all(scene.join("images"))?;
-        std::fs::write(scene.join("images/0.txt"), format!("scene {i}"))?;
+        write_scene(&scene_folder(dir, i), &format!("scene {i}"))?;
     }
     let file = dir.join("bench.yaml");
     std::fs::write(&file, PIPELINE)?;
@@ -175,4 +186,166 @@ fn plain_loop(session: &Session, dir: &Path) -> anyhow::Result<f64> {
         }
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// One round of [`watch`]: what changed, the instances it computed and how long its parts took.
+pub struct WatchRound {
+    pub label: String,
+    pub computed: usize,
+    /// What a round that computes exactly the changed scenes' work computes.
+    pub expected: usize,
+    pub times: RoundTimes,
+}
+
+pub struct WatchReport {
+    pub scenes: usize,
+    pub workers: usize,
+    pub rounds: Vec<WatchRound>,
+}
+
+impl fmt::Display for WatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "watch bench: 6 stages over {} scenes, {} workers; after the cold round, eval scenes are added, \
+             removed and edited",
+            self.scenes, self.workers
+        )?;
+        writeln!(
+            f,
+            "  {:<12} {:>9} {:>9} {:>8} {:>12} {:>10} {:>8}",
+            "round", "computed", "expected", "scan s", "change set s", "planning s", "run s"
+        )?;
+        for r in &self.rounds {
+            let t = &r.times;
+            writeln!(
+                f,
+                "  {:<12} {:>9} {:>9} {:>8.3} {:>12.3} {:>10.3} {:>8.3}",
+                r.label,
+                r.computed,
+                r.expected,
+                t.scan.as_secs_f64(),
+                t.changes.as_secs_f64(),
+                t.planning.as_secs_f64(),
+                t.run.as_secs_f64()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `lrf-flow watch` over `scenes` scenes in `dir`: the cold round, then rounds that add `change` new eval
+/// scenes, remove `change` eval scenes and edit `change` others. Each round must compute exactly the changed
+/// scenes' four per-scene instances and the global report (eval scenes feed no other global stage), or this
+/// fails.
+pub fn watch(dir: &Path, scenes: usize, change: usize, workers: usize) -> anyhow::Result<WatchReport> {
+    let eval: Vec<usize> = (0..scenes).filter(|i| i % 4 == 3).collect();
+    anyhow::ensure!(
+        eval.len() >= 2 * change,
+        "{scenes} scenes hold {} eval scenes, too few to remove {change} and edit {change} others",
+        eval.len()
+    );
+    for i in 0..scenes {
+        write_scene(&scene_folder(dir, i), &format!("scene {i}"))?;
+    }
+    let file = dir.join("bench.yaml");
+    std::fs::write(&file, PIPELINE)?;
+    let registry = registry(&Counter::new());
+    let instances = Session::open(&file, &registry)?.plan.keys().count();
+    let per_change = 4 * change + 1;
+    // (label, expected instances computed, what to do to the corpus after the round).
+    type Edit<'a> = Box<dyn Fn() -> std::io::Result<()> + 'a>;
+    let script: Vec<(String, usize, Edit)> = vec![
+        (
+            "cold".into(),
+            instances,
+            Box::new(|| {
+                (0..change).try_for_each(|j| write_scene(&dir.join(format!("scenes/eval/added{j:04}")), "new"))
+            }),
+        ),
+        (
+            format!("add {change}"),
+            per_change,
+            Box::new(|| {
+                eval[..change]
+                    .iter()
+                    .try_for_each(|&i| std::fs::remove_dir_all(scene_folder(dir, i)))
+            }),
+        ),
+        (
+            format!("remove {change}"),
+            1,
+            Box::new(|| {
+                eval[change..2 * change]
+                    .iter()
+                    .try_for_each(|&i| write_scene(&scene_folder(dir, i), &format!("edited {i}")))
+            }),
+        ),
+        (format!("edit {change}"), per_change, Box::new(|| Ok(()))),
+    ];
+    let mut rounds = Vec::new();
+    let mut failure = None;
+    crate::watch::watch(
+        &file,
+        &registry,
+        std::time::Duration::ZERO,
+        |_| RunOptions {
+            workers,
+            ..RunOptions::default()
+        },
+        |round| {
+            let (report, times) = match round {
+                None => return true,
+                Some(Round::Invalid(message)) => {
+                    failure = Some(anyhow::anyhow!("a round failed: {message}"));
+                    return false;
+                }
+                Some(Round::Ran { report, times, .. }) => (report, times),
+            };
+            let (label, expected, edit) = &script[rounds.len()];
+            if report.failed() > 0 {
+                failure = Some(anyhow::anyhow!("round {label} failed:\n{}", report.summary()));
+                return false;
+            }
+            rounds.push(WatchRound {
+                label: label.clone(),
+                computed: report.computed().len(),
+                expected: *expected,
+                times,
+            });
+            if let Err(error) = edit() {
+                failure = Some(error.into());
+                return false;
+            }
+            rounds.len() < script.len()
+        },
+    );
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let report = WatchReport {
+        scenes,
+        workers,
+        rounds,
+    };
+    anyhow::ensure!(
+        report.rounds.iter().all(|r| r.computed == r.expected),
+        "a round computed more or less than its changes:\n{report}"
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A watch over 40 scenes: adding, removing and editing 3 eval scenes computes only their work.
+    #[test]
+    fn watch_rounds_compute_only_the_changed_scenes() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = super::watch(dir.path(), 40, 3, 1).unwrap();
+        let computed: Vec<(&str, usize)> = report.rounds.iter().map(|r| (r.label.as_str(), r.computed)).collect();
+        assert_eq!(
+            computed,
+            [("cold", 4 * 40 + 2), ("add 3", 13), ("remove 3", 1), ("edit 3", 13)]
+        );
+    }
 }

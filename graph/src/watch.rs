@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::VecCollection;
 use differential_dataflow::input::InputSession;
@@ -120,9 +120,23 @@ pub enum Round {
         work_dir: PathBuf,
         /// Scene folders left out of the round.
         rejected: Vec<RejectedScene>,
+        times: RoundTimes,
     },
     /// The pipeline could not be loaded or run; watching goes on.
     Invalid(String),
+}
+
+/// Where a round's time went, planning included, so a corpus-scale watch shows what a small change costs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundTimes {
+    /// The scan that found the change settled: scene folders listed and keyed (cached file hashes).
+    pub scan: Duration,
+    /// The differential dataflow deriving the change set.
+    pub changes: Duration,
+    /// Opening the session: scenes collected again, the pipeline validated and planned.
+    pub planning: Duration,
+    /// The run: the dataflow over every instance, computing the fired ones.
+    pub run: Duration,
 }
 
 /// What a round looks at: the pipeline file's content, the scene collection and which roles
@@ -257,26 +271,39 @@ pub fn watch(
     let mut last_scan: Option<Snapshot> = None;
     let mut last_error: Option<String> = None;
     loop {
+        let scan_started = Instant::now();
         let scanned = scan(file, registry);
+        let scan_time = scan_started.elapsed();
         let settled = matches!((&scanned, &last_scan), (Ok(now), Some(before)) if now == before);
         last_scan = scanned.as_ref().ok().cloned();
         let result = match scanned {
             Ok(now) if settled && (fed.as_ref() != Some(&now) || ran != Some(now.pipeline)) => {
+                let started = Instant::now();
                 let changes = flow.round(&now);
+                let mut times = RoundTimes {
+                    scan: scan_time,
+                    changes: started.elapsed(),
+                    ..RoundTimes::default()
+                };
                 let pipeline = now.pipeline;
                 fed = Some(now);
                 if changes.is_empty() && ran == Some(pipeline) {
                     Ok(None)
                 } else {
                     ran = None;
+                    let opened = Instant::now();
                     Session::open(file, registry).and_then(|session| {
+                        times.planning = opened.elapsed();
+                        let started = Instant::now();
                         let report = session.run(options(&session.pipeline))?;
+                        times.run = started.elapsed();
                         ran = Some(pipeline);
                         Ok(Some(Round::Ran {
                             changes,
                             report: Box::new(report),
                             work_dir: session.pipeline.work_dir.clone(),
                             rejected: session.rejected.clone(),
+                            times,
                         }))
                     })
                 }
