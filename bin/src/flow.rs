@@ -149,10 +149,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         worker_init: Some(libtorch_threads(workers)),
         verify: args.verify,
     };
+    let helper = options.cluster.as_ref().is_some_and(|c| c.process != 0);
     let report = session.run(options)?;
     // The outcome goes to the terminal first, so that a report folder that cannot be written hides nothing.
     print(&report.summary())?;
     print(&rejected_lines(&session.rejected))?;
+    if helper {
+        // Process 0 gathers every process's instances and writes the run's report.
+        print("the instances this process ran; process 0 reports the whole run\n")?;
+        return match report.failed() {
+            0 => Ok(()),
+            n => anyhow::bail!("{n} stage instance(s) failed or were skipped here; see the summary above"),
+        };
+    }
     // Global stages gather results over every scene (the demo's summary table): show where they are.
     for outcome in &report.outcomes {
         if outcome.scene.is_none() && matches!(outcome.status, Status::Cached | Status::Computed) {

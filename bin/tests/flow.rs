@@ -237,22 +237,34 @@ fn two_processes_store_the_same_artifacts_as_one() {
                 .expect("spawn")
         })
         .collect();
-    // Each process reports the instances its workers ran; together, each instance once.
-    let mut computed = [0, 0];
-    for child in children {
+    // Process 1 reports the instances its workers ran; process 0 every process's, each instance once.
+    let mut computed = [[0; 2]; 2];
+    for (process, child) in children.into_iter().enumerate() {
         let text = stdout(&child.wait_with_output().expect("wait"));
         for (i, stage) in ["stats", "summary"].iter().enumerate() {
             let row = text
                 .lines()
                 .find(|l| l.trim_start().starts_with(stage))
                 .expect("stage row");
-            computed[i] += row
+            computed[process][i] = row
                 .split_whitespace()
                 .nth(1)
                 .and_then(|n| n.parse::<usize>().ok())
                 .expect("count");
         }
+        assert_eq!(
+            text.contains("process 0 reports the whole run"),
+            process == 1,
+            "process {process}: {text}"
+        );
     }
+    assert_eq!(computed[0], [3, 1], "process 0's report misses instances of process 1");
+    assert!(computed[1][0] <= 3 && computed[1][1] <= 1, "{computed:?}");
+    let latest = std::fs::read_to_string(cluster.path().join("work/example-exec/reports/latest.json"))
+        .expect("process 0's report");
+    let latest: serde_json::Value = serde_json::from_str(&latest).expect("json");
+    assert_eq!(latest["outcomes"].as_array().expect("outcomes").len(), 4, "{latest}");
+    let computed = [computed[0][0], computed[0][1]];
     assert_eq!(computed, [3, 1]);
     let expected = store_contents(single.path());
     assert_eq!(expected.len(), 4 * 2, "4 artifacts, each an output and a manifest");

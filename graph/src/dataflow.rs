@@ -21,7 +21,7 @@ use crate::pipeline::{Pipeline, Source};
 use crate::plan::Plan;
 use crate::pool::{JobPool, Submission};
 use crate::progress::Progress;
-use crate::report::RunReport;
+use crate::report::{Outcome, RunReport};
 use crate::stage::{FailedInput, Scope};
 use crate::store::Store;
 
@@ -137,11 +137,16 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         .map(|c| startup_watchdog(c, options.startup_timeout));
     let shared = (executor.clone(), pool.clone());
     let process = options.cluster.as_ref().map(|c| c.process);
+    let gathered: Arc<std::sync::Mutex<Option<Vec<Outcome>>>> = Arc::default();
+    let sink = gathered.clone();
     let guards = timely::execute(config, move |worker| {
         // In a cluster, a worker dies when a peer process does (its connection closes). timely's threads
         // then never finish, so joining them would hang: stop the process with a message instead.
         let _peer_loss = process.map(PeerLoss);
-        drive(worker, &shared.0, &shared.1)
+        drive(worker, &shared.0, &shared.1);
+        if process.is_some() {
+            gather_outcomes(worker, &shared.0, workers, &sink);
+        }
     })
     .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
     drop(connected);
@@ -149,7 +154,11 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         result.map_err(|e| anyhow::anyhow!("a worker thread died: {e}"))?;
     }
     drop(pool);
-    let outcomes = executor.take_outcomes();
+    // Process 0 of a cluster reports every process's instances; the others, their own.
+    let outcomes = match gathered.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(all) => all,
+        None => executor.take_outcomes(),
+    };
     Ok(RunReport::new(
         &pipeline,
         &plan,
@@ -157,6 +166,49 @@ pub fn run(pipeline: Arc<Pipeline>, plan: Arc<Plan>, store: Store, options: RunO
         workers,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// After a cluster run: the first worker of each process sends its process's outcomes to worker 0 (on
+/// process 0), which puts them all into `sink`. They travel as JSON, the report's own format.
+fn gather_outcomes(
+    worker: &mut timely::worker::Worker,
+    executor: &Executor,
+    threads: usize,
+    sink: &std::sync::Mutex<Option<Vec<Outcome>>>,
+) {
+    use timely::dataflow::operators::Inspect;
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<String>>>::new();
+    let probe = ProbeHandle::new();
+    let received = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let collect = received.clone();
+    worker.dataflow::<u64, _, _>(|scope| {
+        input
+            .to_stream(scope)
+            .exchange(|_: &String| 0)
+            .inspect(move |line: &String| collect.borrow_mut().push(line.clone()))
+            .probe_with(&probe);
+    });
+    if worker.index() % threads.max(1) == 0 {
+        for outcome in executor.outcomes() {
+            input.send(serde_json::to_string(&outcome).expect("an outcome serialises"));
+        }
+    }
+    input.advance_to(1);
+    while probe.less_than(input.time()) {
+        worker.step_or_park(None);
+    }
+    if worker.index() == 0 {
+        let outcomes = received
+            .borrow()
+            .iter()
+            .filter_map(|line| {
+                serde_json::from_str(line)
+                    .inspect_err(|error| tracing::error!(%error, line, "an outcome from another process is unreadable"))
+                    .ok()
+            })
+            .collect();
+        *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcomes);
+    }
 }
 
 /// Stops a cluster process whose worker is unwinding: another process died (or its machine did).

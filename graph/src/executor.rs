@@ -181,6 +181,11 @@ impl Executor {
         Ok(())
     }
 
+    /// A copy of the outcomes so far.
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn take_outcomes(&self) -> Vec<Outcome> {
         std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|e| e.into_inner()))
     }

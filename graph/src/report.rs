@@ -4,13 +4,13 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::key::ArtifactKey;
 use crate::pipeline::Pipeline;
 use crate::plan::Plan;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Status {
     Cached,
@@ -25,7 +25,7 @@ pub enum Status {
 }
 
 /// What happened to one stage instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub stage: String,
     pub scene: Option<String>,
@@ -34,7 +34,7 @@ pub struct Outcome {
     pub status: Status,
     /// Inputs that failed upstream and that this instance ran without (a summary over the scenes that
     /// succeeded); its artifact is then not the planned one.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub missing: Vec<String>,
     pub seconds: f64,
 }
@@ -187,5 +187,54 @@ impl RunReport {
             write().map_err(|e| named(target, e))?;
         }
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cluster processes send their outcomes to process 0 as JSON: every status must come back as it went.
+    #[test]
+    fn outcomes_round_trip_through_json() {
+        let statuses = [
+            Status::Cached,
+            Status::Computed,
+            Status::Failed {
+                error: "no images".into(),
+            },
+            Status::Skipped {
+                reason: "ingest failed".into(),
+            },
+        ];
+        for (i, status) in statuses.into_iter().enumerate() {
+            let outcome = Outcome {
+                stage: "fit".into(),
+                scene: (i % 2 == 0).then(|| format!("scene{i}")),
+                key: ArtifactKey([i as u8; 32]),
+                status,
+                missing: if i == 3 { vec!["views".into()] } else { vec![] },
+                seconds: 0.25 * i as f64,
+            };
+            let back: Outcome = serde_json::from_str(&serde_json::to_string(&outcome).unwrap()).unwrap();
+            assert_eq!(
+                (
+                    &back.stage,
+                    &back.scene,
+                    back.key,
+                    &back.status,
+                    &back.missing,
+                    back.seconds
+                ),
+                (
+                    &outcome.stage,
+                    &outcome.scene,
+                    outcome.key,
+                    &outcome.status,
+                    &outcome.missing,
+                    outcome.seconds
+                )
+            );
+        }
     }
 }
