@@ -69,15 +69,7 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, p: &StepPhases) {
-        let t = &mut self.phases;
-        t.projection += p.projection;
-        t.rasterize_forward += p.rasterize_forward;
-        t.loss += p.loss;
-        t.rasterize_backward += p.rasterize_backward;
-        t.gradient_hand_off += p.gradient_hand_off;
-        t.densification += p.densification;
-        t.optimizer += p.optimizer;
-        t.total += p.total;
+        self.phases += p;
         self.steps += 1;
     }
 

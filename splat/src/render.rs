@@ -79,16 +79,7 @@ impl Rendered {
     pub fn backward(&self) -> Result<ScreenGradients> {
         let (screen, gradients) = self.gradients()?;
         let gradients = match gradients {
-            GaussianGradients::Host(grads) => {
-                let parts = [
-                    &grads.means,
-                    &grads.log_scales,
-                    &grads.quats,
-                    &grads.opacity_logits,
-                    &grads.colors,
-                ];
-                parts.map(|grad| Tensor::from_slice(grad))
-            }
+            GaussianGradients::Host(grads) => grads.parameters().map(Tensor::from_slice),
             GaussianGradients::Tensors(tensors) => tensors,
         };
         backward_into_params(
@@ -266,13 +257,7 @@ impl<R: Real> Backward for CpuState<R> {
                 let grads = grads
                     .downcast::<GaussianGrads<R>>()
                     .expect("the kernel's own gradients");
-                let parts = [
-                    &grads.means,
-                    &grads.log_scales,
-                    &grads.quats,
-                    &grads.opacity_logits,
-                    &grads.colors,
-                ];
+                let parts = grads.parameters();
                 let tensors = self.tensors.each_ref();
                 GaussianGradients::Tensors(std::array::from_fn(|k| {
                     Tensor::from_slice(parts[k])

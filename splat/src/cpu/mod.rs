@@ -69,6 +69,20 @@ pub struct GaussianGrads<R> {
     pub times: PassTimes,
 }
 
+impl<R> GaussianGrads<R> {
+    /// The five parameter gradients in the order of [`crate::Gaussians::tensors`]: means, log-scales,
+    /// quaternions, opacity logits, colours.
+    pub fn parameters(&self) -> [&[R]; 5] {
+        [
+            &self.means,
+            &self.log_scales,
+            &self.quats,
+            &self.opacity_logits,
+            &self.colors,
+        ]
+    }
+}
+
 /// Wall time of a pass's two halves, for the fit benchmark's breakdown: the per-Gaussian work (forward:
 /// projection, colour from SH, culling, depth sort and tile lists; backward: each Gaussian's VJP through colour
 /// and projection) and the per-pixel work (the tiles' blend, with the backward's reduction by splat).

@@ -201,6 +201,19 @@ pub struct StepPhases {
     pub total: Duration,
 }
 
+impl std::ops::AddAssign<&StepPhases> for StepPhases {
+    fn add_assign(&mut self, p: &StepPhases) {
+        self.projection += p.projection;
+        self.rasterize_forward += p.rasterize_forward;
+        self.loss += p.loss;
+        self.rasterize_backward += p.rasterize_backward;
+        self.gradient_hand_off += p.gradient_hand_off;
+        self.densification += p.densification;
+        self.optimizer += p.optimizer;
+        self.total += p.total;
+    }
+}
+
 impl StepPhases {
     /// The whole step less the named phases.
     pub fn rest(&self) -> Duration {
@@ -415,13 +428,7 @@ impl Trainer {
             }
             let grad = match gradients {
                 GaussianGradients::Host(grads) => {
-                    let parts = [
-                        &grads.means,
-                        &grads.log_scales,
-                        &grads.quats,
-                        &grads.opacity_logits,
-                        &grads.colors,
-                    ];
+                    let parts = grads.parameters();
                     let row = param.numel() / self.field.len().max(1);
                     Gradient::Host(GradientRows {
                         data: parts[tensor],
