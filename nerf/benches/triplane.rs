@@ -10,6 +10,7 @@ use glam::DVec3;
 use lrf_formats::Camera;
 use lrf_nerf::render::{Rays, Sampling, render};
 use lrf_nerf::{SceneBounds, TriPlaneConfig, TriPlaneField};
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 fn main() {
@@ -32,8 +33,9 @@ fn main() {
     let bounds = SceneBounds::from_scene(&[camera.clone()], &points);
     let rays = Rays::for_camera(&camera, &bounds, Kind::Float);
     let target = Tensor::rand([rays.len(), field.config.channels], (Kind::Float, Device::Cpu));
-    let step = || {
-        let out = render(&field, &rays, Sampling::default(), true).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut step = || {
+        let out = render(&field, &rays, Sampling::default(), Some(&mut rng)).unwrap();
         let loss = (out - &target).square().mean(None);
         loss.backward();
         for var in field.vars.trainable_variables() {

@@ -13,7 +13,8 @@
 use glam::DVec3;
 use lrf_formats::Camera;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SceneBounds {
     pub center: DVec3,
     /// Box units per world unit.

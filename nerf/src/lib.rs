@@ -6,13 +6,17 @@
 //!   latent) in one `VarStore`, so any tch optimiser trains them.
 //! - [`render`]: rays → samples → composited channels, differentiable through tch.
 //! - [`SceneBounds`]: world ↔ the field's `[-1, 1]³` box, chosen from cameras and sparse points.
+//! - [`TriPlaneNerf`]: field, bounds and sampling as the unit stages save, load, render and train
+//!   ([`NerfOptimizer`]: Adam with IG-AE's plane TV prior).
 
 mod bounds;
 mod field;
+mod model;
 pub mod render;
 
 pub use bounds::SceneBounds;
 pub use field::{TriPlaneConfig, TriPlaneField};
+pub use model::{NerfOptimizer, Pass, TriPlaneLayout, TriPlaneNerf, plane_total_variation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NerfError {

@@ -4,6 +4,7 @@
 //! averaged, density = softplus(σ − 1), α = 1 − exp(−density·δ).
 
 use lrf_formats::Camera;
+use rand::{Rng, RngCore};
 use tch::{Kind, Tensor};
 
 use crate::field::TriPlaneField;
@@ -21,7 +22,8 @@ pub struct Rays {
 }
 
 /// Samples per ray: IG-AE's 48 + 48.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Sampling {
     pub stratified: i64,
     pub importance: i64,
@@ -75,6 +77,16 @@ impl Rays {
         }
     }
 
+    /// Rays `start..start + count`.
+    pub fn narrow(&self, start: i64, count: i64) -> Rays {
+        Rays {
+            origins: self.origins.narrow(0, start, count),
+            directions: self.directions.narrow(0, start, count),
+            near: self.near.narrow(0, start, count),
+            far: self.far.narrow(0, start, count),
+        }
+    }
+
     pub fn len(&self) -> i64 {
         self.origins.size()[0]
     }
@@ -125,9 +137,16 @@ pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor) -> (Tensor, Ten
     (rendered, weights)
 }
 
-/// Renders `rays`: stratified samples (jittered with `generator`'s draws when `jitter`), then importance
-/// samples from their weights, composited together. Returns `[N, C]`.
-pub fn render(field: &TriPlaneField, rays: &Rays, sampling: Sampling, jitter: bool) -> Result<Tensor> {
+/// Renders `rays`: stratified samples, then importance samples from their weights, composited together.
+/// With `jitter`, both are placed at random by its draws (training); without, at the bins' middles. The
+/// draws come from the caller's generator, not libtorch's global one, so that fits running side by side
+/// stay reproducible. Returns `[N, C]`.
+pub fn render(
+    field: &TriPlaneField,
+    rays: &Rays,
+    sampling: Sampling,
+    mut jitter: Option<&mut dyn RngCore>,
+) -> Result<Tensor> {
     if sampling.stratified < 2 || sampling.importance < 0 {
         return Err(NerfError::Input(format!("invalid sampling {sampling:?}")));
     }
@@ -135,8 +154,8 @@ pub fn render(field: &TriPlaneField, rays: &Rays, sampling: Sampling, jitter: bo
     let device = rays.origins.device();
     let (n, s) = (rays.len(), sampling.stratified);
     let steps = Tensor::arange(s, (kind, device)).unsqueeze(0);
-    let offsets = if jitter {
-        Tensor::rand([n, s], (kind, device))
+    let offsets = if let Some(rng) = jitter.as_deref_mut() {
+        uniform(rng, n, s).to_kind(kind).to_device(device)
     } else {
         Tensor::full([n, s], 0.5, (kind, device))
     };
@@ -153,9 +172,15 @@ pub fn render(field: &TriPlaneField, rays: &Rays, sampling: Sampling, jitter: bo
     Ok(composite(field, rays, &t).0)
 }
 
+/// `[rows, columns]` draws from U[0, 1).
+fn uniform(rng: &mut dyn RngCore, rows: i64, columns: i64) -> Tensor {
+    let values: Vec<f32> = (0..rows * columns).map(|_| rng.random::<f32>()).collect();
+    Tensor::from_slice(&values).view([rows, columns])
+}
+
 /// `count` depths per ray drawn from the piecewise-constant density the weights put on the segments between
 /// samples, smoothed as EG3D does (max-pool then average-pool over neighbours, plus 0.01).
-fn importance_samples(t: &Tensor, weights: &Tensor, count: i64, jitter: bool) -> Tensor {
+fn importance_samples(t: &Tensor, weights: &Tensor, count: i64, jitter: Option<&mut dyn RngCore>) -> Tensor {
     let (n, s) = (t.size()[0], t.size()[1]);
     let w = weights.unsqueeze(1);
     let padded = Tensor::cat(&[w.narrow(2, 0, 1), w.shallow_clone(), w.narrow(2, s - 2, 1)], 2);
@@ -167,8 +192,8 @@ fn importance_samples(t: &Tensor, weights: &Tensor, count: i64, jitter: bool) ->
     // Segment k spans [t_k, t_{k+1}]; its probability is proportional to its smoothed weight.
     let pdf = &smoothed / smoothed.sum_dim_intlist(1, true, None);
     let cdf = Tensor::cat(&[pdf.zeros_like().narrow(1, 0, 1), pdf.cumsum(1, None)], 1);
-    let u = if jitter {
-        Tensor::rand([n, count], (t.kind(), t.device()))
+    let u = if let Some(rng) = jitter {
+        uniform(rng, n, count).to_kind(t.kind()).to_device(t.device())
     } else {
         (Tensor::arange(count, (t.kind(), t.device())) + 0.5)
             .unsqueeze(0)

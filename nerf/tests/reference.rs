@@ -236,7 +236,7 @@ fn importance_samples_follow_the_density() {
             stratified: 32,
             importance: 0,
         },
-        false,
+        None,
     )
     .unwrap();
     let fine = render(
@@ -246,7 +246,7 @@ fn importance_samples_follow_the_density() {
             stratified: 32,
             importance: 32,
         },
-        false,
+        None,
     )
     .unwrap();
     assert_eq!(fine.size(), [48, 3]);
