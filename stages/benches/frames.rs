@@ -64,6 +64,7 @@ fn main() {
                 max: vec![3.0; channels],
             },
         },
+        representation: Default::default(),
         channels,
         downsampling: 8,
         gaussians: GAUSSIANS,

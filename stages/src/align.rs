@@ -567,7 +567,7 @@ mod tests {
 
     use super::*;
     use crate::artifacts::{Evaluation, METRICS_FILE};
-    use crate::artifacts::{FieldInfo, FieldSpace, Normalization, RendersInfo, read_json};
+    use crate::artifacts::{FieldInfo, FieldSpace, Normalization, RendersInfo, Representation, read_json};
     use crate::artifacts::{PAIRS_FILE, PAIRS_INFO, PairsInfo};
     use crate::artifacts::{RENDERS_FILE, RENDERS_INFO};
     use crate::evaluate::Evaluate;
@@ -616,6 +616,7 @@ mod tests {
         };
         let field = FieldInfo {
             space,
+            representation: Representation::Gaussians,
             channels: channels as usize,
             downsampling: if rgb { 1 } else { 8 },
             gaussians: 0,

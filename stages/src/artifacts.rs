@@ -10,6 +10,8 @@ use lrf_formats::scene::Split;
 use lrf_formats::shard::ShardReader;
 use lrf_formats::views::{ViewSet, open_images, view_key};
 use lrf_graph::{Input, Job};
+use lrf_nerf::{TriPlaneLayout, TriPlaneNerf};
+use lrf_splat::train::GaussianField;
 use lrf_vae::metrics::MetricValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -183,13 +185,42 @@ pub enum FieldSpace {
     Rgb,
 }
 
+/// How a field represents its scene: what `field.safetensors` holds and which reader opens it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Representation {
+    /// 3D Gaussians (`lrf_splat::train::GaussianField`), with a `point_cloud.ply` beside them.
+    #[default]
+    Gaussians,
+    /// A latent Tri-Plane NeRF (`lrf_nerf::TriPlaneNerf`) of this layout.
+    TriPlane(TriPlaneLayout),
+}
+
+impl Representation {
+    pub fn is_gaussians(&self) -> bool {
+        *self == Representation::Gaussians
+    }
+
+    /// Its name in messages and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Representation::Gaussians => "3D Gaussians",
+            Representation::TriPlane(_) => "Tri-Plane NeRF",
+        }
+    }
+}
+
 /// `field/field.json`: the fitted field, how it was fitted, and its training record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FieldInfo {
     pub space: FieldSpace,
+    /// Absent for Gaussians, so that the JSON of Gaussian fields is what it was before other field types.
+    #[serde(default, skip_serializing_if = "Representation::is_gaussians")]
+    pub representation: Representation,
     pub channels: usize,
     /// Image pixels per trained-render pixel (8 for latent fields and 3DGS/8, 1 for full-resolution RGB).
     pub downsampling: usize,
+    /// 0 for fields of other types.
     pub gaussians: usize,
     pub iterations: u32,
     pub seconds: f64,
@@ -200,6 +231,54 @@ pub struct FieldInfo {
     pub loss_curve: Vec<(u32, f64)>,
     /// (iteration, Gaussian count after densifying), one entry per densification.
     pub gaussian_curve: Vec<(u32, usize)>,
+}
+
+/// The model a `field` artifact holds.
+pub enum FieldModel {
+    Gaussians(GaussianField),
+    TriPlane(TriPlaneNerf),
+}
+
+impl FieldModel {
+    pub fn representation(&self) -> Representation {
+        match self {
+            FieldModel::Gaussians(_) => Representation::Gaussians,
+            FieldModel::TriPlane(nerf) => Representation::TriPlane(nerf.layout()),
+        }
+    }
+}
+
+/// A `field` artifact: its description and its model.
+pub struct Field {
+    pub info: FieldInfo,
+    pub model: FieldModel,
+}
+
+impl Field {
+    /// Opens the field in `dir`, of whichever representation its JSON names; a parameter holding NaN or an
+    /// infinity is refused.
+    pub fn open(dir: &Path) -> anyhow::Result<Field> {
+        let info: FieldInfo = read_json(&dir.join(FIELD_INFO))?;
+        let file = dir.join(FIELD_FILE);
+        let model = match &info.representation {
+            Representation::Gaussians => {
+                let field =
+                    GaussianField::load(&file).with_context(|| format!("loading the field in {}", dir.display()))?;
+                if let Some(group) = field.non_finite_group() {
+                    bail!(
+                        "the field in {} holds NaN or infinite `{group}` parameters",
+                        dir.display()
+                    );
+                }
+                FieldModel::Gaussians(field)
+            }
+            Representation::TriPlane(layout) => FieldModel::TriPlane(
+                TriPlaneNerf::load(*layout, &file)
+                    .with_context(|| format!("loading the field in {}", dir.display()))?,
+            ),
+        };
+        Ok(Field { info, model })
+    }
 }
 
 /// `renders/renders.json`.
@@ -236,6 +315,10 @@ pub struct ViewScores {
     pub render: Scores,
     /// The autoencoder's reconstruction of the real image (latent fields only).
     pub reconstruction: Option<Scores>,
+    /// PSNR of the normalised latent render against the normalised encoding of the real image, both
+    /// clamped to [0, 1] (latent fields only; IG-AE's Table 6 and latent-nerfstudio's `metrics_e`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_psnr: Option<f64>,
 }
 
 /// Means over the views of one split.
@@ -245,6 +328,8 @@ pub struct SplitSummary {
     pub views: usize,
     pub render: Scores,
     pub reconstruction: Option<Scores>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_psnr: Option<f64>,
 }
 
 /// `evaluation/metrics.json`.

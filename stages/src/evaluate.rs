@@ -1,7 +1,7 @@
 //! `evaluate`: renders against the real images. Latent renders are decoded (denormalised → decode → clamp);
 //! RGB renders are compared as they are. PSNR (mean of per-view values), SSIM (3DGS's), ST-LPIPS (shipped
 //! weights), LPIPS when the user gives backbone weights, and for latent fields the autoencoder's own reconstruction of the same views, the
-//! ceiling a latent field cannot pass; with `autoencoder: input` both decode with the model on the
+//! ceiling a latent field cannot pass, and the latent PSNR of the render against the encoded image; with `autoencoder: input` both decode with the model on the
 //! `autoencoder` port instead (e.g. Stage III's aligned decoder). Images are quantised to 8 bits first, as the
 //! official evaluation reads saved PNGs. Writes per-view JSON, a summary, and side-by-side PNGs:
 //! ground truth | decoded render | autoencoder reconstruction | error heat-map | latent channels 0–2 as
@@ -73,7 +73,7 @@ impl Default for Evaluate {
 
 impl StageKind for Evaluate {
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
 
     fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
         self.st_lpips_content = self.st_lpips.content()?;
@@ -160,12 +160,16 @@ impl StageKind for Evaluate {
                     truth.size()
                 );
             }
-            let reconstruction = match &model {
-                Some(model) => Some(quantize(&decode_latent(
-                    model.as_ref(),
-                    &encode_view(model.as_ref(), &images, index)?,
-                )?)),
-                None => None,
+            let (reconstruction, latent_psnr) = match (&model, normalization) {
+                (Some(model), Some(normalization)) => {
+                    let encoded = encode_view(model.as_ref(), &images, index)?;
+                    let unit = |latent: &Tensor| normalization.normalize(latent).clamp(0.0, 1.0).unsqueeze(0);
+                    (
+                        Some(quantize(&decode_latent(model.as_ref(), &encoded)?)),
+                        Some(psnr(&unit(&render), &unit(&encoded))?),
+                    )
+                }
+                _ => (None, None),
             };
             let score = |image: &Tensor| score(&perceptual, image, &truth);
             let entry = ViewScores {
@@ -173,6 +177,7 @@ impl StageKind for Evaluate {
                 split: view.split,
                 render: score(&predicted)?,
                 reconstruction: reconstruction.as_ref().map(score).transpose()?,
+                latent_psnr,
             };
             if self.images {
                 let error = error_heat_map(&predicted, &truth);
@@ -294,11 +299,13 @@ fn summarize(views: &[ViewScores], split: Split) -> Option<SplitSummary> {
         }
     };
     let reconstruction: Option<Vec<&Scores>> = chosen.iter().map(|v| v.reconstruction.as_ref()).collect();
+    let latent_psnr: Option<f64> = chosen.iter().map(|v| v.latent_psnr).sum();
     Some(SplitSummary {
         split,
         views: chosen.len(),
         render: mean(chosen.iter().map(|v| &v.render).collect()),
         reconstruction: reconstruction.map(mean),
+        latent_psnr: latent_psnr.map(|total| total / chosen.len() as f64),
     })
 }
 

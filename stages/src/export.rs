@@ -51,6 +51,13 @@ impl StageKind for GraphdecoExport {
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         let field_dir = input_dir(job, "field")?;
         let info: FieldInfo = read_json(&field_dir.join(FIELD_INFO))?;
+        if !info.representation.is_gaussians() {
+            bail!(
+                "graphdeco-export writes 3D Gaussian models; the field in {} is a {}",
+                field_dir.display(),
+                info.representation.name()
+            );
+        }
         if let FieldSpace::Latent { .. } = info.space {
             bail!(
                 "graphdeco-export takes RGB fields (rgb-3dgs-fit); this is a latent field, which 3DGS viewers \

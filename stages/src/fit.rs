@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::artifacts::Latents;
-use crate::artifacts::{FieldInfo, FieldSpace, input_dir, output_dir, peak_memory_mib};
+use crate::artifacts::{FieldInfo, FieldModel, FieldSpace, Representation, input_dir, output_dir, peak_memory_mib};
 use crate::latents::image_tensor;
 use crate::training::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
 
@@ -383,14 +383,16 @@ impl FitRun {
             ..
         } = self.fit;
         let field = self.trainer.into_field();
+        let gaussians = field.len();
         write_field(
             out,
-            &field,
+            &FieldModel::Gaussians(field),
             &FieldInfo {
                 space,
+                representation: Representation::Gaussians,
                 channels,
                 downsampling,
-                gaussians: field.len(),
+                gaussians,
                 iterations,
                 seconds,
                 seconds_per_iteration: seconds / iterations as f64,
@@ -437,6 +439,7 @@ mod tests {
         let _ = tch::no_grad(|| field.params[4].get(1).fill_(f64::INFINITY));
         let info = FieldInfo {
             space: FieldSpace::Rgb,
+            representation: Representation::Gaussians,
             channels: 1,
             downsampling: 1,
             gaussians: 2,
@@ -448,7 +451,7 @@ mod tests {
             gaussian_curve: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
-        let error = write_field(dir.path(), &field, &info).unwrap_err();
+        let error = write_field(dir.path(), &FieldModel::Gaussians(field), &info).unwrap_err();
         assert!(format!("{error:#}").contains("log_scales"), "{error:#}");
         assert!(
             std::fs::read_dir(dir.path()).unwrap().next().is_none(),

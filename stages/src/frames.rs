@@ -1,25 +1,32 @@
-//! A fitted field opened for frames at any camera: what `render-path` and `lrf-flow view` share. A latent
-//! field renders at latent resolution (fast: the viewer's preview) and decodes to an image (slow); an RGB
-//! field renders at full resolution.
+//! A fitted field of any representation opened for frames at any camera: what `render`, `render-path` and
+//! `lrf-flow view` share. A latent field renders at latent resolution (fast: the viewer's preview) and
+//! decodes to an image (slow); an RGB field renders at full resolution.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use lrf_formats::Camera;
-use lrf_splat::train::GaussianField;
+use lrf_nerf::{Pass, TriPlaneNerf};
 use lrf_splat::{Gaussians, RenderOptions, render};
 use tch::Tensor;
 
-use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldSpace, Normalization, read_json};
+use crate::artifacts::{Field, FieldInfo, FieldModel, FieldSpace, Normalization};
 use crate::autoencoder::AutoencoderSource;
 use crate::latents::{decode_latent, false_color};
 use lrf_vae::Autoencoder;
 
-/// The field's Gaussians and how to turn a render into an image.
+/// The field, ready to render, and how to turn a render into an image.
 pub struct FieldFrames {
     pub info: FieldInfo,
-    gaussians: Gaussians,
-    options: RenderOptions,
+    renderer: Renderer,
+}
+
+enum Renderer {
+    Gaussians {
+        gaussians: Gaussians,
+        options: RenderOptions,
+    },
+    TriPlane(TriPlaneNerf),
 }
 
 /// Which model decodes a latent field's renders, not yet loaded: it can move to the thread that will
@@ -58,15 +65,7 @@ impl FieldFrames {
         field_dir: &Path,
         decoder: Option<AutoencoderSource>,
     ) -> anyhow::Result<(FieldFrames, Option<DecoderSource>)> {
-        let info: FieldInfo = read_json(&field_dir.join(FIELD_INFO))?;
-        let field = GaussianField::load(&field_dir.join(FIELD_FILE))
-            .with_context(|| format!("loading the field in {}", field_dir.display()))?;
-        if let Some(group) = field.non_finite_group() {
-            bail!(
-                "the field in {} holds NaN or infinite `{group}` parameters",
-                field_dir.display()
-            );
-        }
+        let Field { info, model } = Field::open(field_dir)?;
         let decoder = match &info.space {
             FieldSpace::Latent {
                 autoencoder,
@@ -78,14 +77,17 @@ impl FieldFrames {
             FieldSpace::Rgb if decoder.is_some() => bail!("a decoder was given, but the field is RGB"),
             FieldSpace::Rgb => None,
         };
-        let frames = FieldFrames {
-            gaussians: field.detached(),
-            options: RenderOptions {
-                color_offset_clamp: true,
-                ..RenderOptions::default()
+        let renderer = match model {
+            FieldModel::Gaussians(field) => Renderer::Gaussians {
+                gaussians: field.detached(),
+                options: RenderOptions {
+                    color_offset_clamp: true,
+                    ..RenderOptions::default()
+                },
             },
-            info,
+            FieldModel::TriPlane(nerf) => Renderer::TriPlane(nerf),
         };
+        let frames = FieldFrames { info, renderer };
         Ok((frames, decoder))
     }
 
@@ -108,11 +110,20 @@ impl FieldFrames {
                 camera.height
             );
         }
+        Ok(RawFrame {
+            image: self.render_at(&camera.resized(w, h))?,
+            factor,
+        })
+    }
+
+    /// The field's channels `[C, h, w]` at exactly `camera`'s size, clamped to [0, 1].
+    pub fn render_at(&self, camera: &Camera) -> anyhow::Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let image = render(&self.gaussians, &camera.resized(w, h), &self.options)?
-            .image
-            .clamp(0.0, 1.0);
-        Ok(RawFrame { image, factor })
+        let image = match &self.renderer {
+            Renderer::Gaussians { gaussians, options } => render(gaussians, camera, options)?.image,
+            Renderer::TriPlane(nerf) => nerf.render_view(camera, Pass::Inference)?,
+        };
+        Ok(image.clamp(0.0, 1.0))
     }
 }
 

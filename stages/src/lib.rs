@@ -6,14 +6,15 @@
 //! | `colmap-ingest` | per scene | scene → views | [`ingest`] |
 //! | `vae-encode` | per scene | views → latents | [`encode`] |
 //! | `latent-3dgs-fit`, `rgb-3dgs-fit` | per scene | views (+ latents) → field | [`fit`] |
-//! | `render` | per scene | field, views → renders | [`render`] |
+//! | `latent-nerf-fit` | per scene | views, latents → Tri-Plane NeRF field | [`nerf_fit`] |
+//! | `render` | per scene | field (Gaussians or Tri-Plane), views → renders | [`render`] |
 //! | `evaluate` | per scene | renders, views (+ autoencoder) → evaluation | [`evaluate`] |
 //! | `correspondence-mine` | per scene | scene, views → correspondences | [`correspond`] |
 //! | `encoder-finetune` | global | views, correspondences of the training scenes → autoencoder | [`finetune`] |
 //! | `latent-consistency` | per scene | latents, correspondences, views → consistency | [`consistency`] |
 //! | `pair-emit` | per scene | renders, views → pairs | [`pairs`] |
 //! | `decoder-align` | global | pairs of several scenes (+ autoencoder) → autoencoder | [`align`] |
-//! | `rgb-align` | per scene | field, views, latents (+ autoencoder) → field, autoencoder | [`rgb_align`] |
+//! | `rgb-align` | per scene | field (Gaussians or Tri-Plane), views, latents (+ autoencoder) → field, autoencoder | [`rgb_align`] |
 //! | `summary` | global | evaluations of several methods → report | [`summary`] |
 //! | `render-path` | per scene | field, views (+ autoencoder) → frames and videos along a camera path | [`path`] |
 //! | `graphdeco-export` | per scene | RGB field, views, scene → graphdeco model folder | [`export`] |
@@ -31,6 +32,7 @@ pub mod fit;
 pub mod frames;
 pub mod ingest;
 pub mod latents;
+pub mod nerf_fit;
 pub mod pairs;
 pub mod path;
 pub mod perceptual;
@@ -50,6 +52,7 @@ pub fn register(registry: &mut Registry) {
     registry.register::<encode::VaeEncode>();
     registry.register::<fit::LatentFit>();
     registry.register::<fit::RgbFit>();
+    registry.register::<nerf_fit::LatentNerfFit>();
     registry.register::<render::Render>();
     registry.register::<evaluate::Evaluate>();
     registry.register::<pairs::PairEmit>();

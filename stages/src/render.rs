@@ -1,4 +1,4 @@
-//! `render`: a fitted field rendered at a scene's training and test views, at the resolution it was trained
+//! `render`: a fitted field (3D Gaussians or a Tri-Plane NeRF) rendered at a scene's training and test views, at the resolution it was trained
 //! at or at full image resolution (how the paper evaluates 3DGS/8). Latent renders are clamped to the
 //! normalised range and stored denormalised, at the autoencoder's raw scale, as the official LRF code does
 //! before decoding.
@@ -11,15 +11,11 @@ use lrf_formats::scene::Split;
 use lrf_formats::shard::write_tch_shard;
 use lrf_formats::views::{ViewSet, view_key};
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
-use lrf_splat::train::GaussianField;
-use lrf_splat::{RenderOptions, render};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::artifacts::{FIELD_FILE, FIELD_INFO};
-use crate::artifacts::{
-    FieldInfo, FieldSpace, RENDERS_FILE, RENDERS_INFO, RendersInfo, input_dir, output_dir, read_json, write_json,
-};
+use crate::artifacts::{FieldSpace, RENDERS_FILE, RENDERS_INFO, RendersInfo, input_dir, output_dir, write_json};
+use crate::frames::FieldFrames;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,18 +62,12 @@ impl StageKind for Render {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let field_dir = input_dir(job, "field")?;
-        let info: FieldInfo = read_json(&field_dir.join(FIELD_INFO))?;
-        let field = GaussianField::load(&field_dir.join(FIELD_FILE))?;
+        let (field, _) = FieldFrames::open(input_dir(job, "field")?, None)?;
+        let info = field.info.clone();
         let views = ViewSet::read(input_dir(job, "views")?)?;
         let downsampling = match self.resolution {
             Resolution::Trained => info.downsampling,
             Resolution::Full => 1,
-        };
-        let gaussians = field.detached();
-        let options = RenderOptions {
-            color_offset_clamp: true,
-            ..RenderOptions::default()
         };
         let indices: Vec<usize> = (0..views.views.len())
             .filter(|&i| self.splits.contains(&views.views[i].split))
@@ -87,10 +77,9 @@ impl StageKind for Render {
         for &index in &indices {
             let camera = &views.views[index].camera;
             let (w, h) = (camera.width / downsampling as u32, camera.height / downsampling as u32);
-            let image = render(&gaussians, &camera.resized(w, h), &options)
-                .with_context(|| format!("rendering view {:?}", views.views[index].name))?
-                .image
-                .clamp(0.0, 1.0);
+            let image = field
+                .render_at(&camera.resized(w, h))
+                .with_context(|| format!("rendering view {:?}", views.views[index].name))?;
             renders.push(match &info.space {
                 FieldSpace::Latent { normalization, .. } => normalization.denormalize(&image),
                 FieldSpace::Rgb => image,

@@ -21,8 +21,9 @@ use lrf_formats::Camera;
 use lrf_formats::scene::Split;
 use lrf_formats::views::read_image;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
+use lrf_nerf::{NerfOptimizer, Pass, TriPlaneNerf};
 use lrf_splat::RenderOptions;
-use lrf_splat::train::{GaussianField, TrainConfig, Trainer};
+use lrf_splat::train::{TrainConfig, Trainer};
 use lrf_vae::losses::l1;
 use lrf_vae::metrics::psnr;
 use lrf_vae::{Autoencoder, Part, TilePlan, decode_tiled};
@@ -33,9 +34,9 @@ use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
 use crate::artifacts::Latents;
-use crate::artifacts::{FIELD_FILE, FIELD_INFO};
 use crate::artifacts::{
-    FieldInfo, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, read_json, views_input, write_json,
+    Field, FieldInfo, FieldModel, FieldSpace, Normalization, input_dir, output_dir, peak_memory_mib, views_input,
+    write_json,
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::latents::image_tensor;
@@ -65,7 +66,36 @@ pub struct RgbAlign {
     /// views from 24.77 to 24.01 dB, and with whole renders raised them to 25.66 dB (0.35 against 2.2
     /// s/step): a bare crop decodes in a regime evaluation never uses (see decoder-align's `context`).
     pub window: i64,
+    /// A Tri-Plane field's side of the phase (Gaussian fields use `train`'s learning rates). Left out of
+    /// the canonical parameters at its defaults, so the keys of Gaussian alignments made before Tri-Plane
+    /// fields existed still hold; a change of these defaults therefore needs a version bump.
+    #[serde(skip_serializing_if = "TriPlaneAlign::is_default")]
+    pub tri_plane: TriPlaneAlign,
     pub log_every: u32,
+}
+
+/// Adam on all of a Tri-Plane field's parameters, fresh when the phase starts, at the learning rate the
+/// fit ends with (`latent-nerf-fit`'s `lr_final`), with the fit's TV prior.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriPlaneAlign {
+    pub lr: f64,
+    pub tv_weight: f64,
+}
+
+impl Default for TriPlaneAlign {
+    fn default() -> Self {
+        TriPlaneAlign {
+            lr: 1e-3,
+            tv_weight: 1e-5,
+        }
+    }
+}
+
+impl TriPlaneAlign {
+    fn is_default(&self) -> bool {
+        *self == TriPlaneAlign::default()
+    }
 }
 
 impl Default for RgbAlign {
@@ -78,6 +108,7 @@ impl Default for RgbAlign {
             decoder_lr: 1e-4,
             decoder_lr_decay: 0.99969,
             window: TilePlan::default().tile,
+            tri_plane: TriPlaneAlign::default(),
             log_every: 100,
         }
     }
@@ -197,6 +228,15 @@ impl StageKind for RgbAlign {
                 self.decoder_lr_decay
             ));
         }
+        if !(self.tri_plane.lr.is_finite() && self.tri_plane.lr > 0.0) {
+            return Err(format!("tri_plane.lr = {} must be a number > 0", self.tri_plane.lr));
+        }
+        if !(self.tri_plane.tv_weight.is_finite() && self.tri_plane.tv_weight >= 0.0) {
+            return Err(format!(
+                "tri_plane.tv_weight = {} must be a number ≥ 0",
+                self.tri_plane.tv_weight
+            ));
+        }
         if self.window < 0 {
             return Err(format!("window = {} must be ≥ 0 (0: the whole render)", self.window));
         }
@@ -207,16 +247,17 @@ impl StageKind for RgbAlign {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let field_dir = input_dir(job, "field")?;
-        let info: FieldInfo = read_json(&field_dir.join(FIELD_INFO))?;
+        let Field { info, model: field } = Field::open(input_dir(job, "field")?)?;
         let FieldSpace::Latent {
             autoencoder: fitted_with,
             normalization,
         } = &info.space
         else {
-            bail!("rgb-align needs a latent field; this one was fitted on RGB (use latent-3dgs-fit's output)");
+            bail!(
+                "rgb-align needs a latent field; this one was fitted on RGB (use latent-3dgs-fit's or \
+                 latent-nerf-fit's output)"
+            );
         };
-        let field = GaussianField::load(&field_dir.join(FIELD_FILE))?;
         let (views, images) = views_input(job)?;
         let latents = Latents::open(input_dir(job, "latents")?)?;
         if latents.info.normalization != *normalization {
@@ -256,58 +297,64 @@ impl StageKind for RgbAlign {
         if samples.is_empty() {
             bail!("scene {:?} has no training views to align on", views.scene);
         }
-        let sh_degree = field.max_sh_degree;
-        let config = self.train.train_config(sh_degree);
-        let mut trainer = Trainer::new(field, config, training_extent(&views)?, RenderOptions::offset_clamped())?
-            .starting_at_sh_degree(sh_degree);
+        let mut field = match field {
+            FieldModel::Gaussians(field) => {
+                let sh_degree = field.max_sh_degree;
+                let config = self.train.train_config(sh_degree);
+                let trainer = Trainer::new(field, config, training_extent(&views)?, RenderOptions::offset_clamped())?;
+                AlignedField::Gaussians(trainer.starting_at_sh_degree(sh_degree))
+            }
+            FieldModel::TriPlane(nerf) => AlignedField::TriPlane {
+                optimizer: NerfOptimizer::new(&nerf, self.tri_plane.lr, self.tri_plane.tv_weight)?,
+                nerf,
+            },
+        };
         let mut tuning = DecoderTuning::new(model.as_mut(), self.decoder_lr, self.decoder_lr_decay)?;
 
-        let before = train_psnr(tuning.model, &trainer, &samples, normalization)?;
+        let before = train_psnr(tuning.model, &field, &samples, normalization)?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.train.seed);
         let mut order = ViewOrder::new(samples.len());
         let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);
         let started = Instant::now();
-        for _ in 0..self.train.iterations {
+        for iteration in 1..=self.train.iterations {
             let sample = &samples[order.next(&mut rng)];
             let window = Window::random(self.window, &sample.latent, &mut rng);
-            let report = {
-                let _threads = SingleThreadedLibtorch::enter();
-                trainer.step(&sample.camera, |render| -> anyhow::Result<Tensor> {
-                    let raw = normalization.denormalize(&window.latent(&render.clamp(0.0, 1.0)));
+            let loss = field
+                .step(sample, &window, &mut rng, |step| -> anyhow::Result<Tensor> {
+                    let raw = normalization.denormalize(&step.window.clamp(0.0, 1.0));
                     let mut loss = tuning.mse(&raw, &window.image(&sample.image, factor))? * self.rgb_weight;
                     if self.latent_weight > 0.0 {
-                        loss += l1(render, &sample.latent)? * self.latent_weight;
+                        loss += l1(step.render, step.target)? * self.latent_weight;
                     }
                     Ok(loss)
                 })
-            }
-            .with_context(|| format!("scene {:?}, alignment", views.scene))?;
+                .with_context(|| format!("scene {:?}, alignment", views.scene))?;
             tuning.step();
-            if let Some(mean) = loss_curve.add(report.iteration, report.loss) {
+            if let Some(mean) = loss_curve.add(iteration, loss) {
                 tracing::info!(
                     stage = job.stage_id,
                     scene = views.scene,
-                    step = report.iteration,
+                    step = iteration,
                     loss = mean,
                     "rgb alignment"
                 );
-                job.status(&format!(
-                    "step {}/{}, loss {mean:.5}",
-                    report.iteration, self.train.iterations
-                ));
+                job.status(&format!("step {iteration}/{}, loss {mean:.5}", self.train.iterations));
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let after = train_psnr(tuning.model, &trainer, &samples, normalization)?;
+        let after = train_psnr(tuning.model, &field, &samples, normalization)?;
         tracing::info!(scene = views.scene, before, after, "rgb alignment: training-view PSNR");
 
         let steps = self.train.iterations;
-        let field = trainer.into_field();
+        let field = field.into_model();
         write_field(
             &output_dir(job, "field")?,
             &field,
             &FieldInfo {
-                gaussians: field.len(),
+                gaussians: match &field {
+                    FieldModel::Gaussians(gaussians) => gaussians.len(),
+                    FieldModel::TriPlane(_) => 0,
+                },
                 iterations: info.iterations + steps,
                 seconds: info.seconds + seconds,
                 seconds_per_iteration: (info.seconds + seconds) / (info.iterations + steps) as f64,
@@ -418,18 +465,14 @@ impl<'a> DecoderTuning<'a> {
 /// Mean PSNR of the decoded (tiled, clamped) renders of the training views.
 fn train_psnr(
     model: &dyn Autoencoder,
-    trainer: &Trainer,
+    field: &AlignedField,
     samples: &[AlignSample],
     normalization: &Normalization,
 ) -> anyhow::Result<f64> {
     let _guard = tch::no_grad_guard();
-    let gaussians = trainer.field().detached();
-    let options = trainer.render_options();
     let mut total = 0.0;
     for sample in samples {
-        let render = lrf_splat::render(&gaussians, &sample.camera, &options)?
-            .image
-            .clamp(0.0, 1.0);
+        let render = field.render(&sample.camera)?.clamp(0.0, 1.0);
         let raw = normalization.denormalize(&render).unsqueeze(0);
         let decoded = model
             .input_range()
@@ -437,6 +480,83 @@ fn train_psnr(
         total += psnr(&decoded.clamp(0.0, 1.0).squeeze_dim(0), &sample.image)?;
     }
     Ok(total / samples.len() as f64)
+}
+
+/// The field side of the phase, one variant per field type.
+enum AlignedField {
+    Gaussians(Trainer),
+    TriPlane {
+        nerf: TriPlaneNerf,
+        optimizer: NerfOptimizer,
+    },
+}
+
+/// What one step rendered, for its loss.
+struct AlignStep<'a> {
+    /// The window's normalised latent, with its graph.
+    window: &'a Tensor,
+    /// What the step rendered (the whole view for Gaussians, the window for a Tri-Plane, whose rays cost
+    /// per pixel) and the latent target of the same pixels, for the optional latent term.
+    render: &'a Tensor,
+    target: &'a Tensor,
+}
+
+impl AlignedField {
+    /// One step on `sample`'s view: renders, takes `loss`, backpropagates, and steps the field's optimiser.
+    fn step(
+        &mut self,
+        sample: &AlignSample,
+        window: &Window,
+        rng: &mut ChaCha8Rng,
+        loss: impl FnOnce(AlignStep<'_>) -> anyhow::Result<Tensor>,
+    ) -> anyhow::Result<f64> {
+        match self {
+            AlignedField::Gaussians(trainer) => {
+                let _threads = SingleThreadedLibtorch::enter();
+                let report = trainer.step(&sample.camera, |render| {
+                    loss(AlignStep {
+                        window: &window.latent(render),
+                        render,
+                        target: &sample.latent,
+                    })
+                })?;
+                Ok(report.loss)
+            }
+            AlignedField::TriPlane { nerf, optimizer } => {
+                let camera = sample.camera.cropped(
+                    window.left as u32,
+                    window.top as u32,
+                    window.width as u32,
+                    window.height as u32,
+                );
+                let target = window.latent(&sample.latent);
+                optimizer.step(nerf, &camera, rng, |render| {
+                    loss(AlignStep {
+                        window: render,
+                        render,
+                        target: &target,
+                    })
+                })
+            }
+        }
+    }
+
+    /// `[C, h, w]` at `camera`, without gradients.
+    fn render(&self, camera: &Camera) -> anyhow::Result<Tensor> {
+        Ok(match self {
+            AlignedField::Gaussians(trainer) => {
+                lrf_splat::render(&trainer.field().detached(), camera, &trainer.render_options())?.image
+            }
+            AlignedField::TriPlane { nerf, .. } => nerf.render_view(camera, Pass::Inference)?,
+        })
+    }
+
+    fn into_model(self) -> FieldModel {
+        match self {
+            AlignedField::Gaussians(trainer) => FieldModel::Gaussians(trainer.into_field()),
+            AlignedField::TriPlane { nerf, .. } => FieldModel::TriPlane(nerf),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -450,11 +570,12 @@ mod tests {
     use tch::Device;
 
     use super::*;
-    use crate::artifacts::Renders;
+    use crate::artifacts::{FIELD_FILE, Renders, read_json};
     use crate::encode::VaeEncode;
     use crate::fit::LatentFit;
     use crate::render::Render;
     use crate::test_support::{run_stage, stage, views_fixture};
+    use lrf_splat::train::GaussianField;
 
     const SPLITS: [Split; 4] = [Split::Train, Split::Train, Split::Train, Split::Test];
 

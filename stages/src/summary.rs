@@ -222,12 +222,14 @@ mod tests {
                 views: 1,
                 render: scores.clone(),
                 reconstruction: Some(scores.clone()),
+                latent_psnr: Some(30.0),
             }],
             views: vec![ViewScores {
                 name: "0".into(),
                 split: Split::Test,
                 render: scores.clone(),
                 reconstruction: Some(scores),
+                latent_psnr: Some(30.0),
             }],
         }
     }

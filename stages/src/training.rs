@@ -1,12 +1,12 @@
 //! What the per-scene training stages (the latent fit, RGB alignment) share: the training extent, the view
 //! order, loss curves, the latent camera, libtorch's thread count inside a step, and how a field is written.
 
-use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldSpace, PLY_FILE, write_json};
+use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldModel, FieldSpace, PLY_FILE, write_json};
 use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::scene::Split;
 use lrf_formats::views::ViewSet;
-use lrf_splat::train::{GaussianField, scene_extent};
+use lrf_splat::train::scene_extent;
 use rand::seq::SliceRandom;
 use std::path::Path;
 use tch::Tensor;
@@ -44,6 +44,15 @@ impl Drop for SingleThreadedLibtorch {
     fn drop(&mut self) {
         tch::set_num_threads(self.0);
     }
+}
+
+/// Runs `draw` with libtorch's global generator seeded by `seed`, holding a lock that other callers share, so
+/// that stages running side by side on worker threads each draw what they would alone.
+pub(crate) fn seeded_libtorch<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed as i64);
+    draw()
 }
 
 /// The scene extent of a view set's training cameras (see [`scene_extent`]).
@@ -116,14 +125,31 @@ impl LossCurve {
     }
 }
 
-/// Writes a `field` artifact into `out`: the parameters, a PLY that 3DGS viewers open, and the manifest.
-/// A field with a NaN or an infinity is refused: no later stage may take it for a successful fit.
-pub(crate) fn write_field(out: &Path, field: &GaussianField, info: &FieldInfo) -> anyhow::Result<()> {
-    if let Some(group) = field.non_finite_group() {
-        bail!("refusing to save a field whose `{group}` parameters hold NaN or infinite values");
+/// Writes a `field` artifact into `out`: the parameters, for Gaussians a PLY that 3DGS viewers open, and the
+/// description. A field with a NaN or an infinity is refused: no later stage may take it for a successful fit.
+pub(crate) fn write_field(out: &Path, model: &FieldModel, info: &FieldInfo) -> anyhow::Result<()> {
+    if info.representation != model.representation() {
+        bail!(
+            "a {} described as a {}",
+            model.representation().name(),
+            info.representation.name()
+        );
     }
-    field.save(&out.join(FIELD_FILE))?;
-    lrf_formats::ply::write_described_ply(&out.join(PLY_FILE), &field.to_ply()?, &ply_comments(info))?;
+    match model {
+        FieldModel::Gaussians(field) => {
+            if let Some(group) = field.non_finite_group() {
+                bail!("refusing to save a field whose `{group}` parameters hold NaN or infinite values");
+            }
+            field.save(&out.join(FIELD_FILE))?;
+            lrf_formats::ply::write_described_ply(&out.join(PLY_FILE), &field.to_ply()?, &ply_comments(info))?;
+        }
+        FieldModel::TriPlane(nerf) => {
+            if let Some(name) = nerf.non_finite_parameter() {
+                bail!("refusing to save a field whose `{name}` parameters hold NaN or infinite values");
+            }
+            nerf.save(&out.join(FIELD_FILE))?;
+        }
+    }
     write_json(&out.join(FIELD_INFO), info)
 }
 

@@ -36,6 +36,7 @@ fn evaluation(dir: &Path, scene: &str, psnr: f64) -> Evaluation {
             split: Split::Test,
             render: scores(psnr),
             reconstruction: Some(scores(psnr + 8.0)),
+            latent_psnr: Some(psnr + 4.0),
         })
         .collect();
     for view in &views {
@@ -66,6 +67,7 @@ fn evaluation(dir: &Path, scene: &str, psnr: f64) -> Evaluation {
             views: 2,
             render: scores(psnr),
             reconstruction: Some(scores(psnr + 8.0)),
+            latent_psnr: Some(psnr + 4.0),
         }],
         views,
     }
