@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::planes::{self, PlaneTape};
 use crate::{NerfError, Result};
 
 /// Sizes; the defaults are IG-AE's (`triplane_resolution 64`, `n_local_features 32`, hidden 64).
@@ -79,23 +80,14 @@ impl TriPlaneField {
     }
 
     /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
-    /// zero): `([N], [N, C])`, colour already bounded.
-    pub fn query(&self, points: &Tensor) -> (Tensor, Tensor) {
-        let n = points.size()[0];
-        let (x, y, z) = (points.select(1, 0), points.select(1, 1), points.select(1, 2));
-        // grid_sample's grid holds (u, v) = (column, row) coordinates: plane p is indexed by these pairs.
-        let pairs = Tensor::stack(
-            &[
-                Tensor::stack(&[&x, &y], 1),
-                Tensor::stack(&[&x, &z], 1),
-                Tensor::stack(&[&y, &z], 1),
-            ],
-            0,
-        )
-        .view([3, 1, n, 2]);
-        // [3, F, 1, N] → summed over planes → [N, F]
-        let sampled = self.planes.grid_sampler(&pairs, 0, 0, false);
-        let features = sampled.sum_dim_intlist(0, false, None).squeeze_dim(1).transpose(0, 1);
+    /// zero): `([N], [N, C])`, colour already bounded. With a `tape`, the planes' gradient is handed on by
+    /// [`PlaneTape::backward`] after the loss's; the MLP's and the background's flow through libtorch.
+    pub fn query(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
+        let features = planes::sample(&self.planes, points);
+        let features = match tape {
+            Some(tape) => tape.track(points, features),
+            None => features,
+        };
         let raw = features.apply(&self.hidden).softplus().apply(&self.out);
         let sigma = raw.select(1, 0);
         let color = bounded(&raw.narrow(1, 1, self.config.channels));

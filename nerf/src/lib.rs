@@ -12,11 +12,13 @@
 mod bounds;
 mod field;
 mod model;
+mod planes;
 pub mod render;
 
 pub use bounds::SceneBounds;
 pub use field::{TriPlaneConfig, TriPlaneField};
-pub use model::{NerfOptimizer, Pass, TriPlaneLayout, TriPlaneNerf, plane_total_variation};
+pub use model::{NerfOptimizer, TriPlaneLayout, TriPlaneNerf, plane_total_variation};
+pub use planes::PlaneTape;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NerfError {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::planes::PlaneTape;
 use crate::render::{Rays, Sampling, render};
 use crate::{NerfError, Result, SceneBounds, TriPlaneConfig, TriPlaneField};
 
@@ -83,34 +84,41 @@ impl TriPlaneNerf {
             .map(|(name, _)| name)
     }
 
-    /// The `[C, h, w]` render of `camera`'s pixels, values in the field's bounded range.
-    pub fn render_view(&self, camera: &Camera, pass: Pass<'_>) -> Result<Tensor> {
+    /// The `[C, h, w]` render of `camera`'s pixels, without gradients, unjittered, in chunks of rays; values
+    /// in the field's bounded range.
+    pub fn render_view(&self, camera: &Camera) -> Result<Tensor> {
         let rays = Rays::for_camera(camera, &self.bounds, Kind::Float);
-        let (w, h) = (camera.width as i64, camera.height as i64);
-        let flat = match pass {
-            Pass::Training(rng) => render(&self.field, &rays, self.sampling, Some(rng))?,
-            Pass::Inference => {
-                let _guard = tch::no_grad_guard();
-                let mut parts = Vec::new();
-                let mut start = 0;
-                while start < rays.len() {
-                    let count = RAYS_PER_CHUNK.min(rays.len() - start);
-                    parts.push(render(&self.field, &rays.narrow(start, count), self.sampling, None)?);
-                    start += count;
-                }
-                Tensor::cat(&parts, 0)
-            }
-        };
-        Ok(flat.view([h, w, self.field.config.channels]).permute([2, 0, 1]))
+        let _guard = tch::no_grad_guard();
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < rays.len() {
+            let count = RAYS_PER_CHUNK.min(rays.len() - start);
+            parts.push(render(
+                &self.field,
+                &rays.narrow(start, count),
+                self.sampling,
+                None,
+                None,
+            )?);
+            start += count;
+        }
+        Ok(self.image(Tensor::cat(&parts, 0), camera))
     }
-}
 
-/// How a view is rendered.
-pub enum Pass<'a> {
-    /// With the autograd graph, samples jittered by this generator's draws.
-    Training(&'a mut dyn RngCore),
-    /// Without gradients, unjittered, in chunks of rays.
-    Inference,
+    /// The `[C, h, w]` render of `camera` for a training step: jittered by `rng`'s draws, with its graph, and
+    /// the tape that hands the planes their gradient after the loss's backward pass.
+    pub fn render_training(&self, camera: &Camera, rng: &mut dyn RngCore) -> Result<(Tensor, PlaneTape)> {
+        let rays = Rays::for_camera(camera, &self.bounds, Kind::Float);
+        let mut tape = PlaneTape::new();
+        let flat = render(&self.field, &rays, self.sampling, Some(rng), Some(&mut tape))?;
+        Ok((self.image(flat, camera), tape))
+    }
+
+    /// `[h·w, C]` rays → `[C, h, w]`.
+    fn image(&self, flat: Tensor, camera: &Camera) -> Tensor {
+        let (w, h) = (camera.width as i64, camera.height as i64);
+        flat.view([h, w, self.field.config.channels]).permute([2, 0, 1])
+    }
 }
 
 /// Adam over all of a [`TriPlaneNerf`]'s parameters, with IG-AE's total-variation prior on the planes.
@@ -144,7 +152,7 @@ impl NerfOptimizer {
         loss: impl FnOnce(&Tensor) -> std::result::Result<Tensor, E>,
     ) -> std::result::Result<f64, E> {
         self.optimizer.zero_grad();
-        let rendered = nerf.render_view(camera, Pass::Training(rng))?;
+        let (rendered, tape) = nerf.render_training(camera, rng)?;
         let data = loss(&rendered)?;
         let value = data.double_value(&[]);
         if !value.is_finite() {
@@ -156,6 +164,7 @@ impl NerfOptimizer {
             data
         };
         total.backward();
+        tape.backward(&nerf.field.planes);
         self.optimizer.step();
         Ok(value)
     }
@@ -214,8 +223,8 @@ mod tests {
         nerf.save(&path).unwrap();
         let loaded = TriPlaneNerf::load(layout(), &path).unwrap();
         let (a, b) = (
-            nerf.render_view(&camera(), Pass::Inference).unwrap(),
-            loaded.render_view(&camera(), Pass::Inference).unwrap(),
+            nerf.render_view(&camera()).unwrap(),
+            loaded.render_view(&camera()).unwrap(),
         );
         assert_eq!(a.size(), [3, 7, 9]);
         assert!(a.equal(&b));
@@ -249,7 +258,7 @@ mod tests {
         let nerf = TriPlaneNerf::new(layout(), 1.0).unwrap();
         let render = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            nerf.render_view(&camera(), Pass::Training(&mut rng)).unwrap().detach()
+            nerf.render_training(&camera(), &mut rng).unwrap().0.detach()
         };
         assert!(render(1).equal(&render(1)));
         assert!(!render(1).equal(&render(2)));

@@ -8,6 +8,7 @@ use rand::{Rng, RngCore};
 use tch::{Kind, Tensor};
 
 use crate::field::TriPlaneField;
+use crate::planes::PlaneTape;
 use crate::{NerfError, Result, SceneBounds};
 
 /// Rays in the field's box coordinates.
@@ -115,11 +116,11 @@ fn box_interval(origin: glam::DVec3, d: glam::DVec3) -> (f64, f64) {
 }
 
 /// The composited channels `[N, C]` and the compositing weights `[N, S − 1]` of samples at depths `t`
-/// (`[N, S]`, sorted along each ray).
-pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor) -> (Tensor, Tensor) {
+/// (`[N, S]`, sorted along each ray). `tape` tracks the planes' gradient (see [`TriPlaneField::query`]).
+pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
     let (n, s) = (t.size()[0], t.size()[1]);
     let points = rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t.unsqueeze(2);
-    let (sigma, color) = field.query(&points.view([n * s, 3]));
+    let (sigma, color) = field.query(&points.view([n * s, 3]), tape);
     let c = field.config.channels;
     let (sigma, color) = (sigma.view([n, s]), color.view([n, s, c]));
     let deltas = t.narrow(1, 1, s - 1) - t.narrow(1, 0, s - 1);
@@ -140,12 +141,13 @@ pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor) -> (Tensor, Ten
 /// Renders `rays`: stratified samples, then importance samples from their weights, composited together.
 /// With `jitter`, both are placed at random by its draws (training); without, at the bins' middles. The
 /// draws come from the caller's generator, not libtorch's global one, so that fits running side by side
-/// stay reproducible. Returns `[N, C]`.
+/// stay reproducible. Returns `[N, C]`; `tape` tracks the planes' gradient of the final pass.
 pub fn render(
     field: &TriPlaneField,
     rays: &Rays,
     sampling: Sampling,
     mut jitter: Option<&mut dyn RngCore>,
+    tape: Option<&mut PlaneTape>,
 ) -> Result<Tensor> {
     if sampling.stratified < 2 || sampling.importance < 0 {
         return Err(NerfError::Input(format!("invalid sampling {sampling:?}")));
@@ -162,14 +164,14 @@ pub fn render(
     let span = (&rays.far - &rays.near).unsqueeze(1);
     let coarse = rays.near.unsqueeze(1) + span * (steps + offsets) / s as f64;
     if sampling.importance == 0 {
-        return Ok(composite(field, rays, &coarse).0);
+        return Ok(composite(field, rays, &coarse, tape).0);
     }
     let fine = tch::no_grad(|| {
-        let (_, weights) = composite(field, rays, &coarse);
+        let (_, weights) = composite(field, rays, &coarse, None);
         importance_samples(&coarse, &weights, sampling.importance, jitter)
     });
     let (t, _) = Tensor::cat(&[coarse, fine], 1).sort(1, false);
-    Ok(composite(field, rays, &t).0)
+    Ok(composite(field, rays, &t, tape).0)
 }
 
 /// `[rows, columns]` draws from U[0, 1).

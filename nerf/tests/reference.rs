@@ -1,9 +1,10 @@
 //! The Tri-Plane field against an independent dense f64 implementation written out by hand (bilinear taps
 //! with grid_sample's align_corners=False convention and zero padding, the MLP, midpoint compositing), and
-//! its autograd gradients against central finite differences.
+//! its gradients (libtorch's autograd, with the planes' share handed on by the plane tape) against central
+//! finite differences.
 
 use lrf_nerf::render::{Rays, Sampling, composite, render};
-use lrf_nerf::{SceneBounds, TriPlaneConfig, TriPlaneField};
+use lrf_nerf::{PlaneTape, SceneBounds, TriPlaneConfig, TriPlaneField};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
@@ -144,7 +145,7 @@ fn reference(field: &TriPlaneField, rays: &Rays, t: &Tensor) -> Vec<f64> {
 fn compositing_matches_a_dense_f64_reference() {
     let field = field();
     let (rays, t) = rays_and_depths(6, 9);
-    let (rendered, _) = composite(&field, &rays, &t);
+    let (rendered, _) = composite(&field, &rays, &t, None);
     let expected = reference(&field, &rays, &t);
     let got = values(&rendered);
     let error = got
@@ -163,8 +164,12 @@ fn gradients_match_central_differences() {
     let field = field();
     let (rays, t) = rays_and_depths(5, 7);
     let weights = Tensor::from_slice(&(0..10).map(|i| 0.3 + 0.1 * i as f64).collect::<Vec<_>>()).view([5, 2]);
-    let loss = |field: &TriPlaneField| (composite(field, &rays, &t).0 * &weights).sum(Kind::Double);
-    loss(&field).backward();
+    let loss = |field: &TriPlaneField, tape: Option<&mut PlaneTape>| {
+        (composite(field, &rays, &t, tape).0 * &weights).sum(Kind::Double)
+    };
+    let mut tape = PlaneTape::new();
+    loss(&field, Some(&mut tape)).backward();
+    tape.backward(&field.planes);
     let h = 1e-6;
     let (mut checked, mut nonzero) = (0, 0);
     for (name, var) in field.vars.variables() {
@@ -179,9 +184,9 @@ fn gradients_match_central_differences() {
                 })
             };
             set(original + h);
-            let plus = loss(&field).double_value(&[]);
+            let plus = loss(&field, None).double_value(&[]);
             set(original - h);
-            let minus = loss(&field).double_value(&[]);
+            let minus = loss(&field, None).double_value(&[]);
             set(original);
             let numeric = (plus - minus) / (2.0 * h);
             let analytic = gradient[index];
@@ -237,6 +242,7 @@ fn importance_samples_follow_the_density() {
             importance: 0,
         },
         None,
+        None,
     )
     .unwrap();
     let fine = render(
@@ -246,6 +252,7 @@ fn importance_samples_follow_the_density() {
             stratified: 32,
             importance: 32,
         },
+        None,
         None,
     )
     .unwrap();

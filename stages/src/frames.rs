@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use lrf_formats::Camera;
-use lrf_nerf::{Pass, TriPlaneNerf};
+use lrf_nerf::TriPlaneNerf;
 use lrf_splat::{Gaussians, RenderOptions, render};
 use tch::Tensor;
 
@@ -121,7 +121,7 @@ impl FieldFrames {
         let _guard = tch::no_grad_guard();
         let image = match &self.renderer {
             Renderer::Gaussians { gaussians, options } => render(gaussians, camera, options)?.image,
-            Renderer::TriPlane(nerf) => nerf.render_view(camera, Pass::Inference)?,
+            Renderer::TriPlane(nerf) => nerf.render_view(camera)?,
         };
         Ok(image.clamp(0.0, 1.0))
     }

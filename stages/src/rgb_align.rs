@@ -21,7 +21,7 @@ use lrf_formats::Camera;
 use lrf_formats::scene::Split;
 use lrf_formats::views::read_image;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
-use lrf_nerf::{NerfOptimizer, Pass, TriPlaneNerf};
+use lrf_nerf::{NerfOptimizer, TriPlaneNerf};
 use lrf_splat::RenderOptions;
 use lrf_splat::train::{TrainConfig, Trainer};
 use lrf_vae::losses::l1;
@@ -547,7 +547,7 @@ impl AlignedField {
             AlignedField::Gaussians(trainer) => {
                 lrf_splat::render(&trainer.field().detached(), camera, &trainer.render_options())?.image
             }
-            AlignedField::TriPlane { nerf, .. } => nerf.render_view(camera, Pass::Inference)?,
+            AlignedField::TriPlane { nerf, .. } => nerf.render_view(camera)?,
         })
     }
 
