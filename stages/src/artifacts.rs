@@ -339,6 +339,10 @@ pub struct Evaluation {
     /// `latent` or `rgb`, and how far below image resolution the field was fitted.
     pub field: String,
     pub field_downsampling: usize,
+    /// The field's representation (absent for Gaussians, as in `field.json`).
+    #[serde(default, skip_serializing_if = "Representation::is_gaussians")]
+    pub representation: Representation,
+    /// 0 for fields of other representations.
     pub gaussians: usize,
     pub fit_seconds: f64,
     pub fit_seconds_per_iteration: f64,

@@ -227,6 +227,7 @@ impl StageKind for Evaluate {
                 scene: views.scene.clone(),
                 field: field_name.into(),
                 field_downsampling: field.downsampling,
+                representation: field.representation.clone(),
                 gaussians: field.gaussians,
                 fit_seconds: field.seconds,
                 fit_seconds_per_iteration: field.seconds_per_iteration,

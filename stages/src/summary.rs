@@ -143,8 +143,9 @@ impl StageKind for Summary {
 fn table(rows: &[Row]) -> String {
     let fmt = |s: &Scores| format!("{:.2} | {:.4} | {} | {}", s.psnr, s.ssim, s.st_lpips, s.lpips);
     let mut text = String::from(
-        "# Test views\n\n| method | scene | views | PSNR | SSIM | ST-LPIPS | LPIPS | autoencoder ceiling PSNR | SSIM | \
-         ST-LPIPS | LPIPS | Gaussians | fit s | s/iteration |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# Test views\n\n| method | scene | views | PSNR | SSIM | ST-LPIPS | LPIPS | latent PSNR | autoencoder ceiling PSNR | \
+         SSIM | ST-LPIPS | LPIPS | field | Gaussians | fit s | s/iteration |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let e = match &row.result {
@@ -164,13 +165,15 @@ fn table(rows: &[Row]) -> String {
         let ceiling = test.reconstruction.as_ref().map_or("– | – | – | –".to_string(), fmt);
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.4} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.4} |",
             row.method,
             row.scene,
             test.views,
             fmt(&test.render),
+            test.latent_psnr.map_or("–".into(), |p| format!("{p:.2}")),
             ceiling,
-            e.gaussians,
+            e.representation.name(),
+            crate::report::gaussian_count(e),
             e.fit_seconds,
             e.fit_seconds_per_iteration
         );
@@ -209,6 +212,7 @@ mod tests {
             scene: scene.into(),
             field: "latent".into(),
             field_downsampling: 8,
+            representation: Default::default(),
             gaussians: 10,
             fit_seconds: 1.0,
             fit_seconds_per_iteration: 0.1,

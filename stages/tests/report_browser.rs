@@ -54,6 +54,7 @@ fn evaluation(dir: &Path, scene: &str, psnr: f64) -> Evaluation {
         scene: scene.into(),
         field: "latent".into(),
         field_downsampling: 8,
+        representation: Default::default(),
         gaussians: 1200,
         fit_seconds: 30.0,
         fit_seconds_per_iteration: 0.015,

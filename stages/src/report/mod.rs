@@ -74,6 +74,15 @@ fn score_cells(scores: &Scores) -> String {
     )
 }
 
+/// The Gaussian count, or – for fields of other representations.
+pub(crate) fn gaussian_count(evaluation: &Evaluation) -> String {
+    if evaluation.representation.is_gaussians() {
+        evaluation.gaussians.to_string()
+    } else {
+        "–".into()
+    }
+}
+
 fn test_summary(evaluation: &Evaluation) -> Option<&crate::artifacts::SplitSummary> {
     evaluation.summary.iter().find(|s| s.split == Split::Test)
 }
@@ -119,10 +128,12 @@ fn metrics_table(body: &mut String, rows: &[ReportRow], baseline: Option<&str>) 
     body.push_str(
         "<h2>Test views</h2><p>Means over each scene's test views. <em>Autoencoder ceiling</em>: the autoencoder's \
          own reconstruction of the same views, which a latent field cannot pass. Δ PSNR: against the first \
-         method on the same scene. ST-LPIPS ships with lrf-flow; LPIPS needs the user's backbone weights \
+         method on the same scene. Latent PSNR: the normalised latent render against the encoded image (IG-AE's \
+         Table 6). ST-LPIPS ships with lrf-flow; LPIPS needs the user's backbone weights \
          (– where not given).</p>\n<table><tr><th rowspan=2>method</th><th rowspan=2>scene</th><th rowspan=2>views</th>\
-         <th colspan=5>render</th><th colspan=4>autoencoder ceiling</th></tr><tr><th>PSNR</th><th>Δ PSNR</th>\
-         <th>SSIM</th><th>ST-LPIPS</th><th>LPIPS</th><th>PSNR</th><th>SSIM</th><th>ST-LPIPS</th><th>LPIPS</th></tr>\n",
+         <th colspan=6>render</th><th colspan=4>autoencoder ceiling</th></tr><tr><th>PSNR</th><th>Δ PSNR</th>\
+         <th>SSIM</th><th>ST-LPIPS</th><th>LPIPS</th><th>latent PSNR</th><th>PSNR</th><th>SSIM</th><th>ST-LPIPS</th>\
+         <th>LPIPS</th></tr>\n",
     );
     let baseline_psnr = |scene: &str| {
         rows.iter()
@@ -138,7 +149,7 @@ fn metrics_table(body: &mut String, rows: &[ReportRow], baseline: Option<&str>) 
                 let _ = writeln!(
                     body,
                     "<tr class=failed><td class=name>{method}</td><td class=name>{scene}</td>\
-                     <td colspan=10>failed: {} failed on this scene</td></tr>",
+                     <td colspan=11>failed: {} failed on this scene</td></tr>",
                     escape(stage)
                 );
                 continue;
@@ -147,7 +158,7 @@ fn metrics_table(body: &mut String, rows: &[ReportRow], baseline: Option<&str>) 
         let Some(test) = test_summary(evaluation) else {
             let _ = writeln!(
                 body,
-                "<tr><td class=name>{method}</td><td class=name>{scene}</td><td colspan=10>no test views scored</td></tr>"
+                "<tr><td class=name>{method}</td><td class=name>{scene}</td><td colspan=11>no test views scored</td></tr>"
             );
             continue;
         };
@@ -163,7 +174,9 @@ fn metrics_table(body: &mut String, rows: &[ReportRow], baseline: Option<&str>) 
             .reconstruction
             .as_ref()
             .map_or("<td colspan=4>– (RGB field)</td>".into(), score_cells);
-        let render = score_cells(&test.render).replacen("</td>", &format!("</td><td>{delta}</td>"), 1);
+        let latent = test.latent_psnr.map_or("–".into(), |p| format!("{p:.2}"));
+        let render = score_cells(&test.render).replacen("</td>", &format!("</td><td>{delta}</td>"), 1)
+            + &format!("<td>{latent}</td>");
         let _ = writeln!(
             body,
             "<tr><td class=name>{method}</td><td class=name>{scene}</td><td>{}</td>{render}{ceiling}</tr>",
@@ -206,9 +219,9 @@ fn fits_table(body: &mut String, rows: &[ReportRow]) {
              <td>{:.1}</td><td>{:.3}</td><td>{}</td><td>{:.3}</td></tr>",
             escape(row.method),
             escape(row.scene),
-            escape(&e.field),
+            escape(&format!("{} {}", e.field, e.representation.name())),
             e.field_downsampling,
-            e.gaussians,
+            gaussian_count(e),
             e.fit_iterations,
             e.fit_seconds,
             e.fit_seconds_per_iteration,
