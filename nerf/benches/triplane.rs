@@ -13,7 +13,7 @@ use lrf_formats::Camera;
 use lrf_nerf::render::{Rays, Sampling, render};
 use lrf_nerf::{PlaneTape, SceneBounds, TriPlaneConfig, TriPlaneField};
 use rand::SeedableRng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, nn};
 
 fn main() {
     // As the lrf-flow binary does: without it every step's large tensors are faulted in afresh (a third of
@@ -24,7 +24,8 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
     tch::set_num_threads(threads);
-    let field = TriPlaneField::new(TriPlaneConfig::default(), 0.1, Kind::Float, Device::Cpu).unwrap();
+    let vars = nn::VarStore::new(Device::Cpu);
+    let field = TriPlaneField::new(&vars.root(), TriPlaneConfig::default(), 0.1).unwrap();
     let camera = Camera::look_at(DVec3::new(0.0, 0.3, 2.5), DVec3::ZERO, DVec3::Y, 60.0, 60.0, 64, 48);
     let points: Vec<[f64; 3]> = (0..512)
         .map(|i| {
@@ -45,7 +46,7 @@ fn main() {
         let loss = (out - &target).square().mean(None);
         loss.backward();
         tape.backward(&field.planes);
-        for var in field.vars.trainable_variables() {
+        for var in vars.trainable_variables() {
             let mut grad = var.grad();
             if grad.defined() {
                 let _ = grad.zero_();

@@ -1,7 +1,7 @@
 //! The Tri-Plane field's parameters and its point query.
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Tensor, nn};
 
 use crate::planes::{self, PlaneTape};
 use crate::{NerfError, Result};
@@ -33,10 +33,10 @@ impl Default for TriPlaneConfig {
 /// Colour bounds: IG-AE's `sigmoid(x)·(1 + 2·0.001) − 0.001`, so 0 and 1 are reachable.
 const COLOR_MARGIN: f64 = 0.001;
 
-/// Planes, MLP and background, all trainable.
+/// Planes, MLP and background, all trainable variables of the store they were made in. Fields of several
+/// scenes may share one MLP and background ([`TriPlaneField::sharing_head`], IG-AE's latent scenes).
 pub struct TriPlaneField {
     pub config: TriPlaneConfig,
-    pub vars: nn::VarStore,
     /// `[3, F, R, R]`: the xy, xz and yz planes.
     pub planes: Tensor,
     hidden: nn::Linear,
@@ -47,36 +47,39 @@ pub struct TriPlaneField {
 
 impl TriPlaneField {
     /// Planes from N(0, 1) as IG-AE initialises them (scaled by `plane_scale`), MLP with tch's default
-    /// initialisation, background at the channels' middle; `kind` is Float or Double (tests).
-    pub fn new(config: TriPlaneConfig, plane_scale: f64, kind: Kind, device: Device) -> Result<Self> {
+    /// initialisation, background at the channels' middle, as the variables `planes`, `hidden`, `out` and
+    /// `background` under `root` (convert the store with `double()` for f64).
+    pub fn new(root: &nn::Path, config: TriPlaneConfig, plane_scale: f64) -> Result<Self> {
         if config.features < 1 || config.resolution < 2 || config.hidden < 1 || config.channels < 1 {
             return Err(NerfError::Input(format!("invalid Tri-Plane sizes {config:?}")));
         }
-        let mut vars = nn::VarStore::new(device);
-        let root = vars.root();
-        let (f, r) = (config.features, config.resolution);
-        let planes = root.var(
-            "planes",
-            &[3, f, r, r],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: plane_scale,
-            },
-        );
-        let hidden = nn::linear(&root / "hidden", f, config.hidden, Default::default());
-        let out = nn::linear(&root / "out", config.hidden, 1 + config.channels, Default::default());
+        let planes = new_planes(root, "planes", config, plane_scale);
+        let hidden = nn::linear(root / "hidden", config.features, config.hidden, Default::default());
+        let out = nn::linear(root / "out", config.hidden, 1 + config.channels, Default::default());
         let background = root.var("background", &[config.channels], nn::Init::Const(0.0));
-        if kind == Kind::Double {
-            vars.double();
-        }
         Ok(TriPlaneField {
             config,
-            vars,
             planes,
             hidden,
             out,
             background,
         })
+    }
+
+    /// Another scene's field: new planes, the variable `name` under `root`, with this field's MLP and
+    /// background (the same variables: their gradients add up).
+    pub fn sharing_head(&self, root: &nn::Path, name: &str, plane_scale: f64) -> TriPlaneField {
+        let share = |linear: &nn::Linear| nn::Linear {
+            ws: linear.ws.shallow_clone(),
+            bs: linear.bs.as_ref().map(Tensor::shallow_clone),
+        };
+        TriPlaneField {
+            config: self.config,
+            planes: new_planes(root, name, self.config, plane_scale),
+            hidden: share(&self.hidden),
+            out: share(&self.out),
+            background: self.background.shallow_clone(),
+        }
     }
 
     /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
@@ -98,6 +101,18 @@ impl TriPlaneField {
     pub fn background_color(&self) -> Tensor {
         bounded(&self.background)
     }
+}
+
+fn new_planes(root: &nn::Path, name: &str, config: TriPlaneConfig, plane_scale: f64) -> Tensor {
+    let (f, r) = (config.features, config.resolution);
+    root.var(
+        name,
+        &[3, f, r, r],
+        nn::Init::Randn {
+            mean: 0.0,
+            stdev: plane_scale,
+        },
+    )
 }
 
 pub(crate) fn bounded(logits: &Tensor) -> Tensor {

@@ -17,7 +17,9 @@ pub mod render;
 
 pub use bounds::SceneBounds;
 pub use field::{TriPlaneConfig, TriPlaneField};
-pub use model::{NerfOptimizer, TriPlaneLayout, TriPlaneNerf, plane_total_variation};
+pub use model::{
+    NerfOptimizer, TriPlaneLayout, TriPlaneNerf, plane_total_variation, render_image, render_training_image,
+};
 pub use planes::PlaneTape;
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,8 @@ pub struct TriPlaneLayout {
 }
 
 pub struct TriPlaneNerf {
+    /// The field's variables.
+    pub vars: nn::VarStore,
     pub field: TriPlaneField,
     pub bounds: SceneBounds,
     pub sampling: Sampling,
@@ -36,8 +38,11 @@ const RAYS_PER_CHUNK: i64 = 4096;
 impl TriPlaneNerf {
     /// A new f32 field on the CPU with IG-AE's initialisation (planes N(0, `plane_scale`²)).
     pub fn new(layout: TriPlaneLayout, plane_scale: f64) -> Result<Self> {
+        let vars = nn::VarStore::new(Device::Cpu);
+        let field = TriPlaneField::new(&vars.root(), layout.config, plane_scale)?;
         Ok(TriPlaneNerf {
-            field: TriPlaneField::new(layout.config, plane_scale, Kind::Float, Device::Cpu)?,
+            vars,
+            field,
             bounds: layout.bounds,
             sampling: layout.sampling,
         })
@@ -53,7 +58,7 @@ impl TriPlaneNerf {
 
     /// Writes the parameters as safetensors (`path` must end in `.safetensors`).
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.field.vars.save(path)?;
+        self.vars.save(path)?;
         Ok(())
     }
 
@@ -61,8 +66,7 @@ impl TriPlaneNerf {
     /// another shape, or holds NaN or an infinity.
     pub fn load(layout: TriPlaneLayout, path: &Path) -> Result<Self> {
         let mut nerf = TriPlaneNerf::new(layout, 1.0)?;
-        nerf.field
-            .vars
+        nerf.vars
             .load(path)
             .map_err(|e| NerfError::Input(format!("{}: {e}", path.display())))?;
         if let Some(name) = nerf.non_finite_parameter() {
@@ -76,7 +80,7 @@ impl TriPlaneNerf {
 
     /// The name of a parameter that holds NaN or an infinity, if any.
     pub fn non_finite_parameter(&self) -> Option<String> {
-        let mut variables: Vec<(String, Tensor)> = self.field.vars.variables().into_iter().collect();
+        let mut variables: Vec<(String, Tensor)> = self.vars.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         variables
             .into_iter()
@@ -84,41 +88,57 @@ impl TriPlaneNerf {
             .map(|(name, _)| name)
     }
 
-    /// The `[C, h, w]` render of `camera`'s pixels, without gradients, unjittered, in chunks of rays; values
-    /// in the field's bounded range.
+    /// The `[C, h, w]` render of `camera` without gradients ([`render_image`]).
     pub fn render_view(&self, camera: &Camera) -> Result<Tensor> {
-        let rays = Rays::for_camera(camera, &self.bounds, Kind::Float);
-        let _guard = tch::no_grad_guard();
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < rays.len() {
-            let count = RAYS_PER_CHUNK.min(rays.len() - start);
-            parts.push(render(
-                &self.field,
-                &rays.narrow(start, count),
-                self.sampling,
-                None,
-                None,
-            )?);
-            start += count;
-        }
-        Ok(self.image(Tensor::cat(&parts, 0), camera))
+        render_image(&self.field, &self.bounds, camera, self.sampling)
     }
 
-    /// The `[C, h, w]` render of `camera` for a training step: jittered by `rng`'s draws, with its graph, and
-    /// the tape that hands the planes their gradient after the loss's backward pass.
+    /// The `[C, h, w]` render of `camera` for a training step ([`render_training_image`]).
     pub fn render_training(&self, camera: &Camera, rng: &mut dyn RngCore) -> Result<(Tensor, PlaneTape)> {
-        let rays = Rays::for_camera(camera, &self.bounds, Kind::Float);
-        let mut tape = PlaneTape::new();
-        let flat = render(&self.field, &rays, self.sampling, Some(rng), Some(&mut tape))?;
-        Ok((self.image(flat, camera), tape))
+        render_training_image(&self.field, &self.bounds, camera, self.sampling, rng)
     }
+}
 
-    /// `[h·w, C]` rays → `[C, h, w]`.
-    fn image(&self, flat: Tensor, camera: &Camera) -> Tensor {
-        let (w, h) = (camera.width as i64, camera.height as i64);
-        flat.view([h, w, self.field.config.channels]).permute([2, 0, 1])
+/// The `[C, h, w]` render of `camera`'s pixels by `field` in the box of `bounds`, without gradients,
+/// unjittered, in chunks of rays; values in the field's bounded range.
+pub fn render_image(
+    field: &TriPlaneField,
+    bounds: &SceneBounds,
+    camera: &Camera,
+    sampling: Sampling,
+) -> Result<Tensor> {
+    let rays = Rays::for_camera(camera, bounds, Kind::Float);
+    let _guard = tch::no_grad_guard();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < rays.len() {
+        let count = RAYS_PER_CHUNK.min(rays.len() - start);
+        parts.push(render(field, &rays.narrow(start, count), sampling, None, None)?);
+        start += count;
     }
+    Ok(to_image(Tensor::cat(&parts, 0), camera))
+}
+
+/// The `[C, h, w]` render of `camera` for a training step: jittered by `rng`'s draws, with its graph, and
+/// the tape that hands the planes their gradient after the loss's backward pass.
+pub fn render_training_image(
+    field: &TriPlaneField,
+    bounds: &SceneBounds,
+    camera: &Camera,
+    sampling: Sampling,
+    rng: &mut dyn RngCore,
+) -> Result<(Tensor, PlaneTape)> {
+    let rays = Rays::for_camera(camera, bounds, Kind::Float);
+    let mut tape = PlaneTape::new();
+    let flat = render(field, &rays, sampling, Some(rng), Some(&mut tape))?;
+    Ok((to_image(flat, camera), tape))
+}
+
+/// `[h·w, C]` rays → `[C, h, w]`.
+fn to_image(flat: Tensor, camera: &Camera) -> Tensor {
+    let (w, h) = (camera.width as i64, camera.height as i64);
+    let channels = flat.size()[1];
+    flat.view([h, w, channels]).permute([2, 0, 1])
 }
 
 /// Adam over all of a [`TriPlaneNerf`]'s parameters, with IG-AE's total-variation prior on the planes.
@@ -132,7 +152,7 @@ impl NerfOptimizer {
     /// A fresh optimiser (no moments), as latent-nerfstudio makes when a phase starts.
     pub fn new(nerf: &TriPlaneNerf, lr: f64, tv_weight: f64) -> Result<Self> {
         Ok(NerfOptimizer {
-            optimizer: nn::Adam::default().build(&nerf.field.vars, lr)?,
+            optimizer: nn::Adam::default().build(&nerf.vars, lr)?,
             tv_weight,
         })
     }

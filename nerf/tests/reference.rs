@@ -7,7 +7,7 @@ use lrf_nerf::render::{Rays, Sampling, composite, render};
 use lrf_nerf::{PlaneTape, SceneBounds, TriPlaneConfig, TriPlaneField};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, nn};
 
 const CONFIG: TriPlaneConfig = TriPlaneConfig {
     features: 3,
@@ -16,14 +16,17 @@ const CONFIG: TriPlaneConfig = TriPlaneConfig {
     channels: 2,
 };
 
-fn field() -> TriPlaneField {
+/// A field in f64 and its variables.
+fn field() -> (TriPlaneField, nn::VarStore) {
     tch::manual_seed(3);
-    let field = TriPlaneField::new(CONFIG, 0.8, Kind::Double, Device::Cpu).unwrap();
+    let mut vars = nn::VarStore::new(Device::Cpu);
+    let field = TriPlaneField::new(&vars.root(), CONFIG, 0.8).unwrap();
+    vars.double();
     tch::no_grad(|| {
         let mut background = field.background.shallow_clone();
         let _ = background.copy_(&Tensor::from_slice(&[0.3f64, -0.7]));
     });
-    field
+    (field, vars)
 }
 
 /// Rays from outside the box through it, with fixed sorted depths.
@@ -85,8 +88,8 @@ fn bounded(x: f64) -> f64 {
 }
 
 /// The dense reference of `composite`.
-fn reference(field: &TriPlaneField, rays: &Rays, t: &Tensor) -> Vec<f64> {
-    let vars = field.vars.variables();
+fn reference(vars: &nn::VarStore, rays: &Rays, t: &Tensor) -> Vec<f64> {
+    let vars = vars.variables();
     let planes = values(&vars["planes"]);
     let (w1, b1, w2, b2) = (
         values(&vars["hidden.weight"]),
@@ -143,10 +146,10 @@ fn reference(field: &TriPlaneField, rays: &Rays, t: &Tensor) -> Vec<f64> {
 
 #[test]
 fn compositing_matches_a_dense_f64_reference() {
-    let field = field();
+    let (field, vars) = field();
     let (rays, t) = rays_and_depths(6, 9);
     let (rendered, _) = composite(&field, &rays, &t, None);
-    let expected = reference(&field, &rays, &t);
+    let expected = reference(&vars, &rays, &t);
     let got = values(&rendered);
     let error = got
         .iter()
@@ -161,7 +164,7 @@ fn compositing_matches_a_dense_f64_reference() {
 
 #[test]
 fn gradients_match_central_differences() {
-    let field = field();
+    let (field, vars) = field();
     let (rays, t) = rays_and_depths(5, 7);
     let weights = Tensor::from_slice(&(0..10).map(|i| 0.3 + 0.1 * i as f64).collect::<Vec<_>>()).view([5, 2]);
     let loss = |field: &TriPlaneField, tape: Option<&mut PlaneTape>| {
@@ -172,7 +175,7 @@ fn gradients_match_central_differences() {
     tape.backward(&field.planes);
     let h = 1e-6;
     let (mut checked, mut nonzero) = (0, 0);
-    for (name, var) in field.vars.variables() {
+    for (name, var) in vars.variables() {
         let gradient = values(&var.grad());
         let count = gradient.len();
         for index in [0, count / 2, count - 1] {
@@ -210,14 +213,14 @@ fn importance_samples_follow_the_density() {
     // A camera looking at the box: rendering with importance samples differs from stratified alone, and
     // both are finite and within the colour bounds.
     tch::manual_seed(1);
+    let vars = nn::VarStore::new(Device::Cpu);
     let field = TriPlaneField::new(
+        &vars.root(),
         TriPlaneConfig {
             channels: 3,
             ..TriPlaneConfig::default()
         },
         1.0,
-        Kind::Float,
-        Device::Cpu,
     )
     .unwrap();
     let camera = lrf_formats::Camera::look_at(

@@ -152,6 +152,22 @@ pub struct Normalization {
 }
 
 impl Normalization {
+    /// Per-channel min and max over every pixel of `latents` (`[C, h, w]` each; LRF's `find_scene_scales`).
+    pub fn over(latents: &[&Tensor]) -> anyhow::Result<Normalization> {
+        if latents.is_empty() {
+            bail!("no latents to normalise over");
+        }
+        let flat: Vec<Tensor> = latents.iter().map(|l| l.flatten(1, 2)).collect();
+        let all = Tensor::cat(&flat, 1);
+        let to_vec = |t: Tensor| Vec::<f32>::try_from(t).context("reading latent statistics");
+        let min = to_vec(all.amin(1, false))?;
+        let max = to_vec(all.amax(1, false))?;
+        if min.iter().zip(&max).any(|(a, b)| !(b - a).is_normal() || b <= a) {
+            bail!("a latent channel is constant or not finite (min {min:?}, max {max:?})");
+        }
+        Ok(Normalization { min, max })
+    }
+
     fn scales(&self) -> (Tensor, Tensor) {
         let c = self.min.len() as i64;
         let min = Tensor::from_slice(&self.min).view([c, 1, 1]);

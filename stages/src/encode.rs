@@ -98,16 +98,6 @@ fn normalization(views: &ViewSet, latents: &[Tensor]) -> anyhow::Result<Normaliz
             views.scene
         );
     }
-    let flat: Vec<Tensor> = train.iter().map(|&i| latents[i].flatten(1, 2)).collect();
-    let all = Tensor::cat(&flat, 1);
-    let to_vec = |t: Tensor| Vec::<f32>::try_from(t).context("reading latent statistics");
-    let min = to_vec(all.amin(1, false))?;
-    let max = to_vec(all.amax(1, false))?;
-    if min.iter().zip(&max).any(|(a, b)| !(b - a).is_normal() || b <= a) {
-        bail!(
-            "scene {:?}: a latent channel is constant or not finite over the training views (min {min:?}, max {max:?})",
-            views.scene
-        );
-    }
-    Ok(Normalization { min, max })
+    let train: Vec<&Tensor> = train.iter().map(|&i| &latents[i]).collect();
+    Normalization::over(&train).with_context(|| format!("scene {:?}: over the training views", views.scene))
 }

@@ -15,6 +15,7 @@
 //! | `pair-emit` | per scene | renders, views → pairs | [`pairs`] |
 //! | `decoder-align` | global | pairs of several scenes (+ autoencoder) → autoencoder | [`align`] |
 //! | `rgb-align` | per scene | field (Gaussians or Tri-Plane), views, latents (+ autoencoder) → field, autoencoder | [`rgb_align`] |
+//! | `igae-train` | global | views of the training scenes (+ autoencoder) → IG-AE autoencoder | [`igae`] |
 //! | `summary` | global | evaluations of several methods → report | [`summary`] |
 //! | `render-path` | per scene | field, views (+ autoencoder) → frames and videos along a camera path | [`path`] |
 //! | `graphdeco-export` | per scene | RGB field, views, scene → graphdeco model folder | [`export`] |
@@ -30,6 +31,7 @@ pub mod export;
 pub mod finetune;
 pub mod fit;
 pub mod frames;
+pub mod igae;
 pub mod ingest;
 pub mod latents;
 pub mod nerf_fit;
@@ -61,6 +63,7 @@ pub fn register(registry: &mut Registry) {
     registry.register::<finetune::EncoderFinetune>();
     registry.register::<align::DecoderAlign>();
     registry.register::<rgb_align::RgbAlign>();
+    registry.register::<igae::IgaeTrain>();
     registry.register::<summary::Summary>();
     registry.register::<export::GraphdecoExport>();
     registry.register::<path::RenderPath>();
