@@ -46,6 +46,10 @@ pub struct SynthArgs {
     /// 3D points to sample per scene.
     #[arg(long, default_value_t = 2000)]
     points: usize,
+    /// Scene folder names: <PREFIX>000, <PREFIX>001, ... (two generated sets in one pipeline need
+    /// different prefixes).
+    #[arg(long, default_value = lrf_synth::SCENE_PREFIX)]
+    prefix: String,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -84,6 +88,7 @@ impl SynthArgs {
             seed: self.seed,
             path,
             points_per_scene: self.points,
+            prefix: self.prefix.clone(),
         }
     }
 }
@@ -148,20 +153,25 @@ pub const GENERATOR: &str = "synth";
 pub const GENERATOR_VERSION: u32 = 2;
 
 /// The generator's parameters, named as the command's flags.
-const PARAMS: [&str; 6] = ["scenes", "views", "size", "seed", "path", "points"];
+const PARAMS: [&str; 7] = ["scenes", "views", "size", "seed", "path", "points", "prefix"];
 
-/// The parameters as written → canonical parameters (every one, defaults filled in), or what is
-/// wrong with them.
+/// The parameters as written → canonical parameters (every one, defaults filled in, except `prefix` at its
+/// default, so that pipelines written before it existed keep their generated folders), or what is wrong
+/// with them.
 pub fn check_params(params: Value) -> Result<Value, String> {
     let options = options_from_params(&params)?;
-    Ok(serde_json::json!({
+    let mut canonical = serde_json::json!({
         "scenes": options.scenes,
         "views": options.views,
         "size": format!("{}x{}", options.width, options.height),
         "seed": options.seed,
         "path": options.path,
         "points": options.points_per_scene,
-    }))
+    });
+    if options.prefix != lrf_synth::SCENE_PREFIX {
+        canonical["prefix"] = options.prefix.clone().into();
+    }
+    Ok(canonical)
 }
 
 /// Writes the scenes of (canonical) `params` into `out`, as `lrf-flow synth --out OUT` would.
@@ -187,6 +197,12 @@ fn options_from_params(params: &Value) -> Result<SynthOptions, String> {
             "scenes" => options.scenes = count()?,
             "views" => options.views = count()?,
             "points" => options.points_per_scene = count()?,
+            "prefix" => {
+                options.prefix = value
+                    .as_str()
+                    .ok_or_else(|| format!("prefix: expected a name such as heldout, got {value}"))?
+                    .to_string()
+            }
             "seed" => {
                 options.seed = value
                     .as_u64()
@@ -254,8 +270,15 @@ mod tests {
         let error = check_params(json!({"view": 3})).unwrap_err();
         assert_eq!(
             error,
-            "unknown field `view`, expected one of scenes, views, size, seed, path, points"
+            "unknown field `view`, expected one of scenes, views, size, seed, path, points, prefix"
         );
+        let named = check_params(json!({"prefix": "heldout"})).unwrap();
+        assert_eq!(
+            named["prefix"], "heldout",
+            "a prefix other than the default is part of the params"
+        );
+        assert_eq!(options_from_params(&named).unwrap().prefix, "heldout");
+        assert!(check_params(json!({"prefix": "a/b"})).unwrap_err().contains("prefix"));
         assert!(
             check_params(json!({"size": "60x48"}))
                 .unwrap_err()

@@ -60,7 +60,13 @@ pub struct SynthOptions {
     /// surface to find them, which happens below about 128×96 pixels, where a pixel covers much
     /// of a texture's flat patches.
     pub points_per_scene: usize,
+    /// Scene folders are named `<prefix>000`, `<prefix>001`, ...: two generated sets in one pipeline need
+    /// different prefixes.
+    pub prefix: String,
 }
+
+/// The default scene folder prefix.
+pub const SCENE_PREFIX: &str = "scene";
 
 impl Default for SynthOptions {
     fn default() -> Self {
@@ -72,6 +78,7 @@ impl Default for SynthOptions {
             seed: 0,
             path: CameraPath::Alternate,
             points_per_scene: 2000,
+            prefix: SCENE_PREFIX.into(),
         }
     }
 }
@@ -87,6 +94,13 @@ impl SynthOptions {
         let invalid = |option: &'static str, message: String| Err(SynthError::InvalidOptions { option, message });
         if self.scenes == 0 {
             return invalid("scenes", "must be at least 1".into());
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.prefix.is_empty() || !self.prefix.chars().all(allowed) {
+            return invalid(
+                "prefix",
+                format!("{:?}: use letters, digits, - and _ (it names folders)", self.prefix),
+            );
         }
         if !(2..=MAX_VIEWS).contains(&self.views) {
             return invalid(
@@ -156,7 +170,7 @@ impl Scene {
         let world = World::random(&mut rng, camera_path);
         let views = cameras::views(camera_path, options.views, options.width, options.height, &mut rng);
         Ok(Scene {
-            name: format!("scene{index:03}"),
+            name: format!("{}{index:03}", options.prefix),
             camera_path,
             views,
             world,
@@ -228,7 +242,7 @@ pub fn generate(
         source,
     })?;
     for index in 0..options.scenes {
-        output::check_replaceable(&out.join(format!("scene{index:03}")))?;
+        output::check_replaceable(&out.join(format!("{}{index:03}", options.prefix)))?;
     }
     (0..options.scenes)
         .map(|index| {

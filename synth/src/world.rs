@@ -475,6 +475,7 @@ mod tests {
                 seed,
                 path: CameraPath::Room,
                 points_per_scene: 1,
+                ..Default::default()
             };
             let crate::Scene { views, world, .. } = crate::Scene::new(&options, 0).unwrap();
             // The vertical component of the normal of a plane hit: 0 on walls, −1 on the ceiling.

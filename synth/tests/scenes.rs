@@ -21,6 +21,7 @@ fn options(seed: u64, views: usize, width: u32, height: u32, points: usize) -> S
         seed,
         path: CameraPath::Orbit,
         points_per_scene: points,
+        ..SynthOptions::default()
     }
 }
 
