@@ -635,13 +635,12 @@ impl Training<'_> {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use lrf_formats::views::Points;
     use lrf_vae::{TinyAutoencoder, open_autoencoder};
     use serde_json::json;
 
     use super::*;
     use crate::artifacts::read_json;
-    use crate::test_support::{run_stage, stage, views_fixture};
+    use crate::test_support::{run_stage, stage, views_with_points};
 
     const SPLITS: [Split; 4] = [Split::Train, Split::Train, Split::Train, Split::Test];
 
@@ -650,17 +649,7 @@ mod tests {
         ["a", "b"]
             .iter()
             .map(|name| {
-                let (views, _) = views_fixture(&dir.join(name), &SPLITS);
-                let positions: Vec<[f64; 3]> = (0..100)
-                    .map(|i| [(i % 10) as f64 * 0.3 - 1.5, (i / 10) as f64 * 0.25 - 1.2, 0.0])
-                    .collect();
-                Points {
-                    colors: vec![[128; 3]; positions.len()],
-                    positions,
-                    ..Points::default()
-                }
-                .write(&views)
-                .unwrap();
+                let views = views_with_points(&dir.join(name), &SPLITS);
                 (name.to_string(), views)
             })
             .collect()

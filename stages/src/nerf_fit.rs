@@ -209,40 +209,20 @@ impl StageKind for LatentNerfFit {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use lrf_formats::views::Points;
     use lrf_graph::Input;
     use serde_json::json;
 
     use super::*;
     use crate::artifacts::{Evaluation, Field, METRICS_FILE, Renders, Representation, read_json};
-    use crate::encode::VaeEncode;
     use crate::evaluate::Evaluate;
     use crate::render::Render;
     use crate::rgb_align::{ALIGNMENT_FILE, AlignmentRecord, RgbAlign};
-    use crate::test_support::{run_stage, stage, views_fixture};
+    use crate::test_support::{run_stage, stage, views_and_latents};
 
     const SPLITS: [Split; 4] = [Split::Train, Split::Train, Split::Train, Split::Test];
 
     fn one(path: &Path) -> Input {
         Input::One(path.to_path_buf())
-    }
-
-    /// Views with a plane of sparse points in front of the cameras, and their TAEF2 latents.
-    fn views_and_latents(dir: &Path) -> (PathBuf, PathBuf) {
-        let (views, _) = views_fixture(dir, &SPLITS);
-        let positions: Vec<[f64; 3]> = (0..400)
-            .map(|i| [(i % 20) as f64 * 0.16 - 1.6, (i / 20) as f64 * 0.12 - 1.2, 0.0])
-            .collect();
-        Points {
-            colors: vec![[128; 3]; positions.len()],
-            positions,
-            ..Points::default()
-        }
-        .write(&views)
-        .unwrap();
-        let encode: VaeEncode = stage(json!({}), dir);
-        run_stage(&encode, &[("views", one(&views))], &dir.join("encode")).unwrap();
-        (views, dir.join("encode").join("latents"))
     }
 
     /// A small field, so that a test fit takes seconds.
@@ -296,7 +276,7 @@ mod tests {
     fn the_fit_learns_the_latents_and_the_field_renders() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
-        let (views, latents) = views_and_latents(base);
+        let (views, latents) = views_and_latents(base, &SPLITS);
         let (_, untrained) = fit_and_score(base, (&views, &latents), small_fit(1), "one-step");
         let (field, trained) = fit_and_score(base, (&views, &latents), small_fit(600), "fitted");
         assert!(trained > untrained + 6.0, "latent PSNR {untrained} → {trained}");
@@ -317,7 +297,7 @@ mod tests {
     fn rgb_alignment_aligns_a_tri_plane_field() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
-        let (views, latents) = views_and_latents(base);
+        let (views, latents) = views_and_latents(base, &SPLITS);
         let (field, _) = fit_and_score(base, (&views, &latents), small_fit(300), "fitted");
         let align: RgbAlign = stage(
             json!({"train": {"iterations": 60}, "decoder_lr": 1e-3, "tri_plane": {"lr": 3e-3}, "log_every": 20}),

@@ -563,7 +563,6 @@ impl AlignedField {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use lrf_formats::views::Points;
     use lrf_graph::Input;
     use lrf_vae::{TinyAutoencoder, open_autoencoder};
     use serde_json::json;
@@ -571,10 +570,9 @@ mod tests {
 
     use super::*;
     use crate::artifacts::{FIELD_FILE, Renders, read_json};
-    use crate::encode::VaeEncode;
     use crate::fit::LatentFit;
     use crate::render::Render;
-    use crate::test_support::{run_stage, stage, views_fixture};
+    use crate::test_support::{run_stage, stage, views_and_latents};
     use lrf_splat::train::GaussianField;
 
     const SPLITS: [Split; 4] = [Split::Train, Split::Train, Split::Train, Split::Test];
@@ -585,20 +583,7 @@ mod tests {
 
     /// Views, their TAEF2 latents and a short latent fit from a grid of points in front of the cameras.
     fn fitted(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-        let (views, _) = views_fixture(dir, &SPLITS);
-        let positions: Vec<[f64; 3]> = (0..400)
-            .map(|i| [(i % 20) as f64 * 0.16 - 1.6, (i / 20) as f64 * 0.12 - 1.2, 0.0])
-            .collect();
-        Points {
-            colors: vec![[128; 3]; positions.len()],
-            positions,
-            ..Points::default()
-        }
-        .write(&views)
-        .unwrap();
-        let encode: VaeEncode = stage(json!({}), dir);
-        run_stage(&encode, &[("views", one(&views))], &dir.join("encode")).unwrap();
-        let latents = dir.join("encode").join("latents");
+        let (views, latents) = views_and_latents(dir, &SPLITS);
         let fit: LatentFit = stage(
             json!({"train": {"iterations": 150, "densify_until": 0, "sh_degree": 0}, "dssim_weight": 0}),
             dir,

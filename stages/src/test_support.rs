@@ -58,6 +58,31 @@ pub(crate) fn views_fixture(dir: &Path, splits: &[Split]) -> (PathBuf, Vec<Image
     (views_dir, images)
 }
 
+/// [`views_fixture`] with a plane of sparse points in front of the cameras (which fields start from or take
+/// their box from).
+pub(crate) fn views_with_points(dir: &Path, splits: &[Split]) -> PathBuf {
+    let (views, _) = views_fixture(dir, splits);
+    let positions: Vec<[f64; 3]> = (0..400)
+        .map(|i| [(i % 20) as f64 * 0.16 - 1.6, (i / 20) as f64 * 0.12 - 1.2, 0.0])
+        .collect();
+    Points {
+        colors: vec![[128; 3]; positions.len()],
+        positions,
+        ..Points::default()
+    }
+    .write(&views)
+    .unwrap();
+    views
+}
+
+/// [`views_with_points`] and their TAEF2 latents (`dir/encode/latents`).
+pub(crate) fn views_and_latents(dir: &Path, splits: &[Split]) -> (PathBuf, PathBuf) {
+    let views = views_with_points(dir, splits);
+    let encode: crate::encode::VaeEncode = stage(serde_json::json!({}), dir);
+    run_stage(&encode, &[("views", Input::One(views.clone()))], &dir.join("encode")).unwrap();
+    (views, dir.join("encode").join("latents"))
+}
+
 /// A stage as the registry builds it: parameters parsed, validated and resolved.
 pub(crate) fn stage<T: StageKind>(params: serde_json::Value, base: &Path) -> T {
     let mut stage: T = serde_json::from_value(params).expect("parameters");
