@@ -38,7 +38,7 @@ pub struct ViewArgs {
     /// Scene name (as `lrf-flow plan` and the run report list them).
     #[arg(long)]
     scene: String,
-    /// Stage id of the field (a latent-3dgs-fit, rgb-3dgs-fit or rgb-align stage); default: the first stage
+    /// Stage id of the field (a latent-3dgs-fit, latent-nerf-fit, rgb-3dgs-fit or rgb-align stage); default: the first stage
     /// with a stored field for the scene.
     #[arg(long)]
     stage: Option<String>,
