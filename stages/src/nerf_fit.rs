@@ -38,8 +38,12 @@ pub struct LatentNerfFit {
     pub hidden: i64,
     /// Stratified and importance samples per ray (IG-AE: 48 + 48).
     pub sampling: Sampling,
+    /// 2,000: about 0.4–0.7 s each on a 59×33-latent scene on 2 cores (latent-nerfstudio runs 10,000 on a GPU).
     pub iterations: u32,
-    /// Adam's learning rate, decayed exponentially from `lr` to `lr_final` over the iterations.
+    /// Adam's learning rate, decayed exponentially from `lr` to `lr_final` over the iterations. 1e-2 → 1e-3
+    /// was chosen on the validation scene desk_laptop (pipelines/latent-nerf.yaml, 2,000 iterations): 22.44 dB
+    /// test PSNR, against 15.10 dB at latent-nerfstudio's 1e-3 → 1e-4, which leaves the field unconverged
+    /// (training MSE 0.0111 against 0.0045) at a schedule this machine affords.
     pub lr: f64,
     pub lr_final: f64,
     /// Weight of the planes' total variation (IG-AE's pretraining: 1e-5).
