@@ -1,7 +1,7 @@
 //! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
 //! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target: at most
-//! 150 ms on 2 cores. Measured on 2 cores beside other work, both binaries with the binary's allocator
-//! setting: about 380 ms (libtorch's grid_sample: about 590 ms); the MLP's matrix products and libtorch's
+//! 150 ms on 2 cores. Measured on a quiet machine, alternated, both with the binary's allocator setting:
+//! 355 ms (libtorch's grid_sample and its backward: 605 ms); the MLP's matrix products and libtorch's
 //! elementwise passes are most of what remains.
 //!
 //!   cargo bench -p lrf-nerf
