@@ -412,6 +412,12 @@ impl CorpusScene {
         }
         let cameras: Vec<Camera> = train.iter().map(|&i| views.views[i].camera.clone()).collect();
         let points = Points::read(dir).with_context(|| format!("scene {name:?}"))?;
+        if points.positions.is_empty() {
+            bail!(
+                "scene {name:?} has no sparse points, which place its Tri-Plane's box; ingest a scene with a \
+                 sparse reconstruction (sparse/0/points3D)"
+            );
+        }
         Ok(CorpusScene {
             name: name.to_string(),
             images: open_images(dir)?,

@@ -144,6 +144,13 @@ impl StageKind for LatentNerfFit {
             bail!("scene {:?} has no training views", views.scene);
         }
         let points = Points::read(views_dir)?;
+        if points.positions.is_empty() {
+            bail!(
+                "scene {:?} has no sparse points, which place the Tri-Plane's box; ingest a scene with a sparse \
+                 reconstruction (sparse/0/points3D)",
+                views.scene
+            );
+        }
         let cameras: Vec<Camera> = views
             .indices(Split::Train)
             .into_iter()
@@ -339,6 +346,23 @@ mod tests {
             "the planes did not move"
         );
         assert_eq!(after.layout(), before.layout());
+    }
+
+    #[test]
+    fn a_scene_without_sparse_points_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (views, _) = crate::test_support::views_fixture(dir.path(), &SPLITS);
+        let encode: crate::encode::VaeEncode = stage(json!({}), dir.path());
+        run_stage(&encode, &[("views", one(&views))], &dir.path().join("encode")).unwrap();
+        let fit: LatentNerfFit = stage(small_fit(1), dir.path());
+        let latents = dir.path().join("encode").join("latents");
+        let error = run_stage(
+            &fit,
+            &[("views", one(&views)), ("latents", one(&latents))],
+            &dir.path().join("fit"),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("no sparse points"), "{error:#}");
     }
 
     #[test]
