@@ -31,8 +31,8 @@ use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
 use crate::artifacts::{PAIRS_TYPE, PairKind, Pairs};
-use crate::artifacts::{input_dir, output_dir, write_json};
-use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
+use crate::artifacts::{output_dir, write_json};
+use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, autoencoder_port};
 
 pub const TRAINING_FILE: &str = "training.json";
 
@@ -157,16 +157,12 @@ impl StageKind for DecoderAlign {
     const VERSION: u32 = 2;
 
     fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
-        if self.autoencoder != FROM_INPUT {
-            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
-        }
+        self.resolved = AutoencoderSource::for_parameter(&self.autoencoder, base_dir)?;
         Ok(())
     }
     fn signature(&self) -> Signature {
         let mut inputs = vec![Port::new("pairs", PAIRS_TYPE)];
-        if self.autoencoder == FROM_INPUT {
-            inputs.push(Port::new("autoencoder", AUTOENCODER_TYPE));
-        }
+        inputs.extend(autoencoder_port(&self.autoencoder));
         Signature {
             scope: Scope::Global,
             inputs,
@@ -206,10 +202,7 @@ impl StageKind for DecoderAlign {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let source = match &self.resolved {
-            Some(source) => source.clone(),
-            None => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
-        };
+        let source = AutoencoderSource::for_job(self.resolved.as_ref(), job)?;
         let Input::PerScene(dirs) = job.input("pairs")? else {
             bail!("decoder-align input `pairs` must come from a per-scene pair-emit stage");
         };

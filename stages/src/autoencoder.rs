@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use lrf_graph::key::{KeyHasher, hash_file};
 use lrf_graph::scenes::collect_files;
+use lrf_graph::{Job, Port};
 use lrf_vae::{Autoencoder, TinyAutoencoder, open_autoencoder};
 use serde::{Deserialize, Serialize};
 use tch::Device;
+
+use crate::artifacts::input_dir;
 
 /// The name that selects the bundled model.
 pub const BUNDLED: &str = "taef2";
@@ -32,6 +35,19 @@ pub enum DecodeWith {
 impl DecodeWith {
     pub fn is_field(&self) -> bool {
         *self == DecodeWith::Field
+    }
+
+    /// The input port this choice needs: one only for [`DecodeWith::Input`].
+    pub fn port(&self) -> Option<Port> {
+        (*self == DecodeWith::Input).then(input_port)
+    }
+
+    /// The model on the input port for [`DecodeWith::Input`]; `None` means the field's own.
+    pub fn input_model(&self, job: &Job) -> anyhow::Result<Option<AutoencoderSource>> {
+        match self {
+            DecodeWith::Field => Ok(None),
+            DecodeWith::Input => AutoencoderSource::from_input(job).map(Some),
+        }
     }
 }
 
@@ -70,6 +86,28 @@ impl AutoencoderSource {
         })
     }
 
+    /// Resolves a stage's `autoencoder` parameter when the pipeline loads. `input` resolves to `None`: that
+    /// model is an artifact on the stage's [`autoencoder_port`], known only when the job runs.
+    pub fn for_parameter(spec: &str, base_dir: &Path) -> Result<Option<Self>, String> {
+        if spec == FROM_INPUT {
+            return Ok(None);
+        }
+        Self::resolve(spec, base_dir).map(Some)
+    }
+
+    /// The model a job uses: the one [`Self::for_parameter`] resolved, else the `autoencoder` input artifact.
+    pub fn for_job(resolved: Option<&Self>, job: &Job) -> anyhow::Result<Self> {
+        match resolved {
+            Some(source) => Ok(source.clone()),
+            None => Self::from_input(job),
+        }
+    }
+
+    /// The artifact on a job's `autoencoder` input port.
+    fn from_input(job: &Job) -> anyhow::Result<Self> {
+        Self::from_artifact(input_dir(job, "autoencoder")?)
+    }
+
     /// An autoencoder artifact produced by a stage (`dir` is its output folder).
     pub fn from_artifact(dir: &Path) -> anyhow::Result<Self> {
         Ok(AutoencoderSource {
@@ -88,6 +126,15 @@ impl AutoencoderSource {
         };
         Ok(model)
     }
+}
+
+/// The input port a stage whose `autoencoder` parameter is `spec` needs: one only for `input`.
+pub fn autoencoder_port(spec: &str) -> Option<Port> {
+    (spec == FROM_INPUT).then(input_port)
+}
+
+fn input_port() -> Port {
+    Port::new("autoencoder", AUTOENCODER_TYPE)
 }
 
 /// The hash of the weights compiled into the binary, computed once.

@@ -12,10 +12,8 @@ use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::artifacts::{
-    LATENTS_FILE, LATENTS_INFO, LatentsInfo, Normalization, input_dir, output_dir, views_input, write_json,
-};
-use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
+use crate::artifacts::{LATENTS_FILE, LATENTS_INFO, LatentsInfo, Normalization, output_dir, views_input, write_json};
+use crate::autoencoder::{AutoencoderSource, BUNDLED, autoencoder_port};
 use crate::latents::encode_view;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,28 +41,21 @@ impl StageKind for VaeEncode {
     const VERSION: u32 = 1;
 
     fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
-        if self.autoencoder != FROM_INPUT {
-            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
-        }
+        self.resolved = AutoencoderSource::for_parameter(&self.autoencoder, base_dir)?;
         Ok(())
     }
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::PerScene,
-            inputs: if self.autoencoder == FROM_INPUT {
-                vec![Port::new("views", "views"), Port::new("autoencoder", AUTOENCODER_TYPE)]
-            } else {
-                vec![Port::new("views", "views")]
-            },
+            inputs: std::iter::once(Port::new("views", "views"))
+                .chain(autoencoder_port(&self.autoencoder))
+                .collect(),
             outputs: vec![Port::new("latents", "latents")],
         }
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let source = match &self.resolved {
-            Some(source) => source.clone(),
-            None => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
-        };
+        let source = AutoencoderSource::for_job(self.resolved.as_ref(), job)?;
         let (views, images) = views_input(job)?;
         let model = source.open()?;
         let _guard = tch::no_grad_guard();

@@ -23,7 +23,7 @@ use tch::Tensor;
 
 use crate::artifacts::{Evaluation, METRICS_FILE, Renders, Scores, SplitSummary, ViewScores};
 use crate::artifacts::{FieldSpace, input_dir, output_dir, views_input, write_json};
-use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
+use crate::autoencoder::DecodeWith;
 use crate::latents::{decode_latent, encode_view, false_color, image_tensor, side_by_side};
 use crate::perceptual::{LpipsBackbone, ShiftTolerantLpips, open_lpips, resolve_lpips};
 
@@ -87,14 +87,10 @@ impl StageKind for Evaluate {
     fn signature(&self) -> Signature {
         Signature {
             scope: Scope::PerScene,
-            inputs: match self.autoencoder {
-                DecodeWith::Field => vec![Port::new("renders", "renders"), Port::new("views", "views")],
-                DecodeWith::Input => vec![
-                    Port::new("renders", "renders"),
-                    Port::new("views", "views"),
-                    Port::new("autoencoder", AUTOENCODER_TYPE),
-                ],
-            },
+            inputs: [Port::new("renders", "renders"), Port::new("views", "views")]
+                .into_iter()
+                .chain(self.autoencoder.port())
+                .collect(),
             outputs: vec![Port::new("evaluation", "evaluation")],
         }
     }
@@ -115,10 +111,10 @@ impl StageKind for Evaluate {
                 autoencoder,
                 normalization,
             } => {
-                let source = match self.autoencoder {
-                    DecodeWith::Field => autoencoder.clone(),
-                    DecodeWith::Input => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
-                };
+                let source = self
+                    .autoencoder
+                    .input_model(job)?
+                    .unwrap_or_else(|| autoencoder.clone());
                 (Some(source.open()?), Some(normalization))
             }
             FieldSpace::Rgb => {

@@ -48,8 +48,8 @@ use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::align::TRAINING_FILE;
-use crate::artifacts::{Normalization, input_dir, output_dir, write_json};
-use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, FROM_INPUT};
+use crate::artifacts::{Normalization, output_dir, write_json};
+use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, autoencoder_port};
 use crate::latents::{encode_view, image_tensor};
 use crate::perceptual::ShiftTolerantLpips;
 use crate::training::seeded_libtorch;
@@ -165,18 +165,14 @@ impl StageKind for IgaeTrain {
     const VERSION: u32 = 1;
 
     fn resolve_paths(&mut self, base_dir: &Path) -> Result<(), String> {
-        if self.autoencoder != FROM_INPUT {
-            self.resolved = Some(AutoencoderSource::resolve(&self.autoencoder, base_dir)?);
-        }
+        self.resolved = AutoencoderSource::for_parameter(&self.autoencoder, base_dir)?;
         self.perceptual_content = self.perceptual.content()?;
         Ok(())
     }
 
     fn signature(&self) -> Signature {
         let mut inputs = vec![Port::new("views", "views")];
-        if self.autoencoder == FROM_INPUT {
-            inputs.push(Port::new("autoencoder", AUTOENCODER_TYPE));
-        }
+        inputs.extend(autoencoder_port(&self.autoencoder));
         Signature {
             scope: Scope::Global,
             inputs,
@@ -223,10 +219,7 @@ impl StageKind for IgaeTrain {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let source = match &self.resolved {
-            Some(source) => source.clone(),
-            None => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
-        };
+        let source = AutoencoderSource::for_job(self.resolved.as_ref(), job)?;
         let Input::PerScene(dirs) = job.input("views")? else {
             bail!("igae-train input `views` must come from a per-scene stage (colmap-ingest)");
         };

@@ -29,7 +29,7 @@ use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{input_dir, output_dir, write_json};
-use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
+use crate::autoencoder::DecodeWith;
 use crate::frames::FieldFrames;
 use crate::latents::side_by_side;
 
@@ -110,9 +110,7 @@ impl StageKind for RenderPath {
 
     fn signature(&self) -> Signature {
         let mut inputs = vec![Port::new("field", "field"), Port::new("views", "views")];
-        if self.autoencoder == DecodeWith::Input {
-            inputs.push(Port::new("autoencoder", AUTOENCODER_TYPE));
-        }
+        inputs.extend(self.autoencoder.port());
         Signature {
             scope: Scope::PerScene,
             inputs,
@@ -134,10 +132,7 @@ impl StageKind for RenderPath {
     }
 
     fn run(&self, job: &Job) -> anyhow::Result<()> {
-        let decoder = match self.autoencoder {
-            DecodeWith::Field => None,
-            DecodeWith::Input => Some(AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?),
-        };
+        let decoder = self.autoencoder.input_model(job)?;
         let (field, decoder) = FieldFrames::open(input_dir(job, "field")?, decoder)?;
         let decoder = decoder.map(|d| d.open()).transpose()?;
         let views_dir = input_dir(job, "views")?;

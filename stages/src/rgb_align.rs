@@ -196,9 +196,7 @@ impl StageKind for RgbAlign {
             Port::new("views", "views"),
             Port::new("latents", "latents"),
         ];
-        if self.autoencoder == DecodeWith::Input {
-            inputs.push(Port::new("autoencoder", AUTOENCODER_TYPE));
-        }
+        inputs.extend(self.autoencoder.port());
         Signature {
             scope: Scope::PerScene,
             inputs,
@@ -267,10 +265,10 @@ impl StageKind for RgbAlign {
                 views.scene
             );
         }
-        let source = match self.autoencoder {
-            DecodeWith::Field => fitted_with.clone(),
-            DecodeWith::Input => AutoencoderSource::from_artifact(input_dir(job, "autoencoder")?)?,
-        };
+        let source = self
+            .autoencoder
+            .input_model(job)?
+            .unwrap_or_else(|| fitted_with.clone());
         let mut model = source.open()?;
         let factor = info.downsampling;
         if model.downsampling() as usize != factor || model.latent_channels() as usize != info.channels {
