@@ -298,11 +298,13 @@ impl StageKind for IgaeTrain {
             planes.zero_grad();
             interval.add(&losses);
             if step % self.log_every == 0 || step == self.pretrain_steps {
-                curve.push(interval.point(step, "pretrain"));
+                let point = interval.point(step, "pretrain");
+                tracing::info!(stage = job.stage_id, step, ?point, "igae pretraining");
                 job.status(&format!(
                     "pretraining {step}/{}, L_e {:.5}",
-                    self.pretrain_steps, losses.latent
+                    self.pretrain_steps, point.latent
                 ));
+                curve.push(point);
                 interval = Interval::default();
             }
         }
