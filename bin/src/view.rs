@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use glam::{DMat3, DVec3};
 use lrf_formats::Camera;
 use lrf_formats::image::encode_png;
 use lrf_formats::scene::Split;
 use lrf_formats::views::{Points, ViewSet};
 use lrf_graph::Session;
-use lrf_stages::frames::{DecoderSource, FieldFrames, RawFrame};
+use lrf_stages::frames::{DecodePrecision, DecoderSource, FieldFrames, RawFrame};
 use lrf_stages::latents::side_by_side;
 use tch::Tensor;
 
@@ -45,9 +45,30 @@ pub struct ViewArgs {
     /// Port on 127.0.0.1 (0: any free port; the address is printed).
     #[arg(long, default_value_t = 7007)]
     port: u16,
+    /// Number format of the decode: `auto` is bf16 where the CPU has native bf16 dot products (AVX-512
+    /// BF16; about twice as fast, about 53 dB PSNR from an f32 decode), else f32.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    decode_precision: Precision,
     /// Stop after this many requests (for scripts and tests).
     #[arg(long, hide = true)]
     max_requests: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Precision {
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    fn resolve(self) -> DecodePrecision {
+        match self {
+            Precision::Auto => DecodePrecision::fastest(),
+            Precision::F32 => DecodePrecision::F32,
+            Precision::Bf16 => DecodePrecision::Bf16,
+        }
+    }
 }
 
 /// What the server holds: the field behind a lock, and the decoder on a thread of its own (models are not
@@ -69,11 +90,12 @@ struct DecodeJob {
 /// The decode thread: owns the model, drops stale jobs.
 fn decode_thread(
     source: DecoderSource,
+    precision: DecodePrecision,
     newest: Arc<Viewer>,
     jobs: mpsc::Receiver<DecodeJob>,
     ready: mpsc::Sender<anyhow::Result<()>>,
 ) {
-    let decoder = match source.open() {
+    let decoder = match source.open(precision) {
         Ok(decoder) => {
             let _ = ready.send(Ok(()));
             decoder
@@ -199,9 +221,10 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         newest: AtomicU64::new(0),
     });
     if let Some(source) = decoder {
+        let precision = args.decode_precision.resolve();
         let (ready, started) = mpsc::channel();
         let shared = viewer.clone();
-        std::thread::spawn(move || decode_thread(source, shared, receiver, ready));
+        std::thread::spawn(move || decode_thread(source, precision, shared, receiver, ready));
         started.recv().context("the decode thread stopped")??;
     }
     let listener = TcpListener::bind(("127.0.0.1", args.port))

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{input_dir, output_dir, write_json};
 use crate::autoencoder::DecodeWith;
-use crate::frames::FieldFrames;
+use crate::frames::{DecodePrecision, FieldFrames};
 use crate::latents::side_by_side;
 
 /// The port type of a rendered path.
@@ -134,7 +134,7 @@ impl StageKind for RenderPath {
     fn run(&self, job: &Job) -> anyhow::Result<()> {
         let decoder = self.autoencoder.input_model(job)?;
         let (field, decoder) = FieldFrames::open(input_dir(job, "field")?, decoder)?;
-        let decoder = decoder.map(|d| d.open()).transpose()?;
+        let decoder = decoder.map(|d| d.open(DecodePrecision::F32)).transpose()?;
         let views_dir = input_dir(job, "views")?;
         let views = ViewSet::read(views_dir)?;
         let path = self.camera_path(&views, views_dir)?;
