@@ -201,8 +201,10 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
     };
     let to_world = start.rotation.transpose();
     let rotation_rows = [0, 1, 2].map(|r| to_world.row(r).to_array());
+    let precision = args.decode_precision.resolve();
     let info = serde_json::json!({
         "scene": args.scene,
+        "decode_precision": decoder.is_some().then(|| precision.name()),
         "stage": id,
         "latent": decoder.is_some(),
         "width": start.width / field.factor() * field.factor(),
@@ -221,7 +223,6 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         newest: AtomicU64::new(0),
     });
     if let Some(source) = decoder {
-        let precision = args.decode_precision.resolve();
         let (ready, started) = mpsc::channel();
         let shared = viewer.clone();
         std::thread::spawn(move || decode_thread(source, precision, shared, receiver, ready));

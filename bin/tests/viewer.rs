@@ -127,6 +127,10 @@ fn the_viewer_answers_previews_decodes_and_refuses_stale_and_bad_requests() {
     let (_, _, info) = get(&address, "/info");
     let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
     assert_eq!(info["latent"], true, "{info}");
+    assert!(
+        ["f32", "bf16"].contains(&info["decode_precision"].as_str().unwrap_or_default()),
+        "{info}"
+    );
     let (status, head, preview) = get(&address, &frame_query(&info, 1, "preview"));
     assert_eq!(status, 200, "{head}");
     assert!(

@@ -56,6 +56,13 @@ pub enum DecodePrecision {
 }
 
 impl DecodePrecision {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DecodePrecision::F32 => "f32",
+            DecodePrecision::Bf16 => "bf16",
+        }
+    }
+
     /// bfloat16 where this CPU computes it natively, else f32: emulated bfloat16 is slower than f32.
     pub fn fastest() -> Self {
         if native_bf16() {
