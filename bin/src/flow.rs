@@ -539,7 +539,25 @@ fn libtorch_threads(local_workers: usize) -> WorkerInit {
 
 #[cfg(test)]
 mod tests {
-    use super::libtorch_threads;
+    use super::{libtorch_threads, registry};
+
+    /// A wrong stage kind, port or parameter in a shipped pipeline fails here, not in a user's run.
+    #[test]
+    fn every_shipped_pipeline_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+        let registry = registry();
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                if let Err(errors) = lrf_graph::Pipeline::load(&path, &registry) {
+                    panic!("{}: {errors}", path.display());
+                }
+                checked.push(path);
+            }
+        }
+        assert!(checked.len() >= 10, "only {checked:?}");
+    }
 
     #[test]
     fn each_worker_gets_its_share_of_the_cores() {
