@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::scene::Split;
 use lrf_formats::shard::ShardReader;
-use lrf_formats::views::{Points, ViewSet, open_images, read_image};
+use lrf_formats::views::{ViewSet, open_images, read_image};
 use lrf_graph::{Input, Job, Port, Scope, Signature, StageKind};
 use lrf_nerf::render::Sampling;
 use lrf_nerf::{
@@ -53,7 +53,7 @@ use crate::artifacts::{Normalization, output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, autoencoder_port};
 use crate::latents::{encode_view, image_tensor};
 use crate::perceptual::ShiftTolerantLpips;
-use crate::training::seeded_libtorch;
+use crate::training::{seeded_libtorch, tri_plane_bounds};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -411,18 +411,10 @@ impl CorpusScene {
                 );
             }
         }
-        let cameras: Vec<Camera> = train.iter().map(|&i| views.views[i].camera.clone()).collect();
-        let points = Points::read(dir).with_context(|| format!("scene {name:?}"))?;
-        if points.positions.is_empty() {
-            bail!(
-                "scene {name:?} has no sparse points, which place its Tri-Plane's box; ingest a scene with a \
-                 sparse reconstruction (sparse/0/points3D)"
-            );
-        }
         Ok(CorpusScene {
             name: name.to_string(),
             images: open_images(dir)?,
-            bounds: SceneBounds::from_scene(&cameras, &points.positions),
+            bounds: tri_plane_bounds(dir, &views)?,
             train,
             views,
         })

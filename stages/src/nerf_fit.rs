@@ -13,19 +13,18 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use lrf_formats::Camera;
 use lrf_formats::scene::Split;
-use lrf_formats::views::{Points, ViewSet};
+use lrf_formats::views::ViewSet;
 use lrf_graph::{Job, Port, Scope, Signature, StageKind};
 use lrf_nerf::render::Sampling;
-use lrf_nerf::{NerfOptimizer, SceneBounds, TriPlaneConfig, TriPlaneLayout, TriPlaneNerf};
+use lrf_nerf::{NerfOptimizer, TriPlaneConfig, TriPlaneLayout, TriPlaneNerf};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::artifacts::{FieldInfo, FieldModel, FieldSpace, Latents, input_dir, output_dir, peak_memory_mib};
-use crate::training::{LossCurve, ViewOrder, latent_camera, seeded_libtorch, write_field};
+use crate::training::{LossCurve, ViewOrder, latent_camera, seeded_libtorch, tri_plane_bounds, write_field};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,19 +142,6 @@ impl StageKind for LatentNerfFit {
         if samples.is_empty() {
             bail!("scene {:?} has no training views", views.scene);
         }
-        let points = Points::read(views_dir)?;
-        if points.positions.is_empty() {
-            bail!(
-                "scene {:?} has no sparse points, which place the Tri-Plane's box; ingest a scene with a sparse \
-                 reconstruction (sparse/0/points3D)",
-                views.scene
-            );
-        }
-        let cameras: Vec<Camera> = views
-            .indices(Split::Train)
-            .into_iter()
-            .map(|i| views.views[i].camera.clone())
-            .collect();
         let layout = TriPlaneLayout {
             config: TriPlaneConfig {
                 features: self.features,
@@ -163,7 +149,7 @@ impl StageKind for LatentNerfFit {
                 hidden: self.hidden,
                 channels: latents.info.channels as i64,
             },
-            bounds: SceneBounds::from_scene(&cameras, &points.positions),
+            bounds: tri_plane_bounds(views_dir, &views)?,
             sampling: self.sampling,
         };
         let nerf = seeded_libtorch(self.seed, || TriPlaneNerf::new(layout, self.plane_init))?;

@@ -5,7 +5,8 @@ use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldModel, FieldSpace
 use anyhow::{Context, bail};
 use lrf_formats::Camera;
 use lrf_formats::scene::Split;
-use lrf_formats::views::ViewSet;
+use lrf_formats::views::{Points, ViewSet};
+use lrf_nerf::SceneBounds;
 use lrf_splat::train::scene_extent;
 use rand::seq::SliceRandom;
 use std::path::Path;
@@ -64,6 +65,26 @@ pub(crate) fn training_extent(views: &ViewSet) -> anyhow::Result<f64> {
         .map(|v| &v.camera)
         .collect();
     scene_extent(&cameras).with_context(|| format!("scene {:?}", views.scene))
+}
+
+/// The Tri-Plane box of a scene (in `views_dir`, as `colmap-ingest` writes it): its sparse points and
+/// training cameras (see [`SceneBounds::from_scene`]). A scene without sparse points is refused, since they
+/// place the box.
+pub(crate) fn tri_plane_bounds(views_dir: &Path, views: &ViewSet) -> anyhow::Result<SceneBounds> {
+    let points = Points::read(views_dir).with_context(|| format!("scene {:?}", views.scene))?;
+    if points.positions.is_empty() {
+        bail!(
+            "scene {:?} has no sparse points, which place its Tri-Plane's box; ingest a scene with a sparse \
+             reconstruction (sparse/0/points3D)",
+            views.scene
+        );
+    }
+    let cameras: Vec<Camera> = views
+        .indices(Split::Train)
+        .into_iter()
+        .map(|i| views.views[i].camera.clone())
+        .collect();
+    Ok(SceneBounds::from_scene(&cameras, &points.positions))
 }
 
 /// Training views in a new random order on each pass over them (3DGS's viewpoint stack).
