@@ -1,8 +1,11 @@
 //! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
 //! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target: at most
-//! 150 ms on 2 cores. Measured on a quiet machine, alternated, both with the binary's allocator setting:
-//! 355 ms (libtorch's grid_sample and its backward: 605 ms); the MLP's matrix products and libtorch's
-//! elementwise passes are most of what remains.
+//! 150 ms on 2 cores. Measured alternated with the build before, three rounds, both with the binary's
+//! allocator setting: 214–223 ms against 293–333 ms. The step lost the first layer's matrix products to the
+//! projected texels, the segment colours to per-sample compositing weights, and the stratified samples'
+//! second query to EG3D's merge of both sets. What remains, by profile: the second layer's matrix products
+//! and MKL's packing for them (a quarter), the plane kernels (a fifth), libtorch's OpenMP workers waiting
+//! (an eighth), softplus and its backward (a tenth).
 //!
 //!   cargo bench -p lrf-nerf
 
@@ -45,7 +48,7 @@ fn main() {
         let out = render(&field, &rays, Sampling::default(), Some(&mut rng), Some(&mut tape)).unwrap();
         let loss = (out - &target).square().mean(None);
         loss.backward();
-        tape.backward(&field.planes);
+        tape.backward();
         for var in vars.trainable_variables() {
             let mut grad = var.grad();
             if grad.defined() {

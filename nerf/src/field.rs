@@ -83,23 +83,35 @@ impl TriPlaneField {
     }
 
     /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
-    /// zero): `([N], [N, C])`, colour already bounded. With a `tape`, the planes' gradient is handed on by
-    /// [`PlaneTape::backward`] after the loss's; the MLP's and the background's flow through libtorch.
+    /// zero): `([N], [N, C])`, colour as the sigmoid of the logits, in [0, 1]. IG-AE's bounds are affine
+    /// ([`to_bounds`]), so renderers apply them once to the composited `[rays, C]` rather than to every
+    /// sample. With a `tape`, the gradient of the planes and of the first layer's weights is handed on by
+    /// [`PlaneTape::backward`] after the loss's; the rest of the MLP's and the background's flow through
+    /// libtorch.
     pub fn query(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
-        let features = planes::sample(&self.planes, points);
-        let features = match tape {
-            Some(tape) => tape.track(points, features),
-            None => features,
-        };
-        let raw = features.apply(&self.hidden).softplus().apply(&self.out);
+        let raw = self.hidden_layer(points, tape).apply(&self.out);
         let sigma = raw.select(1, 0);
-        let color = bounded(&raw.narrow(1, 1, self.config.channels));
+        let color = raw.narrow(1, 1, self.config.channels).sigmoid();
         (sigma, color)
     }
 
-    /// The background latent, bounded like colours.
+    /// The hidden layer's activations `[N, hidden]` at points `[N, 3]`.
+    fn hidden_layer(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> Tensor {
+        let texels = planes::project(&self.planes, &self.hidden.ws);
+        let samples = planes::sample(&texels, points);
+        let samples = match tape {
+            Some(tape) => tape.track(points, &texels, samples),
+            None => samples,
+        };
+        match &self.hidden.bs {
+            Some(bias) => (samples + bias).softplus(),
+            None => samples.softplus(),
+        }
+    }
+
+    /// The background latent as a colour of [`TriPlaneField::query`], in [0, 1] before [`to_bounds`].
     pub fn background_color(&self) -> Tensor {
-        bounded(&self.background)
+        self.background.sigmoid()
     }
 }
 
@@ -115,6 +127,7 @@ fn new_planes(root: &nn::Path, name: &str, config: TriPlaneConfig, plane_scale: 
     )
 }
 
-pub(crate) fn bounded(logits: &Tensor) -> Tensor {
-    logits.sigmoid() * (1.0 + 2.0 * COLOR_MARGIN) - COLOR_MARGIN
+/// Colours in [0, 1] stretched to IG-AE's bounds.
+pub(crate) fn to_bounds(unit: &Tensor) -> Tensor {
+    unit * (1.0 + 2.0 * COLOR_MARGIN) - COLOR_MARGIN
 }

@@ -184,7 +184,7 @@ impl NerfOptimizer {
             data
         };
         total.backward();
-        tape.backward(&nerf.field.planes);
+        tape.backward();
         self.optimizer.step();
         Ok(value)
     }

@@ -7,7 +7,7 @@ use lrf_formats::Camera;
 use rand::{Rng, RngCore};
 use tch::{Kind, Tensor};
 
-use crate::field::TriPlaneField;
+use crate::field::{TriPlaneField, to_bounds};
 use crate::planes::PlaneTape;
 use crate::{NerfError, Result, SceneBounds};
 
@@ -118,27 +118,79 @@ fn box_interval(origin: glam::DVec3, d: glam::DVec3) -> (f64, f64) {
 /// The composited channels `[N, C]` and the compositing weights `[N, S − 1]` of samples at depths `t`
 /// (`[N, S]`, sorted along each ray). `tape` tracks the planes' gradient (see [`TriPlaneField::query`]).
 pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
-    let (n, s) = (t.size()[0], t.size()[1]);
-    let points = rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t.unsqueeze(2);
-    let (sigma, color) = field.query(&points.view([n * s, 3]), tape);
-    let c = field.config.channels;
-    let (sigma, color) = (sigma.view([n, s]), color.view([n, s, c]));
+    composite_samples(field, &[RaySamples::query(field, rays, t.shallow_clone(), tape)])
+}
+
+/// Depths along rays and what the field holds there.
+struct RaySamples {
+    /// `[N, S]`
+    t: Tensor,
+    /// Raw density, `[N, S]`.
+    sigma: Tensor,
+    /// Colour in [0, 1], `[N, S, C]`.
+    color: Tensor,
+}
+
+impl RaySamples {
+    fn query(field: &TriPlaneField, rays: &Rays, t: Tensor, tape: Option<&mut PlaneTape>) -> RaySamples {
+        let (n, s) = (t.size()[0], t.size()[1]);
+        let points = (rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t.unsqueeze(2)).view([n * s, 3]);
+        let (sigma, color) = field.query(&points, tape);
+        RaySamples {
+            sigma: sigma.view([n, s]),
+            color: color.view([n, s, field.config.channels]),
+            t,
+        }
+    }
+}
+
+/// The composited channels `[N, C]` of sets of samples along the same rays, taken together in depth order
+/// (EG3D's `unify_samples`: each point is queried once, and the stratified pass's samples take part in the
+/// final compositing with their gradients), and the compositing weights `[N, S − 1]` in that order.
+///
+/// Segment k's colour is the mean of samples k and k + 1, so Σₖ wₖ·(cₖ + cₖ₊₁)/2 = Σⱼ vⱼ·cⱼ with
+/// vⱼ = (wⱼ₋₁ + wⱼ)/2. Only the per-sample vⱼ are sorted and put back in each set's order; the colours are
+/// never gathered or copied, but enter one batched product per set. The colours' affine bounds are applied
+/// to the `[N, C]` result (the vⱼ and the background's share sum to 1).
+fn composite_samples(field: &TriPlaneField, sets: &[RaySamples]) -> (Tensor, Tensor) {
+    let t = Tensor::cat(&sets.iter().map(|set| &set.t).collect::<Vec<_>>(), 1);
+    let sigma = Tensor::cat(&sets.iter().map(|set| &set.sigma).collect::<Vec<_>>(), 1);
+    let (t, order) = t.sort(1, false);
+    let weights = segment_weights(&sigma.gather(1, &order, false), &t);
+    let edge = weights.zeros_like().narrow(1, 0, 1);
+    let per_sample = (Tensor::cat(&[&weights, &edge], 1) + Tensor::cat(&[&edge, &weights], 1)) * 0.5;
+    let per_sample = per_sample.zeros_like().scatter(1, &order, &per_sample);
+    let accumulated = weights.sum_dim_intlist(1, true, None);
+    let mut unit = (-accumulated + 1.0) * field.background_color().unsqueeze(0);
+    let mut offset = 0;
+    for set in sets {
+        let count = set.t.size()[1];
+        unit += per_sample
+            .narrow(1, offset, count)
+            .unsqueeze(1)
+            .bmm(&set.color)
+            .squeeze_dim(1);
+        offset += count;
+    }
+    (to_bounds(&unit), weights)
+}
+
+/// The compositing weights `[N, S − 1]` of the segments between samples at depths `t` (`[N, S]`) with raw
+/// densities `sigma` (`[N, S]`).
+fn segment_weights(sigma: &Tensor, t: &Tensor) -> Tensor {
+    let s = t.size()[1];
     let deltas = t.narrow(1, 1, s - 1) - t.narrow(1, 0, s - 1);
-    let color_mid = (color.narrow(1, 0, s - 1) + color.narrow(1, 1, s - 1)) * 0.5;
     let sigma_mid = (sigma.narrow(1, 0, s - 1) + sigma.narrow(1, 1, s - 1)) * 0.5;
     let density = (sigma_mid - 1.0).softplus();
     let alpha = -(-(density * &deltas)).exp() + 1.0;
     // Transmittance before each segment: exclusive cumulative product of (1 − α).
     let keep = (-&alpha + 1.0 + 1e-10).cumprod(1, None);
     let before = Tensor::cat(&[keep.ones_like().narrow(1, 0, 1), keep.narrow(1, 0, s - 2)], 1);
-    let weights = alpha * before;
-    let accumulated = weights.sum_dim_intlist(1, true, None);
-    let rendered = (weights.unsqueeze(2) * color_mid).sum_dim_intlist(1, false, None)
-        + (-accumulated + 1.0) * field.background_color().unsqueeze(0);
-    (rendered, weights)
+    alpha * before
 }
 
-/// Renders `rays`: stratified samples, then importance samples from their weights, composited together.
+/// Renders `rays`: stratified samples, then importance samples from their weights, composited together
+/// (each queried once, as EG3D's renderer does).
 /// With `jitter`, both are placed at random by its draws (training); without, at the bins' middles. The
 /// draws come from the caller's generator, not libtorch's global one, so that fits running side by side
 /// stay reproducible. Returns `[N, C]`; `tape` tracks the planes' gradient of the final pass.
@@ -147,7 +199,7 @@ pub fn render(
     rays: &Rays,
     sampling: Sampling,
     mut jitter: Option<&mut dyn RngCore>,
-    tape: Option<&mut PlaneTape>,
+    mut tape: Option<&mut PlaneTape>,
 ) -> Result<Tensor> {
     if sampling.stratified < 2 || sampling.importance < 0 {
         return Err(NerfError::Input(format!("invalid sampling {sampling:?}")));
@@ -163,15 +215,16 @@ pub fn render(
     };
     let span = (&rays.far - &rays.near).unsqueeze(1);
     let coarse = rays.near.unsqueeze(1) + span * (steps + offsets) / s as f64;
+    let coarse = RaySamples::query(field, rays, coarse, tape.as_deref_mut());
     if sampling.importance == 0 {
-        return Ok(composite(field, rays, &coarse, tape).0);
+        return Ok(composite_samples(field, &[coarse]).0);
     }
     let fine = tch::no_grad(|| {
-        let (_, weights) = composite(field, rays, &coarse, None);
-        importance_samples(&coarse, &weights, sampling.importance, jitter)
+        let weights = segment_weights(&coarse.sigma.detach(), &coarse.t);
+        importance_samples(&coarse.t, &weights, sampling.importance, jitter)
     });
-    let (t, _) = Tensor::cat(&[coarse, fine], 1).sort(1, false);
-    Ok(composite(field, rays, &t, tape).0)
+    let fine = RaySamples::query(field, rays, fine, tape);
+    Ok(composite_samples(field, &[coarse, fine]).0)
 }
 
 /// `[rows, columns]` draws from U[0, 1).
@@ -211,4 +264,79 @@ fn importance_samples(t: &Tensor, weights: &Tensor, count: i64, jitter: Option<&
     let (t0, t1) = (t.gather(1, &lower, false), t.gather(1, &upper, false));
     let fraction = ((u - &c0) / (c1 - c0).clamp_min(1e-12)).clamp(0.0, 1.0);
     &t0 + (t1 - &t0) * fraction
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, nn};
+
+    use super::*;
+    use crate::TriPlaneConfig;
+
+    /// Two interleaved sets of samples composited together give what querying their depth-sorted union
+    /// gives, in value and in every parameter's gradient.
+    #[test]
+    fn two_sample_sets_composite_as_their_sorted_union() {
+        tch::manual_seed(7);
+        let mut vars = nn::VarStore::new(Device::Cpu);
+        let config = TriPlaneConfig {
+            features: 3,
+            resolution: 6,
+            hidden: 5,
+            channels: 2,
+        };
+        let field = TriPlaneField::new(&vars.root(), config, 0.8).unwrap();
+        vars.double();
+        let opts = (Kind::Double, Device::Cpu);
+        let n = 4;
+        let rays = Rays {
+            origins: Tensor::rand([n, 3], opts) * 0.4 - 0.2 + Tensor::from_slice(&[0.0f64, 0.0, -2.0]),
+            directions: Tensor::from_slice(&[0.0f64, 0.0, 1.0])
+                .expand([n, 3], false)
+                .contiguous(),
+            near: Tensor::full([n], 1.0, opts),
+            far: Tensor::full([n], 3.0, opts),
+        };
+        let depths = |count: i64| (Tensor::rand([n, count], opts) * 2.0 + 1.0).sort(1, false).0;
+        let (first, second) = (depths(5), depths(4));
+        let target = Tensor::randn([n, 2], opts);
+        let gradients = |loss: Tensor, tape: PlaneTape| {
+            for var in vars.trainable_variables() {
+                let mut grad = var.grad();
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            }
+            loss.backward();
+            tape.backward();
+            let mut named: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            named.into_iter().map(|(_, v)| v.grad().copy()).collect::<Vec<_>>()
+        };
+
+        let mut tape = PlaneTape::new();
+        let sets = [
+            RaySamples::query(&field, &rays, first.shallow_clone(), Some(&mut tape)),
+            RaySamples::query(&field, &rays, second.shallow_clone(), Some(&mut tape)),
+        ];
+        let (merged, merged_weights) = composite_samples(&field, &sets);
+        let merged_gradients = gradients((&merged * &target).sum(Kind::Double), tape);
+
+        let mut tape = PlaneTape::new();
+        let union = Tensor::cat(&[&first, &second], 1).sort(1, false).0;
+        let (expected, expected_weights) = composite(&field, &rays, &union, Some(&mut tape));
+        let expected_gradients = gradients((&expected * &target).sum(Kind::Double), tape);
+
+        let difference = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(difference(&merged, &expected) < 1e-12);
+        assert!(difference(&merged_weights, &expected_weights) < 1e-12);
+        assert!(
+            merged_weights.sum(Kind::Double).double_value(&[]) > 0.1,
+            "the rays cross the field"
+        );
+        for (got, want) in merged_gradients.iter().zip(&expected_gradients) {
+            assert!(difference(got, want) < 1e-12);
+            assert!(want.abs().max().double_value(&[]) > 0.0);
+        }
+    }
 }

@@ -172,7 +172,7 @@ fn gradients_match_central_differences() {
     };
     let mut tape = PlaneTape::new();
     loss(&field, Some(&mut tape)).backward();
-    tape.backward(&field.planes);
+    tape.backward();
     let h = 1e-6;
     let (mut checked, mut nonzero) = (0, 0);
     for (name, var) in vars.variables() {

@@ -559,7 +559,7 @@ impl Training<'_> {
         let n = stage.batch as f64;
         let mut losses = Losses::default();
         let mut total = Tensor::zeros([], (Kind::Float, Device::Cpu));
-        let mut tapes: Vec<(usize, PlaneTape)> = Vec::new();
+        let mut tapes: Vec<PlaneTape> = Vec::new();
         let mut seen = Vec::new();
         for _ in 0..stage.batch {
             let crop = self.random_crop(rng)?;
@@ -570,7 +570,7 @@ impl Training<'_> {
                 stage.sampling,
                 rng,
             )?;
-            tapes.push((crop.scene, tape));
+            tapes.push(tape);
             seen.push(crop.scene);
             let x = crop.image.unsqueeze(0);
             let latent = match phase {
@@ -623,8 +623,8 @@ impl Training<'_> {
             bail!("the IG-AE loss diverged ({losses:?})");
         }
         total.backward();
-        for (s, tape) in tapes {
-            tape.backward(&self.fields[s].planes);
+        for tape in tapes {
+            tape.backward();
         }
         Ok(losses)
     }
