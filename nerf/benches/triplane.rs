@@ -1,11 +1,9 @@
 //! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
 //! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target: at most
-//! 150 ms on 2 cores. Measured alternated with the build before, three rounds, both with the binary's
-//! allocator setting: 214–223 ms against 293–333 ms. The step lost the first layer's matrix products to the
-//! projected texels, the segment colours to per-sample compositing weights, and the stratified samples'
-//! second query to EG3D's merge of both sets. What remains, by profile: the second layer's matrix products
-//! and MKL's packing for them (a quarter), the plane kernels (a fifth), libtorch's OpenMP workers waiting
-//! (an eighth), softplus and its backward (a tenth).
+//! 150 ms on 2 cores. Measured alternated with the build before the query kernels, three rounds, both with
+//! the binary's allocator setting: median 170–187 ms against 292–304 ms. What remains, by profile: the
+//! output layer's matrix products with MKL's packing (a quarter), the query kernels (under a third),
+//! libtorch's OpenMP workers waiting while the kernels run (a seventh).
 //!
 //!   cargo bench -p lrf-nerf
 

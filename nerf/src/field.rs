@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
-use crate::planes::{self, PlaneTape};
+use crate::query::{HiddenLayer, PlaneTape, hidden_activations};
 use crate::{NerfError, Result};
 
 /// Sizes; the defaults are IG-AE's (`triplane_resolution 64`, `n_local_features 32`, hidden 64).
@@ -89,24 +89,16 @@ impl TriPlaneField {
     /// [`PlaneTape::backward`] after the loss's; the rest of the MLP's and the background's flow through
     /// libtorch.
     pub fn query(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
-        let raw = self.hidden_layer(points, tape).apply(&self.out);
+        let layer = HiddenLayer::new(&self.planes, &self.hidden);
+        let (hidden, slope) = hidden_activations(&layer, points);
+        let hidden = match tape {
+            Some(tape) => tape.track(points, layer, hidden, slope),
+            None => hidden,
+        };
+        let raw = hidden.apply(&self.out);
         let sigma = raw.select(1, 0);
         let color = raw.narrow(1, 1, self.config.channels).sigmoid();
         (sigma, color)
-    }
-
-    /// The hidden layer's activations `[N, hidden]` at points `[N, 3]`.
-    fn hidden_layer(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> Tensor {
-        let texels = planes::project(&self.planes, &self.hidden.ws);
-        let samples = planes::sample(&texels, points);
-        let samples = match tape {
-            Some(tape) => tape.track(points, &texels, samples),
-            None => samples,
-        };
-        match &self.hidden.bs {
-            Some(bias) => (samples + bias).softplus(),
-            None => samples.softplus(),
-        }
     }
 
     /// The background latent as a colour of [`TriPlaneField::query`], in [0, 1] before [`to_bounds`].

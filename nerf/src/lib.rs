@@ -12,7 +12,7 @@
 mod bounds;
 mod field;
 mod model;
-mod planes;
+mod query;
 pub mod render;
 
 pub use bounds::SceneBounds;
@@ -20,7 +20,7 @@ pub use field::{TriPlaneConfig, TriPlaneField};
 pub use model::{
     NerfOptimizer, TriPlaneLayout, TriPlaneNerf, plane_total_variation, render_image, render_training_image,
 };
-pub use planes::PlaneTape;
+pub use query::PlaneTape;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NerfError {

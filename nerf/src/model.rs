@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::planes::PlaneTape;
+use crate::query::PlaneTape;
 use crate::render::{Rays, Sampling, render};
 use crate::{NerfError, Result, SceneBounds, TriPlaneConfig, TriPlaneField};
 

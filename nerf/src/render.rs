@@ -8,7 +8,7 @@ use rand::{Rng, RngCore};
 use tch::{Kind, Tensor};
 
 use crate::field::{TriPlaneField, to_bounds};
-use crate::planes::PlaneTape;
+use crate::query::PlaneTape;
 use crate::{NerfError, Result, SceneBounds};
 
 /// Rays in the field's box coordinates.
