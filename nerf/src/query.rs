@@ -14,8 +14,7 @@
 //! the tape runs the transpose kernel and hands the gradients on: to the texels, whose graph carries them to
 //! the planes and the first layer's weights, and to the first layer's bias.
 
-use std::ops::{Add, AddAssign, Div, Mul, Sub};
-
+use lrf_splat::real::Real;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -28,111 +27,21 @@ const POINTS_PER_TASK: usize = 2048;
 /// Above this, softplus(x) is x, as libtorch's default threshold has it.
 const SOFTPLUS_THRESHOLD: f64 = 20.0;
 
-/// The element types the kernels run in: f32 for training, f64 for the reference tests.
-trait Scalar:
-    tch::kind::Element
-    + Copy
-    + Default
-    + Send
-    + Sync
-    + PartialOrd
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + AddAssign
-{
-    fn from_f64(value: f64) -> Self;
-    fn floor(self) -> Self;
-    fn is_finite(self) -> bool;
-    /// Saturating, as Rust's `as` casts are.
-    fn to_i32(self) -> i32;
-    /// softplus(x) and its derivative, the sigmoid.
-    fn softplus_and_slope(self) -> (Self, Self);
-}
-
-impl Scalar for f32 {
-    fn from_f64(value: f64) -> Self {
-        value as f32
-    }
-    #[inline(always)]
-    fn floor(self) -> Self {
-        f32::floor(self)
-    }
-    #[inline(always)]
-    fn is_finite(self) -> bool {
-        f32::is_finite(self)
-    }
-    #[inline(always)]
-    fn to_i32(self) -> i32 {
-        self as i32
-    }
-    /// Branch-free, so that loops over a sample's hidden values vectorise: max(x, 0) + log1p(e^−|x|).
-    #[inline(always)]
-    fn softplus_and_slope(self) -> (Self, Self) {
-        let e = exp_of_nonpositive(-self.abs());
-        let softplus = if self > SOFTPLUS_THRESHOLD as f32 {
-            self
-        } else {
-            self.max(0.0) + log1p_of_unit(e)
-        };
-        let slope = if self >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-        (softplus, slope)
-    }
-}
-
-impl Scalar for f64 {
-    fn from_f64(value: f64) -> Self {
-        value
-    }
-    #[inline(always)]
-    fn floor(self) -> Self {
-        f64::floor(self)
-    }
-    #[inline(always)]
-    fn is_finite(self) -> bool {
-        f64::is_finite(self)
-    }
-    #[inline(always)]
-    fn to_i32(self) -> i32 {
-        self as i32
-    }
-    fn softplus_and_slope(self) -> (Self, Self) {
-        if self > SOFTPLUS_THRESHOLD {
-            (self, 1.0)
-        } else {
-            (self.exp().ln_1p(), 1.0 / (1.0 + (-self).exp()))
-        }
-    }
-}
-
-/// eˣ for x ≤ 0 in f32 (relative error below 3e-7): x = n·ln 2 + r with |r| ≤ ln 2 / 2, eʳ by its Taylor
-/// polynomial of degree 7, 2ⁿ by the exponent bits. Underflows to 2⁻¹²⁶·eʳ below −87.
+/// softplus(x) and its derivative, the sigmoid, branch-free so that loops over a sample's hidden values
+/// vectorise: max(x, 0) + log1p(e^−|x|), with log1p(e) = ln(u)·e/(u − 1) for u = 1 + e (exact where u
+/// rounds to 1), so that softplus keeps its relative accuracy far below 0 (down to f32's clamp of exp at −87).
 #[inline(always)]
-fn exp_of_nonpositive(x: f32) -> f32 {
-    const LN_2_HIGH: f32 = 0.693_145_75;
-    const LN_2_LOW: f32 = 1.428_606_8e-6;
-    let x = x.max(-87.0);
-    // For y ≤ 0, truncating y − 0.5 rounds y to the nearest integer (without libm's round).
-    let n = (x * std::f32::consts::LOG2_E - 0.5) as i32;
-    let r = x - n as f32 * LN_2_HIGH - n as f32 * LN_2_LOW;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    p * f32::from_bits(((n + 127) as u32) << 23)
-}
-
-/// ln(1 + e) for e ∈ [0, 1] in f32 (relative error below 3e-7): with u = e / (2 + e) ≤ 1/3,
-/// ln(1 + e) = 2·artanh(u) = 2u·(1 + u²/3 + u⁴/5 + …), to u¹².
-#[inline(always)]
-fn log1p_of_unit(e: f32) -> f32 {
-    let u = e / (2.0 + e);
-    let v = u * u;
-    2.0 * u
-        * (1.0
-            + v * (1.0 / 3.0
-                + v * (1.0 / 5.0 + v * (1.0 / 7.0 + v * (1.0 / 9.0 + v * (1.0 / 11.0 + v * (1.0 / 13.0)))))))
+fn softplus_and_slope<T: Real>(x: T) -> (T, T) {
+    let e = (-x.abs()).fast_exp();
+    let u = T::ONE + e;
+    let log1p = if u == T::ONE { e } else { u.fast_ln() * e / (u - T::ONE) };
+    let softplus = if x > T::of(SOFTPLUS_THRESHOLD) {
+        x
+    } else {
+        x.max(T::ZERO) + log1p
+    };
+    let slope = if x >= T::ZERO { T::ONE / u } else { e / u };
+    (softplus, slope)
 }
 
 /// Points whose taps are computed together, tap by tap across the points, so that the arithmetic
@@ -150,11 +59,11 @@ struct BlockTaps<T> {
     weights: [[T; TAP_BLOCK]; 12],
 }
 
-impl<T: Scalar> BlockTaps<T> {
+impl<T: Real> BlockTaps<T> {
     fn new() -> Self {
         BlockTaps {
             starts: [[0; TAP_BLOCK]; 12],
-            weights: [[T::default(); TAP_BLOCK]; 12],
+            weights: [[T::ZERO; TAP_BLOCK]; 12],
         }
     }
 
@@ -162,10 +71,10 @@ impl<T: Scalar> BlockTaps<T> {
     /// grid_sample's `align_corners = False` convention: box coordinate u maps to texel (u + 1)·R/2 − 1/2.
     #[inline(always)]
     fn fill(&mut self, points: &[T], r: usize, h: usize) {
-        let half = T::from_f64(r as f64 / 2.0);
-        let (one, a_half) = (T::from_f64(1.0), T::from_f64(0.5));
+        let half = T::of(r as f64 / 2.0);
+        let (one, a_half) = (T::of(1.0), T::of(0.5));
         // Clamped before the integer cast; columns and rows outside [0, R) are dropped below.
-        let (low, high) = (T::from_f64(-2.0), T::from_f64(r as f64 + 1.0));
+        let (low, high) = (T::of(-2.0), T::of(r as f64 + 1.0));
         let clamp = |v: T| {
             if v < low {
                 low
@@ -183,7 +92,7 @@ impl<T: Scalar> BlockTaps<T> {
                 let finite = x.is_finite() & y.is_finite();
                 let (x0, y0) = (x.floor(), y.floor());
                 let (fx, fy) = (x - x0, y - y0);
-                let (column, row) = (clamp(x0).to_i32(), clamp(y0).to_i32());
+                let (column, row) = (clamp(x0).to_f64() as i32, clamp(y0).to_f64() as i32);
                 let corners = [
                     (column, row, (one - fx) * (one - fy)),
                     (column + 1, row, fx * (one - fy)),
@@ -194,7 +103,7 @@ impl<T: Scalar> BlockTaps<T> {
                     let inside = finite & ((c as u32) < size) & ((r_ as u32) < size);
                     let texel = if inside { r_ as usize * r + c as usize } else { 0 };
                     self.starts[plane * 4 + corner][k] = (plane * r * r + texel) * h;
-                    self.weights[plane * 4 + corner][k] = if inside { weight } else { T::default() };
+                    self.weights[plane * 4 + corner][k] = if inside { weight } else { T::ZERO };
                 }
             }
         }
@@ -202,12 +111,12 @@ impl<T: Scalar> BlockTaps<T> {
 }
 
 /// `tensor` as a contiguous CPU tensor of `T`, without gradient: itself when it already is one.
-fn host<T: Scalar>(tensor: &Tensor) -> Tensor {
+fn host<T: Real>(tensor: &Tensor) -> Tensor {
     tensor.detach().to_device(Device::Cpu).to_kind(T::KIND).contiguous()
 }
 
 /// The values of a tensor made by [`host`].
-fn values<T: Scalar>(tensor: &Tensor) -> &[T] {
+fn values<T: Real>(tensor: &Tensor) -> &[T] {
     debug_assert!(tensor.is_contiguous() && tensor.kind() == T::KIND && tensor.device() == Device::Cpu);
     if tensor.numel() == 0 {
         return &[];
@@ -221,7 +130,7 @@ fn values<T: Scalar>(tensor: &Tensor) -> &[T] {
 ///
 /// # Safety
 /// Nothing else may read or write the tensor's storage while the slice lives.
-unsafe fn values_mut<T: Scalar>(tensor: &mut Tensor) -> &mut [T] {
+unsafe fn values_mut<T: Real>(tensor: &mut Tensor) -> &mut [T] {
     debug_assert!(tensor.is_contiguous() && tensor.kind() == T::KIND && tensor.device() == Device::Cpu);
     if tensor.numel() == 0 {
         return &mut [];
@@ -262,7 +171,7 @@ struct HostLayer<'a, T> {
     hidden: usize,
 }
 
-impl<T: Scalar> HostLayer<'_, T> {
+impl<T: Real> HostLayer<'_, T> {
     /// The pre-activations of point `k` of `taps`, into `pre` (`[H]`): the bias plus each tap's weighted
     /// row, summed [`LANES`] values at a time so that each sum stays in a register.
     #[inline(always)]
@@ -270,7 +179,7 @@ impl<T: Scalar> HostLayer<'_, T> {
         let h = self.hidden;
         let mut first = 0;
         while first + LANES <= h {
-            let mut sum = [T::default(); LANES];
+            let mut sum = [T::ZERO; LANES];
             sum.copy_from_slice(&self.bias[first..first + LANES]);
             for (starts, weights) in taps.starts.iter().zip(&taps.weights) {
                 let (row, w) = (&self.texels[starts[k] + first..][..LANES], weights[k]);
@@ -299,7 +208,7 @@ pub(crate) fn hidden_activations(layer: &HiddenLayer, points: &Tensor) -> (Tenso
     }
 }
 
-fn hidden_activations_as<T: Scalar>(layer: &HiddenLayer, points: &Tensor) -> (Tensor, Tensor) {
+fn hidden_activations_as<T: Real>(layer: &HiddenLayer, points: &Tensor) -> (Tensor, Tensor) {
     let size = layer.texels.size();
     let (r, h) = (size[1] as usize, size[3] as usize);
     let (texels, bias, points) = (host::<T>(&layer.texels), host::<T>(&layer.bias), host::<T>(points));
@@ -341,7 +250,7 @@ struct Forward<'a, T> {
     slope: &'a mut [T],
 }
 
-impl<T: Scalar> lrf_splat::simd::SimdTask for Forward<'_, T> {
+impl<T: Real> lrf_splat::simd::SimdTask for Forward<'_, T> {
     type Output = ();
 
     #[inline(always)]
@@ -363,7 +272,7 @@ impl<T: Scalar> lrf_splat::simd::SimdTask for Forward<'_, T> {
             for (k, (hidden, slope)) in hidden.chunks_exact_mut(h).zip(slope.chunks_exact_mut(h)).enumerate() {
                 layer.pre_activations(&taps, k, hidden);
                 for (value, s) in hidden.iter_mut().zip(slope.iter_mut()) {
-                    (*value, *s) = value.softplus_and_slope();
+                    (*value, *s) = softplus_and_slope(*value);
                 }
             }
         }
@@ -390,7 +299,7 @@ pub(crate) fn hidden_activations_backward(
     }
 }
 
-fn backward_as<T: Scalar>(
+fn backward_as<T: Real>(
     layer: &HiddenLayer,
     points: &Tensor,
     slope: &Tensor,
@@ -405,7 +314,7 @@ fn backward_as<T: Scalar>(
     // One pair of buffers per thread-sized share of the points (3 MiB of texels each at IG-AE's sizes).
     let shares = rayon::current_num_threads().max(1);
     let per_share = n.div_ceil(shares).max(1);
-    let zeros = || (vec![T::default(); texel_count], vec![T::default(); h]);
+    let zeros = || (vec![T::ZERO; texel_count], vec![T::ZERO; h]);
     let (texels, bias) = (0..shares)
         .into_par_iter()
         .map(|share| {
@@ -445,7 +354,7 @@ struct Backward<'a, T> {
     hidden: usize,
 }
 
-impl<T: Scalar> lrf_splat::simd::SimdTask for Backward<'_, T> {
+impl<T: Real> lrf_splat::simd::SimdTask for Backward<'_, T> {
     type Output = ();
 
     #[inline(always)]
@@ -459,7 +368,7 @@ impl<T: Scalar> lrf_splat::simd::SimdTask for Backward<'_, T> {
             resolution: r,
             hidden: h,
         } = self;
-        let mut upstream = vec![T::default(); h];
+        let mut upstream = vec![T::ZERO; h];
         let mut taps = BlockTaps::new();
         for ((points, slope), gradient) in points
             .chunks(TAP_BLOCK * 3)
@@ -474,7 +383,7 @@ impl<T: Scalar> lrf_splat::simd::SimdTask for Backward<'_, T> {
                 }
                 for (starts, weights) in taps.starts.iter().zip(&taps.weights) {
                     let w = weights[k];
-                    if w == T::default() {
+                    if w == T::ZERO {
                         continue;
                     }
                     for (t, &u) in texels[starts[k]..starts[k] + h].iter_mut().zip(&upstream) {
@@ -618,15 +527,17 @@ mod tests {
         }
     }
 
-    /// The f32 kernels' softplus and sigmoid against f64's, from deep in the negative range to past the
-    /// threshold.
+    /// The f32 kernels' softplus and sigmoid against libm's in f64, from deep in the negative range to past
+    /// the threshold: relative errors, with values below 1e-30 (where f32's exp is clamped) counted as 1e-30.
     #[test]
     fn the_f32_softplus_and_slope_are_accurate() {
         let mut worst = (0.0f64, 0.0f64);
         for i in -20_000..=20_000 {
-            let x = i as f64 * 0.005;
-            let (softplus, slope) = (x as f32).softplus_and_slope();
-            let (want_softplus, want_slope) = (x as f32 as f64).softplus_and_slope();
+            let x = (i as f64 * 0.005) as f32;
+            let (softplus, slope) = softplus_and_slope(x);
+            let x = x as f64;
+            let want_softplus = if x > SOFTPLUS_THRESHOLD { x } else { x.exp().ln_1p() };
+            let want_slope = 1.0 / (1.0 + (-x).exp());
             worst.0 = worst
                 .0
                 .max((softplus as f64 - want_softplus).abs() / want_softplus.max(1e-30));
