@@ -85,7 +85,7 @@ impl TriPlaneField {
     /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
     /// zero): `([N], [N, C])`, colour as the sigmoid of the logits, in [0, 1]. IG-AE's bounds are affine
     /// ([`to_bounds`]), so renderers apply them once to the composited `[rays, C]` rather than to every
-    /// sample. With a `tape`, the gradient of the planes and of the first layer's weights is handed on by
+    /// sample. With a `tape`, the gradient of the planes and of the first layer is handed on by
     /// [`PlaneTape::backward`] after the loss's; the rest of the MLP's and the background's flow through
     /// libtorch.
     pub fn query(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {

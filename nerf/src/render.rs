@@ -193,7 +193,7 @@ fn segment_weights(sigma: &Tensor, t: &Tensor) -> Tensor {
 /// (each queried once, as EG3D's renderer does).
 /// With `jitter`, both are placed at random by its draws (training); without, at the bins' middles. The
 /// draws come from the caller's generator, not libtorch's global one, so that fits running side by side
-/// stay reproducible. Returns `[N, C]`; `tape` tracks the planes' gradient of the final pass.
+/// stay reproducible. Returns `[N, C]`; `tape` tracks the gradient of both sets of samples.
 pub fn render(
     field: &TriPlaneField,
     rays: &Rays,
