@@ -99,9 +99,13 @@ impl<T: Real> BlockTaps<T> {
                     (column, row + 1, (one - fx) * fy),
                     (column + 1, row + 1, fx * fy),
                 ];
-                for (corner, (c, r_, weight)) in corners.into_iter().enumerate() {
-                    let inside = finite & ((c as u32) < size) & ((r_ as u32) < size);
-                    let texel = if inside { r_ as usize * r + c as usize } else { 0 };
+                for (corner, (corner_column, corner_row, weight)) in corners.into_iter().enumerate() {
+                    let inside = finite & ((corner_column as u32) < size) & ((corner_row as u32) < size);
+                    let texel = if inside {
+                        corner_row as usize * r + corner_column as usize
+                    } else {
+                        0
+                    };
                     self.starts[plane * 4 + corner][k] = (plane * r * r + texel) * h;
                     self.weights[plane * 4 + corner][k] = if inside { weight } else { T::ZERO };
                 }
