@@ -266,7 +266,16 @@ fn respond(stream: &mut TcpStream, status: &str, kind: &str, headers: &str, body
 fn serve(viewer: &Viewer, mut stream: TcpStream) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
+    {
+        let mut reader = BufReader::new(&stream);
+        reader.read_line(&mut line)?;
+        // The rest of the request head is read too: a socket closed with bytes unread is reset, and the
+        // client then loses the response.
+        let mut header = String::new();
+        while reader.read_line(&mut header)? > 0 && !header.trim().is_empty() {
+            header.clear();
+        }
+    }
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let (route, query) = target.split_once('?').unwrap_or((&target, ""));
     let query: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();

@@ -75,15 +75,16 @@ fn serve(dir: &Path, scene: &str, max_requests: usize) -> (Child, String) {
     (child, address)
 }
 
-/// One HTTP GET: status, headers, body.
+/// One HTTP GET: status, headers, body. The headers follow the request line after a pause, as a slow
+/// client's may: the server must read them before it answers and closes.
 fn get(address: &str, path: &str) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\n").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    stream
+        .write_all(format!("Host: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
