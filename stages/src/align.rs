@@ -76,7 +76,7 @@ pub struct DecoderAlign {
     /// PSNR and +0.24 dB ceiling, against +0.49 and −0.27 dB for the last step's weights, with a better
     /// ST-LPIPS (0.175 against 0.193): the same gain for half a dB more of the autoencoder's own quality.
     /// Left out of the canonical parameters when 0, so the keys of alignments made without it hold.
-    #[serde(skip_serializing_if = "is_zero_f64")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub average_decay: f64,
     /// Each pair is trained on a random square window of this many latent pixels (0: the whole pair),
     /// decoded with `context` around it. 16 with context 8 (a 32² decode) is the validated recipe; a 32²
@@ -339,12 +339,9 @@ impl StageKind for DecoderAlign {
     }
 }
 
-fn is_zero(value: &i64) -> bool {
-    *value == 0
-}
-
-fn is_zero_f64(value: &f64) -> bool {
-    *value == 0.0
+/// Whether a parameter is at its type's zero (left out of the canonical parameters).
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// An exponential moving average of a variable store's trainable weights (Polyak averaging): a ≈ the mean of
