@@ -1,9 +1,9 @@
 //! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
 //! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target: at most
-//! 150 ms on 2 cores. Measured alternated with the build before the query kernels, three rounds, both with
-//! the binary's allocator setting: median 170–187 ms against 292–304 ms. What remains, by profile: the
-//! output layer's matrix products with MKL's packing (a quarter), the query kernels (under a third),
-//! libtorch's OpenMP workers waiting while the kernels run (a seventh).
+//! 150 ms on 2 cores. With the whole MLP in the query kernels, alternated with the build that left the
+//! output layer to libtorch, 15 rounds: median of the medians 138.7 ms against 161.0 ms (1.14× per round).
+//! What remains, by profile: the plane taps and the softplus, the output layer's products, and the
+//! transpose's scatter into the texels.
 //!
 //!   cargo bench -p lrf-nerf
 

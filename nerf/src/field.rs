@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
-use crate::query::{HiddenLayer, PlaneTape, hidden_activations};
+use crate::query::{Activations, PlaneTape, QueryLayers, query_values};
 use crate::{NerfError, Result};
 
 /// Sizes; the defaults are IG-AE's (`triplane_resolution 64`, `n_local_features 32`, hidden 64).
@@ -85,20 +85,17 @@ impl TriPlaneField {
     /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
     /// zero): `([N], [N, C])`, colour as the sigmoid of the logits, in [0, 1]. IG-AE's bounds are affine
     /// ([`to_bounds`]), so renderers apply them once to the composited `[rays, C]` rather than to every
-    /// sample. With a `tape`, the gradient of the planes and of the first layer is handed on by
-    /// [`PlaneTape::backward`] after the loss's; the rest of the MLP's and the background's flow through
-    /// libtorch.
+    /// sample. The MLP runs in the query kernels; with a `tape`, the gradient of the planes and the MLP is
+    /// handed on by [`PlaneTape::backward`] after the loss's, and without one, none is tracked.
     pub fn query(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
-        let layer = HiddenLayer::new(&self.planes, &self.hidden);
-        let (hidden, slope) = hidden_activations(&layer, points);
-        let hidden = match tape {
-            Some(tape) => tape.track(points, layer, hidden, slope),
-            None => hidden,
-        };
-        let raw = hidden.apply(&self.out);
-        let sigma = raw.select(1, 0);
-        let color = raw.narrow(1, 1, self.config.channels).sigmoid();
-        (sigma, color)
+        let layers = || QueryLayers::new(&self.planes, &self.hidden, &self.out);
+        match tape {
+            Some(tape) => tape.query(layers(), points),
+            None => {
+                let values = tch::no_grad(|| query_values(&layers(), points, Activations::Discard));
+                (values.sigma, values.color)
+            }
+        }
     }
 
     /// The background latent as a colour of [`TriPlaneField::query`], in [0, 1] before [`to_bounds`].
