@@ -4,7 +4,8 @@
 //!
 //! - [`TriPlaneField`]: the parameters (planes `[3, F, R, R]`, MLP F→hidden→1+C with softplus, a background
 //!   latent) in one `VarStore`, so any tch optimiser trains them.
-//! - [`render`]: rays → samples → composited channels, differentiable through tch.
+//! - [`render`]: rays → samples → composited channels, differentiable through tch; the field's query runs in
+//!   CPU kernels, whose gradient a [`PlaneTape`] hands on after the loss's backward pass.
 //! - [`SceneBounds`]: world ↔ the field's `[-1, 1]³` box, chosen from cameras and sparse points.
 //! - [`TriPlaneNerf`]: field, bounds and sampling as the unit stages save, load, render and train
 //!   ([`NerfOptimizer`]: Adam with IG-AE's plane TV prior).

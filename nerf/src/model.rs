@@ -120,7 +120,7 @@ pub fn render_image(
 }
 
 /// The `[C, h, w]` render of `camera` for a training step: jittered by `rng`'s draws, with its graph, and
-/// the tape that hands the planes their gradient after the loss's backward pass.
+/// the tape that hands the planes and the MLP their gradient after the loss's backward pass.
 pub fn render_training_image(
     field: &TriPlaneField,
     bounds: &SceneBounds,
