@@ -1,7 +1,8 @@
 //! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
 //! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target: at most
 //! 150 ms on 2 cores. With the whole MLP in the query kernels, alternated with the build that left the
-//! output layer to libtorch, 15 rounds: median of the medians 138.7 ms against 161.0 ms (1.14× per round).
+//! output layer to libtorch, 15 rounds each: median of the medians 138.7 ms against 161.0 ms (1.14× per
+//! round) in a quiet hour, 156.1 ms against 167.1 ms (1.12×) in a noisier one.
 //! What remains, by profile: the plane taps and the softplus, the output layer's products, and the
 //! transpose's scatter into the texels.
 //!
