@@ -178,6 +178,11 @@ impl QueryLayers {
             output_bias: bias(out),
         }
     }
+
+    /// The layer tensors, in the order of [`query_backward`]'s gradients.
+    fn tensors(&self) -> [&Tensor; 4] {
+        [&self.texels, &self.hidden_bias, &self.output_weights, &self.output_bias]
+    }
 }
 
 /// Host copies of the layers' values, in the layouts the kernels read.
@@ -560,41 +565,31 @@ struct QueryRecord<'a, T> {
 
 /// The layers' gradients, as tensors shaped as the layers: the transpose of [`query_values`], from the
 /// gradients of its density and colours.
-fn query_backward(
-    layers: &QueryLayers,
-    points: &Tensor,
-    (hidden, slope): (&Tensor, &Tensor),
-    color: &Tensor,
-    sigma_gradient: Option<&Tensor>,
-    color_gradient: Option<&Tensor>,
-) -> [Tensor; 4] {
-    match layers.texels.kind() {
-        Kind::Double => {
-            query_backward_as::<f64>(layers, points, (hidden, slope), color, sigma_gradient, color_gradient)
-        }
-        _ => query_backward_as::<f32>(layers, points, (hidden, slope), color, sigma_gradient, color_gradient),
+fn query_backward(query: &TapedQuery, sigma_gradient: Option<&Tensor>, color_gradient: Option<&Tensor>) -> [Tensor; 4] {
+    match query.layers.texels.kind() {
+        Kind::Double => query_backward_as::<f64>(query, sigma_gradient, color_gradient),
+        _ => query_backward_as::<f32>(query, sigma_gradient, color_gradient),
     }
 }
 
 fn query_backward_as<T: Gemm>(
-    layers: &QueryLayers,
-    points: &Tensor,
-    (hidden, slope): (&Tensor, &Tensor),
-    color: &Tensor,
+    query: &TapedQuery,
     sigma_gradient: Option<&Tensor>,
     color_gradient: Option<&Tensor>,
 ) -> [Tensor; 4] {
+    let layers = &query.layers;
     let host_layers = HostLayers::new::<T>(layers);
     let values_of = host_layers.view::<T>();
     let (h, c) = (values_of.hidden, values_of.channels);
-    let on_host: Vec<Tensor> = [points, hidden, slope, color].iter().map(|t| host::<T>(t)).collect();
+    let (points, color) = (host::<T>(&query.points), host::<T>(&query.color));
+    let (hidden, slope) = (host::<T>(&query.activations.0), host::<T>(&query.activations.1));
     let sigma_gradient = sigma_gradient.map(host::<T>);
     let color_gradient = color_gradient.map(host::<T>);
     let record = QueryRecord {
-        points: values::<T>(&on_host[0]),
-        hidden: values::<T>(&on_host[1]),
-        slope: values::<T>(&on_host[2]),
-        color: values::<T>(&on_host[3]),
+        points: values::<T>(&points),
+        hidden: values::<T>(&hidden),
+        slope: values::<T>(&slope),
+        color: values::<T>(&color),
         sigma_gradient: sigma_gradient.as_ref().map(values::<T>),
         color_gradient: color_gradient.as_ref().map(values::<T>),
     };
@@ -621,13 +616,14 @@ fn query_backward_as<T: Gemm>(
         })
         .reduce_with(LayerGradients::add)
         .unwrap_or_else(|| LayerGradients::zeros(&values_of));
-    let shaped = |values: &[T], like: &Tensor| Tensor::from_slice(values).view(like.size().as_slice());
-    [
-        shaped(&gradients.texels, &layers.texels),
-        shaped(&gradients.hidden_bias, &layers.hidden_bias),
-        shaped(&gradients.output_weights, &layers.output_weights),
-        shaped(&gradients.output_bias, &layers.output_bias),
-    ]
+    let values = [
+        &gradients.texels,
+        &gradients.hidden_bias,
+        &gradients.output_weights,
+        &gradients.output_bias,
+    ];
+    let shapes = layers.tensors().map(Tensor::size);
+    std::array::from_fn(|i| Tensor::from_slice(values[i]).view(shapes[i].as_slice()))
 }
 
 /// One share of [`query_backward`], compiled for the CPU's widest vectors.
@@ -756,24 +752,12 @@ impl PlaneTape {
             if sigma_gradient.is_none() && color_gradient.is_none() {
                 continue;
             }
-            let layers = &query.layers;
-            let gradients = query_backward(
-                layers,
-                &query.points,
-                (&query.activations.0, &query.activations.1),
-                &query.color.detach(),
-                sigma_gradient.as_ref(),
-                color_gradient.as_ref(),
-            );
+            let gradients = query_backward(query, sigma_gradient.as_ref(), color_gradient.as_ref());
             // d/dθ Σ θ·G = G for each layer tensor θ: libtorch carries it on through the projection.
-            let kind = layers.texels.kind();
-            let tensors = [
-                &layers.texels,
-                &layers.hidden_bias,
-                &layers.output_weights,
-                &layers.output_bias,
-            ];
-            let part = tensors
+            let kind = query.layers.texels.kind();
+            let part = query
+                .layers
+                .tensors()
                 .into_iter()
                 .zip(gradients)
                 .map(|(layer, gradient)| (layer * gradient.to_kind(kind)).sum(kind))
