@@ -50,6 +50,10 @@ pub struct SynthArgs {
     /// different prefixes).
     #[arg(long, default_value = lrf_synth::SCENE_PREFIX)]
     prefix: String,
+    /// Index of the first scene: writes scenes FIRST .. FIRST+SCENES-1, each identical to the scene of
+    /// that index in a generation from 0 with the same seed (to split one corpus into parts).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -89,6 +93,7 @@ impl SynthArgs {
             path,
             points_per_scene: self.points,
             prefix: self.prefix.clone(),
+            first: self.first,
         }
     }
 }
@@ -153,11 +158,11 @@ pub const GENERATOR: &str = "synth";
 pub const GENERATOR_VERSION: u32 = 2;
 
 /// The generator's parameters, named as the command's flags.
-const PARAMS: [&str; 7] = ["scenes", "views", "size", "seed", "path", "points", "prefix"];
+const PARAMS: [&str; 8] = ["scenes", "views", "size", "seed", "path", "points", "prefix", "first"];
 
-/// The parameters as written → canonical parameters (every one, defaults filled in, except `prefix` at its
-/// default, so that pipelines written before it existed keep their generated folders), or what is wrong
-/// with them.
+/// The parameters as written → canonical parameters (every one, defaults filled in, except `prefix` and
+/// `first` at their defaults, so that pipelines written before they existed keep their generated folders),
+/// or what is wrong with them.
 pub fn check_params(params: Value) -> Result<Value, String> {
     let options = options_from_params(&params)?;
     let mut canonical = serde_json::json!({
@@ -170,6 +175,9 @@ pub fn check_params(params: Value) -> Result<Value, String> {
     });
     if options.prefix != lrf_synth::SCENE_PREFIX {
         canonical["prefix"] = options.prefix.clone().into();
+    }
+    if options.first != 0 {
+        canonical["first"] = options.first.into();
     }
     Ok(canonical)
 }
@@ -197,6 +205,7 @@ fn options_from_params(params: &Value) -> Result<SynthOptions, String> {
             "scenes" => options.scenes = count()?,
             "views" => options.views = count()?,
             "points" => options.points_per_scene = count()?,
+            "first" => options.first = count()?,
             "prefix" => {
                 options.prefix = value
                     .as_str()
@@ -270,7 +279,7 @@ mod tests {
         let error = check_params(json!({"view": 3})).unwrap_err();
         assert_eq!(
             error,
-            "unknown field `view`, expected one of scenes, views, size, seed, path, points, prefix"
+            "unknown field `view`, expected one of scenes, views, size, seed, path, points, prefix, first"
         );
         let named = check_params(json!({"prefix": "heldout"})).unwrap();
         assert_eq!(
@@ -278,6 +287,9 @@ mod tests {
             "a prefix other than the default is part of the params"
         );
         assert_eq!(options_from_params(&named).unwrap().prefix, "heldout");
+        let later = check_params(json!({"first": 12})).unwrap();
+        assert_eq!(later["first"], 12, "a first index other than 0 is part of the params");
+        assert_eq!(options_from_params(&later).unwrap().first, 12);
         assert!(check_params(json!({"prefix": "a/b"})).unwrap_err().contains("prefix"));
         assert!(
             check_params(json!({"size": "60x48"}))

@@ -63,6 +63,10 @@ pub struct SynthOptions {
     /// Scene folders are named `<prefix>000`, `<prefix>001`, ...: two generated sets in one pipeline need
     /// different prefixes.
     pub prefix: String,
+    /// Index of the first scene: the scenes are `first`, `first + 1`, ..., each the same files as the scene of
+    /// that index in a generation from 0 with the same seed. One generated corpus can so be split into parts
+    /// with roles of their own (a study's training subsets) whose scenes keep their store keys.
+    pub first: usize,
 }
 
 /// The default scene folder prefix.
@@ -79,6 +83,7 @@ impl Default for SynthOptions {
             path: CameraPath::Alternate,
             points_per_scene: 2000,
             prefix: SCENE_PREFIX.into(),
+            first: 0,
         }
     }
 }
@@ -241,10 +246,11 @@ pub fn generate(
         path: out.to_path_buf(),
         source,
     })?;
-    for index in 0..options.scenes {
+    let indices = options.first..options.first + options.scenes;
+    for index in indices.clone() {
         output::check_replaceable(&out.join(format!("{}{index:03}", options.prefix)))?;
     }
-    (0..options.scenes)
+    indices
         .map(|index| {
             let scene = Scene::new(options, index)?;
             let mut rng = rng(options.seed, index, Stream::Points);

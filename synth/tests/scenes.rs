@@ -255,10 +255,11 @@ fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     found
 }
 
-/// (d) Same seed, byte-identical files whatever the number of threads; another seed, other files.
+/// (d) Same seed, byte-identical files whatever the number of threads, or the first index generated;
+/// another seed, other files.
 #[test]
 fn same_seed_gives_identical_files_and_another_seed_differs() {
-    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let dirs = [(); 4].map(|_| tempfile::tempdir().unwrap());
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let small = |seed| SynthOptions {
         scenes: 3,
@@ -268,7 +269,13 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     pool(1).install(|| run(dirs[0].path(), &small(5)));
     pool(3).install(|| run(dirs[1].path(), &small(5)));
     pool(3).install(|| run(dirs[2].path(), &small(6)));
-    let [a, b, c] = dirs.each_ref().map(|d| files(d.path()));
+    let later = SynthOptions {
+        scenes: 2,
+        first: 1,
+        ..small(5)
+    };
+    pool(1).install(|| run(dirs[3].path(), &later));
+    let [a, b, c, d] = dirs.each_ref().map(|d| files(d.path()));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(
         a.len(),
@@ -289,6 +296,12 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     ] {
         assert_ne!(a[path], c[path], "{} is the same for seeds 5 and 6", path.display());
     }
+    let from_scene_1: Vec<_> = a.iter().filter(|(path, _)| !path.starts_with("scene000")).collect();
+    assert_eq!(
+        d.iter().collect::<Vec<_>>(),
+        from_scene_1,
+        "scenes 1 and 2 generated from index 1 are the files of the generation from 0"
+    );
 }
 
 /// (e) images_N are box filters of the full-resolution image, checked by hand on one pixel each.
