@@ -15,6 +15,10 @@
 //! it decodes to; pairs of one shape go through the decoder together, the others accumulate gradients. The
 //! encoder is frozen and saved unchanged. The output is the whole model as a folder other stages open
 //! (`vae-encode`/`evaluate` with `autoencoder: input`), with `training.json` beside it.
+//!
+//! Corpus size does not limit the defaults' gain: on a held-out training scene (pipelines/corpus-study.yaml)
+//! they gain +0.46, +0.50 and +0.50 dB trained on 14, 27 and 51 scenes, and +0.89 dB trained on the held-out
+//! scene's own pairs, test views included.
 
 use std::collections::BTreeMap;
 use std::path::Path;
