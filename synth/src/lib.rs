@@ -100,6 +100,12 @@ impl SynthOptions {
         if self.scenes == 0 {
             return invalid("scenes", "must be at least 1".into());
         }
+        if self.first.checked_add(self.scenes).is_none() {
+            return invalid(
+                "first",
+                format!("{} + {} scenes overflows the scene index", self.first, self.scenes),
+            );
+        }
         let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if self.prefix.is_empty() || !self.prefix.chars().all(allowed) {
             return invalid(

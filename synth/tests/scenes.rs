@@ -296,12 +296,19 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
     ] {
         assert_ne!(a[path], c[path], "{} is the same for seeds 5 and 6", path.display());
     }
-    let from_scene_1: Vec<_> = a.iter().filter(|(path, _)| !path.starts_with("scene000")).collect();
+    let from_scene_1: Vec<_> = a.keys().filter(|path| !path.starts_with("scene000")).collect();
     assert_eq!(
-        d.iter().collect::<Vec<_>>(),
+        d.keys().collect::<Vec<_>>(),
         from_scene_1,
-        "scenes 1 and 2 generated from index 1 are the files of the generation from 0"
+        "scenes 1 and 2 from index 1"
     );
+    for (path, bytes) in &d {
+        assert!(
+            bytes == &a[path],
+            "{} differs between generations from index 0 and from index 1",
+            path.display()
+        );
+    }
 }
 
 /// (e) images_N are box filters of the full-resolution image, checked by hand on one pixel each.
@@ -354,6 +361,13 @@ fn bad_options_are_errors() {
                 ..good.clone()
             },
             "scenes",
+        ),
+        (
+            SynthOptions {
+                first: usize::MAX,
+                ..good.clone()
+            },
+            "overflows the scene index",
         ),
         (
             SynthOptions {
