@@ -282,13 +282,13 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
         3 * (3 * 5 + 3 + 1),
         "images, 3 downsamples, depth per view; model; synth.json"
     );
-    for (path, bytes) in &a {
-        assert!(
-            bytes == &b[path],
-            "{} differs between runs with the same seed",
-            path.display()
-        );
-    }
+    // Every file of `some` has the bytes of the same file in `all`.
+    let same_bytes = |some: &BTreeMap<PathBuf, Vec<u8>>, all: &BTreeMap<PathBuf, Vec<u8>>, between: &str| {
+        for (path, bytes) in some {
+            assert!(bytes == &all[path], "{} differs between {between}", path.display());
+        }
+    };
+    same_bytes(&a, &b, "runs with the same seed");
     for path in [
         Path::new("scene000/images/00000.png"),
         Path::new("scene001/sparse/0/points3D.bin"),
@@ -302,13 +302,7 @@ fn same_seed_gives_identical_files_and_another_seed_differs() {
         from_scene_1,
         "scenes 1 and 2 from index 1"
     );
-    for (path, bytes) in &d {
-        assert!(
-            bytes == &a[path],
-            "{} differs between generations from index 0 and from index 1",
-            path.display()
-        );
-    }
+    same_bytes(&d, &a, "generations from index 0 and from index 1");
 }
 
 /// (e) images_N are box filters of the full-resolution image, checked by hand on one pixel each.
