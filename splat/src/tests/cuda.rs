@@ -10,8 +10,6 @@
 //!
 //! Built only with the `cuda` feature (`cargo test -p lrf-splat --features cuda --lib tests::cuda`).
 
-use std::io::Write;
-
 use super::scenes::*;
 use crate::{Camera, Gaussians, RenderOptions, Rendered, cuda, reference, render};
 use tch::{Device, Kind, Tensor};
