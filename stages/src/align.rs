@@ -38,6 +38,7 @@ use tch::{Kind, Tensor, nn};
 use crate::artifacts::{PAIRS_TYPE, PairKind, Pairs};
 use crate::artifacts::{output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, autoencoder_port};
+use crate::training::{WeightAverage, is_zero};
 
 pub const TRAINING_FILE: &str = "training.json";
 
@@ -278,7 +279,7 @@ impl StageKind for DecoderAlign {
         model.vars_mut(Part::Encoder).freeze();
         let mut optimizer = nn::Adam::default().build(model.vars(Part::Decoder), self.lr)?;
         let mut average =
-            (self.average_decay > 0.0).then(|| WeightAverage::new(model.vars(Part::Decoder), self.average_decay));
+            (self.average_decay > 0.0).then(|| WeightAverage::new(&[model.vars(Part::Decoder)], self.average_decay));
         let before = self.measure(model.as_ref(), &scenes, &train, &novel)?;
         tracing::info!(?before, "decoder alignment: L1 before");
         let all: Vec<PairRef> = train.iter().chain(&novel).copied().collect();
@@ -344,50 +345,6 @@ impl StageKind for DecoderAlign {
                 curve,
             },
         )
-    }
-}
-
-/// Whether a parameter is at its type's zero (left out of the canonical parameters).
-fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
-    *value == T::default()
-}
-
-/// An exponential moving average of a variable store's trainable weights (Polyak averaging): a ≈ the mean of
-/// the last 1/(1 − decay) steps' weights, which a short schedule of small, noisy batches ends nearer to a
-/// minimum than its last step does.
-struct WeightAverage {
-    decay: f64,
-    /// Each trainable variable (sharing its storage) and its average.
-    weights: Vec<(Tensor, Tensor)>,
-}
-
-impl WeightAverage {
-    fn new(vars: &nn::VarStore, decay: f64) -> Self {
-        let weights = vars
-            .trainable_variables()
-            .into_iter()
-            .map(|w| {
-                let average = w.detach().copy();
-                (w, average)
-            })
-            .collect();
-        WeightAverage { decay, weights }
-    }
-
-    /// a ← decay·a + (1 − decay)·w, after an optimiser step.
-    fn update(&mut self) {
-        let _guard = tch::no_grad_guard();
-        for (w, average) in &mut self.weights {
-            let _ = average.lerp_(w, 1.0 - self.decay);
-        }
-    }
-
-    /// Writes the averages into the variables.
-    fn store(self) {
-        let _guard = tch::no_grad_guard();
-        for (mut w, average) in self.weights {
-            w.copy_(&average);
-        }
     }
 }
 
@@ -709,32 +666,6 @@ mod tests {
 
     fn one(path: &Path) -> Input {
         Input::One(path.to_path_buf())
-    }
-
-    #[test]
-    fn the_weight_average_follows_its_recurrence_and_is_stored() {
-        let vars = nn::VarStore::new(Device::Cpu);
-        let mut w = vars.root().zeros("w", &[3]);
-        let mut average = WeightAverage::new(&vars, 0.75);
-        let mut expected = [0.0f64; 3];
-        for step in 1..=4 {
-            let values = [step as f64, -2.0 * step as f64, 0.5];
-            tch::no_grad(|| w.copy_(&Tensor::from_slice(&values).to_kind(Kind::Float)));
-            average.update();
-            for (e, v) in expected.iter_mut().zip(values) {
-                *e = 0.75 * *e + 0.25 * v;
-            }
-        }
-        assert_eq!(
-            Vec::<f32>::try_from(&w).unwrap(),
-            [4.0, -8.0, 0.5],
-            "updating leaves the weights alone"
-        );
-        average.store();
-        let stored = Vec::<f64>::try_from(w.to_kind(Kind::Double)).unwrap();
-        for (s, e) in stored.iter().zip(expected) {
-            assert!((s - e).abs() < 1e-6, "stored {stored:?}, expected {expected:?}");
-        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ use crate::artifacts::{Normalization, output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, autoencoder_port};
 use crate::latents::{encode_view, image_tensor};
 use crate::perceptual::ShiftTolerantLpips;
-use crate::training::{seeded_libtorch, tri_plane_bounds};
+use crate::training::{WeightAverage, is_zero, seeded_libtorch, tri_plane_bounds};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -104,6 +104,11 @@ pub struct IgaeTrain {
     pub preservation_perceptual: f64,
     /// The perceptual network of preservation (IG-AE: LPIPS AlexNet; ST-LPIPS ships with lrf-flow).
     pub perceptual: ShiftTolerantLpips,
+    /// Decay of an exponential moving average of the encoder's and decoder's weights over the joint phase,
+    /// saved in place of the last step's (0: off), as decoder-align's `average_decay`. Left out of the
+    /// canonical parameters when 0, so the keys of autoencoders trained without it hold.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub average_decay: f64,
     pub seed: u64,
     pub log_every: u32,
     #[serde(skip_deserializing)]
@@ -137,6 +142,7 @@ impl Default for IgaeTrain {
             preservation_mse: 10.0,
             preservation_perceptual: 1.0,
             perceptual: ShiftTolerantLpips::Alex,
+            average_decay: 0.0,
             seed: 0,
             log_every: 50,
             resolved: None,
@@ -226,6 +232,12 @@ impl StageKind for IgaeTrain {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!("{name} = {value} must be a number ≥ 0"));
             }
+        }
+        if !(0.0..1.0).contains(&self.average_decay) {
+            return Err(format!(
+                "average_decay = {} must be in [0, 1) (0: off)",
+                self.average_decay
+            ));
         }
         if self.preservation_perceptual > 0.0 && self.perceptual == ShiftTolerantLpips::None {
             return Err("preservation_perceptual > 0 needs a `perceptual` network (alex or vgg)".into());
@@ -328,11 +340,20 @@ impl StageKind for IgaeTrain {
         planes.set_lr(self.lr_planes);
         let mut encoder = nn::Adam::default().build(model.vars(Part::Encoder), self.lr_autoencoder)?;
         let mut decoder = nn::Adam::default().build(model.vars(Part::Decoder), self.lr_autoencoder)?;
+        let mut average = (self.average_decay > 0.0).then(|| {
+            WeightAverage::new(
+                &[model.vars(Part::Encoder), model.vars(Part::Decoder)],
+                self.average_decay,
+            )
+        });
         for step in 1..=self.steps {
             let losses = training.step(model.as_ref(), perceptual.as_ref(), &mut rng, Phase::Joint)?;
             for optimizer in [&mut planes, &mut encoder, &mut decoder] {
                 optimizer.step();
                 optimizer.zero_grad();
+            }
+            if let Some(average) = &mut average {
+                average.update();
             }
             interval.add(&losses);
             if step % self.log_every == 0 || step == self.steps {
@@ -347,6 +368,9 @@ impl StageKind for IgaeTrain {
             }
         }
         let seconds = started.elapsed().as_secs_f64();
+        if let Some(average) = average {
+            average.store();
+        }
 
         let consistency = |latents: &[Tensor]| -> anyhow::Result<f64> {
             let _guard = tch::no_grad_guard();
@@ -757,6 +781,42 @@ mod tests {
         );
     }
 
+    /// What igae-train saves and measures is the weight average when one is kept: with a decay this near 1
+    /// the average stays at the starting autoencoder, while the same run's last step has drifted.
+    #[test]
+    fn the_weight_average_is_the_saved_autoencoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let pull = |decay: f64| {
+            small(
+                json!({"pretrain_steps": 5, "e_weight": 0, "lr_autoencoder": 1e-3, "ae_weight": 0,
+                         "preservation_mse": 0, "average_decay": decay}),
+            )
+        };
+        let last = train(dir.path(), pull(0.0), "last");
+        let averaged = train(dir.path(), pull(0.999_999), "averaged");
+        assert!(
+            last.reconstruction_psnr_after < last.reconstruction_psnr_before - 2.0,
+            "the last step should have drifted: {} → {} dB",
+            last.reconstruction_psnr_before,
+            last.reconstruction_psnr_after
+        );
+        assert!(
+            (averaged.reconstruction_psnr_after - averaged.reconstruction_psnr_before).abs() < 0.05,
+            "the average should be the starting autoencoder: {} → {} dB",
+            averaged.reconstruction_psnr_before,
+            averaged.reconstruction_psnr_after
+        );
+        let model = open_autoencoder(&dir.path().join("averaged").join("autoencoder"), Device::Cpu).unwrap();
+        let original = TinyAutoencoder::taef2(Device::Cpu).unwrap();
+        for part in [Part::Encoder, Part::Decoder] {
+            let theirs = original.vars(part).variables();
+            for (name, t) in model.vars(part).variables() {
+                let moved = (&t - &theirs[&name]).abs().max().double_value(&[]);
+                assert!(moved < 1e-4, "{part:?} {name} moved by {moved}");
+            }
+        }
+    }
+
     #[test]
     fn parameters_are_checked() {
         for bad in [
@@ -765,6 +825,7 @@ mod tests {
             json!({"lr_autoencoder": 0}),
             json!({"ae_weight": -1}),
             json!({"perceptual": "none"}),
+            json!({"average_decay": 1.0}),
         ] {
             let stage: IgaeTrain = serde_json::from_value(bad.clone()).unwrap();
             assert!(stage.validate().is_err(), "{bad}");

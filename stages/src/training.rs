@@ -1,5 +1,5 @@
-//! What the per-scene training stages (the latent fit, RGB alignment) share: the training extent, the view
-//! order, loss curves, the latent camera, libtorch's thread count inside a step, and how a field is written.
+//! What the training stages share: the training extent, the view order, loss curves, the latent camera,
+//! libtorch's thread count inside a step, a weight average, and how a field is written.
 
 use crate::artifacts::{FIELD_FILE, FIELD_INFO, FieldInfo, FieldModel, FieldSpace, PLY_FILE, write_json};
 use anyhow::{Context, bail};
@@ -10,7 +10,7 @@ use lrf_nerf::SceneBounds;
 use lrf_splat::train::scene_extent;
 use rand::seq::SliceRandom;
 use std::path::Path;
-use tch::Tensor;
+use tch::{Tensor, nn};
 
 /// The camera of a view seen at 1/`factor` of its size, checked against the target's size.
 pub(crate) fn latent_camera(camera: &Camera, factor: usize, target: &Tensor) -> anyhow::Result<Camera> {
@@ -44,6 +44,51 @@ impl SingleThreadedLibtorch {
 impl Drop for SingleThreadedLibtorch {
     fn drop(&mut self) {
         tch::set_num_threads(self.0);
+    }
+}
+
+/// Whether a parameter is at its type's zero (left out of the canonical parameters).
+pub(crate) fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// An exponential moving average of trainable weights (Polyak averaging): a ≈ the mean of the last
+/// 1/(1 − decay) steps' weights, which a short schedule of small, noisy batches ends nearer to a minimum
+/// than its last step does.
+pub(crate) struct WeightAverage {
+    decay: f64,
+    /// Each trainable variable (sharing its storage) and its average.
+    weights: Vec<(Tensor, Tensor)>,
+}
+
+impl WeightAverage {
+    /// Starts the average at the current weights of every trainable variable in `stores`.
+    pub(crate) fn new(stores: &[&nn::VarStore], decay: f64) -> Self {
+        let weights = stores
+            .iter()
+            .flat_map(|vars| vars.trainable_variables())
+            .map(|w| {
+                let average = w.detach().copy();
+                (w, average)
+            })
+            .collect();
+        WeightAverage { decay, weights }
+    }
+
+    /// a ← decay·a + (1 − decay)·w, after an optimiser step.
+    pub(crate) fn update(&mut self) {
+        let _guard = tch::no_grad_guard();
+        for (w, average) in &mut self.weights {
+            let _ = average.lerp_(w, 1.0 - self.decay);
+        }
+    }
+
+    /// Writes the averages into the variables.
+    pub(crate) fn store(self) {
+        let _guard = tch::no_grad_guard();
+        for (mut w, average) in self.weights {
+            w.copy_(&average);
+        }
     }
 }
 
@@ -206,4 +251,37 @@ fn ply_comments(info: &FieldInfo) -> Vec<String> {
         }
     }
     comments
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor, nn};
+
+    use super::WeightAverage;
+
+    #[test]
+    fn the_weight_average_follows_its_recurrence_and_is_stored() {
+        let vars = nn::VarStore::new(Device::Cpu);
+        let mut w = vars.root().zeros("w", &[3]);
+        let mut average = WeightAverage::new(&[&vars], 0.75);
+        let mut expected = [0.0f64; 3];
+        for step in 1..=4 {
+            let values = [step as f64, -2.0 * step as f64, 0.5];
+            tch::no_grad(|| w.copy_(&Tensor::from_slice(&values).to_kind(Kind::Float)));
+            average.update();
+            for (e, v) in expected.iter_mut().zip(values) {
+                *e = 0.75 * *e + 0.25 * v;
+            }
+        }
+        assert_eq!(
+            Vec::<f32>::try_from(&w).unwrap(),
+            [4.0, -8.0, 0.5],
+            "updating leaves the weights alone"
+        );
+        average.store();
+        let stored = Vec::<f64>::try_from(w.to_kind(Kind::Double)).unwrap();
+        for (s, e) in stored.iter().zip(expected) {
+            assert!((s - e).abs() < 1e-6, "stored {stored:?}, expected {expected:?}");
+        }
+    }
 }
