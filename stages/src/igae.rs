@@ -90,11 +90,10 @@ pub struct IgaeTrain {
     /// - × 100: +2.82 dB, +0.39 dB.
     ///
     /// Only × 100 keeps the reconstruction within 0.5 dB of TAEF2's, and keeps most of the NeRF's gain.
-    /// Without ImageNet's variety and size to preserve on, TAEF2 needs the stronger hold. On 8 objects
-    /// held out of both (pipelines/igae-quick.yaml, 400 + 400 steps) the defaults read +1.59 dB and −0.58 dB,
-    /// and +1.49 dB and −0.31 dB in a second run that differs only in the Tri-Plane kernels' rounding, and
-    /// +1.21 dB and −1.91 dB with training seed 1: the NeRF's gain holds across runs, the reconstruction
-    /// bound does not, and the training seed moves it by more than a dB.
+    /// Without ImageNet's variety and size to preserve on, TAEF2 needs the stronger hold. Saved at the last
+    /// step, these weights read +1.59 / +1.49 / +1.21 dB and −0.58 / −0.31 / −1.91 dB in three runs on 8
+    /// objects held out of both (pipelines/igae-quick.yaml, 400 + 400 steps): the reconstruction bound
+    /// held only with the weight average (`average_decay`).
     pub e_weight: f64,
     pub d_weight: f64,
     pub ae_weight: f64,
@@ -105,8 +104,18 @@ pub struct IgaeTrain {
     /// The perceptual network of preservation (IG-AE: LPIPS AlexNet; ST-LPIPS ships with lrf-flow).
     pub perceptual: ShiftTolerantLpips,
     /// Decay of an exponential moving average of the encoder's and decoder's weights over the joint phase,
-    /// saved in place of the last step's (0: off), as decoder-align's `average_decay`. Left out of the
-    /// canonical parameters when 0, so the keys of autoencoders trained without it hold.
+    /// saved in place of the last step's (0: off), as decoder-align's `average_decay`. 0.99 (about the last
+    /// 100 steps) on 6 validation objects (pipelines/igae-seeds-study.yaml, 400 + 400 steps; NeRF PSNR and
+    /// reconstruction against TAEF2's), over two training seeds:
+    /// - last step's weights: +3.49 / +3.27 dB, reconstruction −0.56 / −1.14 dB;
+    /// - the average: +3.16 / +2.83 dB, reconstruction +0.73 / +0.85 dB, higher on every object.
+    ///
+    /// The last step lands wherever the joint phase's noisy steps leave it, which is what moved the
+    /// reconstruction by a dB from seed to seed; the average gives up a tenth of the NeRF's gain for a
+    /// reconstruction that holds. Scored after that choice on pipelines/igae-quick.yaml's 8 held-out
+    /// objects with training seeds 0, 1 and 2: +1.11 / +1.56 / +0.97 dB, reconstruction +0.58 / +0.71 /
+    /// +0.54 dB. Left out of the canonical parameters when 0, so the keys of autoencoders trained without it
+    /// hold.
     #[serde(skip_serializing_if = "is_zero")]
     pub average_decay: f64,
     pub seed: u64,
@@ -142,7 +151,7 @@ impl Default for IgaeTrain {
             preservation_mse: 10.0,
             preservation_perceptual: 1.0,
             perceptual: ShiftTolerantLpips::Alex,
-            average_decay: 0.0,
+            average_decay: 0.99,
             seed: 0,
             log_every: 50,
             resolved: None,
@@ -702,6 +711,19 @@ mod tests {
         record
     }
 
+    /// The largest change of any weight of `part` between the autoencoder a run saved in `run` and TAEF2.
+    fn largest_change(run: &Path, part: Part) -> f64 {
+        let model = open_autoencoder(&run.join("autoencoder"), Device::Cpu).unwrap();
+        let original = TinyAutoencoder::taef2(Device::Cpu).unwrap();
+        let theirs = original.vars(part).variables();
+        model
+            .vars(part)
+            .variables()
+            .iter()
+            .map(|(name, t)| (t - &theirs[name]).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    }
+
     fn small(extra: serde_json::Value) -> serde_json::Value {
         let mut params = json!({
             "features": 8, "resolution": 16, "hidden": 16,
@@ -709,6 +731,8 @@ mod tests {
             "pretrain_steps": 60, "steps": 30, "batch": 2, "window": 8,
             "lr_pretrain": 3e-2, "lr_planes": 3e-3, "lr_autoencoder": 1e-4,
             "perceptual": "none", "preservation_perceptual": 0, "log_every": 20,
+            // The last step's weights, so that each test sees what its loss terms alone do.
+            "average_decay": 0,
         });
         params
             .as_object_mut()
@@ -739,24 +763,21 @@ mod tests {
             record.reconstruction_psnr_before,
             record.reconstruction_psnr_after
         );
-        let model = open_autoencoder(&dir.path().join("igae").join("autoencoder"), Device::Cpu).unwrap();
-        let original = TinyAutoencoder::taef2(Device::Cpu).unwrap();
         for part in [Part::Encoder, Part::Decoder] {
-            let theirs = original.vars(part).variables();
-            let changed = model
-                .vars(part)
-                .variables()
-                .iter()
-                .any(|(name, t)| !t.equal(&theirs[name]));
-            assert!(changed, "{part:?} did not change");
+            assert!(
+                largest_change(&dir.path().join("igae"), part) > 0.0,
+                "{part:?} did not change"
+            );
         }
     }
 
     /// L_d alone (L_e off, barely pretrained planes) pulls the decoder toward decoding poor renders into the
     /// images and costs the autoencoder its reconstruction; L_ae and preservation hold part of it back
-    /// (measured here: 27.5 → 22.6 dB without them, → 24.3 dB with them at weight 1).
+    /// (measured here: 27.5 → 22.6 dB without them, → 24.3 dB with them at weight 1). What igae-train saves
+    /// and measures is the weight average when one is kept: with a decay this near 1 it stays at the
+    /// starting autoencoder while the last step drifts.
     #[test]
-    fn the_reconstruction_terms_hold_the_autoencoder() {
+    fn the_reconstruction_terms_and_the_weight_average_hold_the_autoencoder() {
         let dir = tempfile::tempdir().unwrap();
         let pull = json!({"pretrain_steps": 5, "e_weight": 0, "lr_autoencoder": 1e-3});
         let with_terms = |ae: f64| {
@@ -767,6 +788,9 @@ mod tests {
         };
         let without = train(dir.path(), with_terms(0.0), "without");
         let with = train(dir.path(), with_terms(1.0), "with");
+        let mut averaged = with_terms(0.0);
+        averaged["average_decay"] = json!(0.999_999);
+        let averaged = train(dir.path(), averaged, "averaged");
         assert!(
             without.reconstruction_psnr_after < without.reconstruction_psnr_before - 2.0,
             "L_d alone should cost the reconstruction: {} → {} dB",
@@ -779,41 +803,15 @@ mod tests {
             with.reconstruction_psnr_after,
             without.reconstruction_psnr_after
         );
-    }
-
-    /// What igae-train saves and measures is the weight average when one is kept: with a decay this near 1
-    /// the average stays at the starting autoencoder, while the same run's last step has drifted.
-    #[test]
-    fn the_weight_average_is_the_saved_autoencoder() {
-        let dir = tempfile::tempdir().unwrap();
-        let pull = |decay: f64| {
-            small(
-                json!({"pretrain_steps": 5, "e_weight": 0, "lr_autoencoder": 1e-3, "ae_weight": 0,
-                         "preservation_mse": 0, "average_decay": decay}),
-            )
-        };
-        let last = train(dir.path(), pull(0.0), "last");
-        let averaged = train(dir.path(), pull(0.999_999), "averaged");
-        assert!(
-            last.reconstruction_psnr_after < last.reconstruction_psnr_before - 2.0,
-            "the last step should have drifted: {} → {} dB",
-            last.reconstruction_psnr_before,
-            last.reconstruction_psnr_after
-        );
         assert!(
             (averaged.reconstruction_psnr_after - averaged.reconstruction_psnr_before).abs() < 0.05,
             "the average should be the starting autoencoder: {} → {} dB",
             averaged.reconstruction_psnr_before,
             averaged.reconstruction_psnr_after
         );
-        let model = open_autoencoder(&dir.path().join("averaged").join("autoencoder"), Device::Cpu).unwrap();
-        let original = TinyAutoencoder::taef2(Device::Cpu).unwrap();
         for part in [Part::Encoder, Part::Decoder] {
-            let theirs = original.vars(part).variables();
-            for (name, t) in model.vars(part).variables() {
-                let moved = (&t - &theirs[&name]).abs().max().double_value(&[]);
-                assert!(moved < 1e-4, "{part:?} {name} moved by {moved}");
-            }
+            let moved = largest_change(&dir.path().join("averaged"), part);
+            assert!(moved < 1e-4, "{part:?} moved by {moved}");
         }
     }
 
