@@ -1,12 +1,14 @@
 //! Forward + backward of one 64×48 latent view with 96 samples per ray (48 stratified + 48 importance),
 //! IG-AE's field sizes (F 32, R 64, hidden 64) and 32 channels, on this machine's cores. Target: at most
 //! 150 ms on 2 cores. On 2 shared cores of an AVX2 AMD EPYC, alternated with the build whose softplus went
-//! through a logarithm and a division, 12 rounds each: median of the medians 169.0 ms against 191.9 ms
-//! (0.88× per round, faster in every round). An AVX-512 machine measured 138.7 ms for that older build.
-//! What remains, by profile: the taps' reads of scattered texel rows (half of the forward kernel), the
-//! transpose's scatter into the texels, the output layer's products (a fifth of the step), and libgomp's
-//! workers spinning after libtorch's operators while the kernels run (a tenth of the samples; with
-//! `OMP_WAIT_POLICY=PASSIVE`, which libgomp reads only when it loads, the step's median takes 0.95×).
+//! through a logarithm and a division and whose two sets of samples each projected the texels and ran
+//! their own backward pass, 10 rounds each: median of the medians 189.6 ms against 227.4 ms (0.83× per
+//! round; the machine's neighbours move single rounds by ±15 %). An AVX-512 machine measured 138.7 ms
+//! for that older build. What remains, by profile: the taps' reads of scattered texel rows (half of the
+//! forward kernel), the transpose's scatter into the texels, the output layer's products (a fifth of the
+//! step), and libgomp's workers spinning after libtorch's operators while the kernels run (a tenth of the
+//! samples; with `OMP_WAIT_POLICY=PASSIVE`, which libgomp reads only when it loads, the step's median
+//! takes 0.95×).
 //!
 //!   cargo bench -p lrf-nerf
 

@@ -1,5 +1,7 @@
 //! The Tri-Plane field's parameters and its point query.
 
+use std::rc::Rc;
+
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
@@ -82,17 +84,29 @@ impl TriPlaneField {
         }
     }
 
+    /// The MLP as the query kernels run it, made once for any number of queries (the first layer projects
+    /// every texel): `tracked` for queries on a [`PlaneTape`], whose gradient reaches the field through them.
+    pub(crate) fn layers(&self, tracked: bool) -> Rc<QueryLayers> {
+        let layers = || QueryLayers::new(&self.planes, &self.hidden, &self.out);
+        Rc::new(if tracked { layers() } else { tch::no_grad(layers) })
+    }
+
     /// Raw density and colour at points `[N, 3]` in the field's box (`[-1, 1]³`; outside, features are
     /// zero): `([N], [N, C])`, colour as the sigmoid of the logits, in [0, 1]. IG-AE's bounds are affine
     /// ([`to_bounds`]), so renderers apply them once to the composited `[rays, C]` rather than to every
-    /// sample. The MLP runs in the query kernels; with a `tape`, the gradient of the planes and the MLP is
-    /// handed on by [`PlaneTape::backward`] after the loss's, and without one, none is tracked.
-    pub fn query(&self, points: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
-        let layers = || QueryLayers::new(&self.planes, &self.hidden, &self.out);
+    /// sample. The MLP runs in the query kernels, with `layers` from [`TriPlaneField::layers`]; with a
+    /// `tape`, the gradient of the planes and the MLP is handed on by [`PlaneTape::backward`] after the
+    /// loss's, and without one, none is tracked.
+    pub(crate) fn query(
+        &self,
+        layers: &Rc<QueryLayers>,
+        points: &Tensor,
+        tape: Option<&mut PlaneTape>,
+    ) -> (Tensor, Tensor) {
         match tape {
-            Some(tape) => tape.query(layers(), points),
+            Some(tape) => tape.query(layers, points),
             None => {
-                let values = tch::no_grad(|| query_values(&layers(), points, Activations::Discard));
+                let values = tch::no_grad(|| query_values(layers, points, Activations::Discard));
                 (values.sigma, values.color)
             }
         }

@@ -17,6 +17,8 @@
 //! pass the tape runs the transpose kernel and hands the gradients on: to the texels, whose graph carries
 //! them to the planes and the first layer's weights, and to the biases and the output layer's weights.
 
+use std::rc::Rc;
+
 use lrf_splat::real::Real;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
@@ -572,55 +574,89 @@ struct QueryRecord<'a, T> {
     color_gradient: Option<&'a [T]>,
 }
 
-/// The layers' gradients, as tensors shaped as the layers: the transpose of [`query_values`], from the
-/// gradients of its density and colours.
-fn query_backward(query: &TapedQuery, sigma_gradient: Option<&Tensor>, color_gradient: Option<&Tensor>) -> [Tensor; 4] {
-    match query.layers.texels.kind() {
-        Kind::Double => query_backward_as::<f64>(query, sigma_gradient, color_gradient),
-        _ => query_backward_as::<f32>(query, sigma_gradient, color_gradient),
+/// A taped query and the gradients the loss left on its outputs.
+struct QueryGradient<'a> {
+    query: &'a TapedQuery,
+    sigma: Option<Tensor>,
+    color: Option<Tensor>,
+}
+
+/// Host copies of what [`QueryRecord`] reads.
+struct HostRecord {
+    points: Tensor,
+    hidden: Tensor,
+    slope: Tensor,
+    color: Tensor,
+    sigma_gradient: Option<Tensor>,
+    color_gradient: Option<Tensor>,
+}
+
+impl HostRecord {
+    fn new<T: Real>(gradient: &QueryGradient<'_>) -> HostRecord {
+        let query = gradient.query;
+        HostRecord {
+            points: host::<T>(&query.points),
+            hidden: host::<T>(&query.activations.0),
+            slope: host::<T>(&query.activations.1),
+            color: host::<T>(&query.color),
+            sigma_gradient: gradient.sigma.as_ref().map(host::<T>),
+            color_gradient: gradient.color.as_ref().map(host::<T>),
+        }
+    }
+
+    fn view<T: Real>(&self) -> QueryRecord<'_, T> {
+        QueryRecord {
+            points: values::<T>(&self.points),
+            hidden: values::<T>(&self.hidden),
+            slope: values::<T>(&self.slope),
+            color: values::<T>(&self.color),
+            sigma_gradient: self.sigma_gradient.as_ref().map(values::<T>),
+            color_gradient: self.color_gradient.as_ref().map(values::<T>),
+        }
     }
 }
 
-fn query_backward_as<T: Gemm>(
-    query: &TapedQuery,
-    sigma_gradient: Option<&Tensor>,
-    color_gradient: Option<&Tensor>,
-) -> [Tensor; 4] {
-    let layers = &query.layers;
+/// The layers' gradients, as tensors shaped as the layers: the transpose of [`query_values`], from the
+/// gradients of the densities and colours of `queries`, all made with `layers`. One pass serves them all, so
+/// the texels' gradient is zeroed, reduced and copied out once per render, not once per set of samples.
+fn query_backward(layers: &QueryLayers, queries: &[QueryGradient<'_>]) -> [Tensor; 4] {
+    match layers.texels.kind() {
+        Kind::Double => query_backward_as::<f64>(layers, queries),
+        _ => query_backward_as::<f32>(layers, queries),
+    }
+}
+
+fn query_backward_as<T: Gemm>(layers: &QueryLayers, queries: &[QueryGradient<'_>]) -> [Tensor; 4] {
     let host_layers = HostLayers::new::<T>(layers);
     let values_of = host_layers.view::<T>();
     let (h, c) = (values_of.hidden, values_of.channels);
-    let (points, color) = (host::<T>(&query.points), host::<T>(&query.color));
-    let (hidden, slope) = (host::<T>(&query.activations.0), host::<T>(&query.activations.1));
-    let sigma_gradient = sigma_gradient.map(host::<T>);
-    let color_gradient = color_gradient.map(host::<T>);
-    let record = QueryRecord {
-        points: values::<T>(&points),
-        hidden: values::<T>(&hidden),
-        slope: values::<T>(&slope),
-        color: values::<T>(&color),
-        sigma_gradient: sigma_gradient.as_ref().map(values::<T>),
-        color_gradient: color_gradient.as_ref().map(values::<T>),
-    };
-    let n = record.points.len() / 3;
-    // One set of gradients per thread-sized share of the points (3 MiB of texels each at IG-AE's sizes).
+    let hosts: Vec<HostRecord> = queries.iter().map(HostRecord::new::<T>).collect();
+    let records: Vec<QueryRecord<'_, T>> = hosts.iter().map(HostRecord::view).collect();
+    // One set of gradients per thread-sized share of each query's points (3 MiB of texels each at IG-AE's
+    // sizes); share i takes part i of every query.
     let shares = rayon::current_num_threads().max(1);
-    let per_share = n.div_ceil(shares).max(1);
     let gradients = (0..shares)
         .into_par_iter()
         .map(|share| {
-            let (start, end) = ((share * per_share).min(n), ((share + 1) * per_share).min(n));
-            let part = QueryRecord {
-                points: &record.points[start * 3..end * 3],
-                hidden: &record.hidden[start * h..end * h],
-                slope: &record.slope[start * h..end * h],
-                color: &record.color[start * c..end * c],
-                sigma_gradient: record.sigma_gradient.map(|g| &g[start..end]),
-                color_gradient: record.color_gradient.map(|g| &g[start * c..end * c]),
-            };
+            let parts: Vec<QueryRecord<'_, T>> = records
+                .iter()
+                .map(|record| {
+                    let n = record.points.len() / 3;
+                    let per_share = n.div_ceil(shares).max(1);
+                    let (start, end) = ((share * per_share).min(n), ((share + 1) * per_share).min(n));
+                    QueryRecord {
+                        points: &record.points[start * 3..end * 3],
+                        hidden: &record.hidden[start * h..end * h],
+                        slope: &record.slope[start * h..end * h],
+                        color: &record.color[start * c..end * c],
+                        sigma_gradient: record.sigma_gradient.map(|g| &g[start..end]),
+                        color_gradient: record.color_gradient.map(|g| &g[start * c..end * c]),
+                    }
+                })
+                .collect();
             lrf_splat::simd::dispatch(Backward {
                 layers: values_of,
-                record: part,
+                records: &parts,
             })
         })
         .reduce_with(LayerGradients::add)
@@ -638,7 +674,7 @@ fn query_backward_as<T: Gemm>(
 /// One share of [`query_backward`], compiled for the CPU's widest vectors.
 struct Backward<'a, T> {
     layers: LayerValues<'a, T>,
-    record: QueryRecord<'a, T>,
+    records: &'a [QueryRecord<'a, T>],
 }
 
 impl<T: Gemm> lrf_splat::simd::SimdTask for Backward<'_, T> {
@@ -646,61 +682,63 @@ impl<T: Gemm> lrf_splat::simd::SimdTask for Backward<'_, T> {
 
     #[inline(always)]
     fn run(self) -> LayerGradients<T> {
-        let Backward { layers, record } = self;
+        let Backward { layers, records } = self;
         let (r, h, c) = (layers.resolution, layers.hidden, layers.channels);
         let o = c + 1;
         let mut gradients = LayerGradients::zeros(&layers);
         let mut raw = vec![T::ZERO; PRODUCT_ROWS * o];
         let mut upstream = vec![T::ZERO; PRODUCT_ROWS * h];
         let mut taps = BlockTaps::new();
-        for (product, points) in record.points.chunks(PRODUCT_ROWS * 3).enumerate() {
-            let (first, count) = (product * PRODUCT_ROWS, points.len() / 3);
-            let (raw, upstream) = (&mut raw[..count * o], &mut upstream[..count * h]);
-            // The gradient of the output layer's pre-activations: density first, then the colours' logits.
-            for (k, raw) in raw.chunks_exact_mut(o).enumerate() {
-                let point = first + k;
-                raw[0] = record.sigma_gradient.map_or(T::ZERO, |g| g[point]);
-                let color = &record.color[point * c..(point + 1) * c];
-                match record.color_gradient {
-                    Some(g) => {
-                        for ((d, &g), &y) in raw[1..].iter_mut().zip(&g[point * c..(point + 1) * c]).zip(color) {
-                            *d = g * y * (T::ONE - y);
+        for record in records {
+            for (product, points) in record.points.chunks(PRODUCT_ROWS * 3).enumerate() {
+                let (first, count) = (product * PRODUCT_ROWS, points.len() / 3);
+                let (raw, upstream) = (&mut raw[..count * o], &mut upstream[..count * h]);
+                // The gradient of the output layer's pre-activations: density first, then the colours' logits.
+                for (k, raw) in raw.chunks_exact_mut(o).enumerate() {
+                    let point = first + k;
+                    raw[0] = record.sigma_gradient.map_or(T::ZERO, |g| g[point]);
+                    let color = &record.color[point * c..(point + 1) * c];
+                    match record.color_gradient {
+                        Some(g) => {
+                            for ((d, &g), &y) in raw[1..].iter_mut().zip(&g[point * c..(point + 1) * c]).zip(color) {
+                                *d = g * y * (T::ONE - y);
+                            }
                         }
+                        None => raw[1..].fill(T::ZERO),
                     }
-                    None => raw[1..].fill(T::ZERO),
                 }
-            }
-            let hidden = Matrix::rows(&record.hidden[first * h..(first + count) * h], count, h);
-            let raw_rows = Matrix::rows(&*raw, count, o);
-            let output_weights = Matrix::rows(layers.output_weights, o, h);
-            multiply(
-                raw_rows.transposed(),
-                hidden,
-                Product::Accumulate,
-                &mut gradients.output_weights,
-            );
-            for raw in raw.chunks_exact(o) {
-                for (bias, &d) in gradients.output_bias.iter_mut().zip(raw) {
-                    *bias += d;
-                }
-            }
-            multiply(raw_rows, output_weights, Product::Overwrite, upstream);
-            for (u, &s) in upstream.iter_mut().zip(&record.slope[first * h..(first + count) * h]) {
-                *u *= s;
-            }
-            for (points, upstream) in points.chunks(TAP_BLOCK * 3).zip(upstream.chunks(TAP_BLOCK * h)) {
-                taps.fill(points, r, h);
-                for (k, upstream) in upstream.chunks_exact(h).enumerate() {
-                    for (db, &u) in gradients.hidden_bias.iter_mut().zip(upstream) {
-                        *db += u;
+                let hidden = Matrix::rows(&record.hidden[first * h..(first + count) * h], count, h);
+                let raw_rows = Matrix::rows(&*raw, count, o);
+                let output_weights = Matrix::rows(layers.output_weights, o, h);
+                multiply(
+                    raw_rows.transposed(),
+                    hidden,
+                    Product::Accumulate,
+                    &mut gradients.output_weights,
+                );
+                for raw in raw.chunks_exact(o) {
+                    for (bias, &d) in gradients.output_bias.iter_mut().zip(raw) {
+                        *bias += d;
                     }
-                    for (starts, weights) in taps.starts.iter().zip(&taps.weights) {
-                        let w = weights[k];
-                        if w == T::ZERO {
-                            continue;
+                }
+                multiply(raw_rows, output_weights, Product::Overwrite, upstream);
+                for (u, &s) in upstream.iter_mut().zip(&record.slope[first * h..(first + count) * h]) {
+                    *u *= s;
+                }
+                for (points, upstream) in points.chunks(TAP_BLOCK * 3).zip(upstream.chunks(TAP_BLOCK * h)) {
+                    taps.fill(points, r, h);
+                    for (k, upstream) in upstream.chunks_exact(h).enumerate() {
+                        for (db, &u) in gradients.hidden_bias.iter_mut().zip(upstream) {
+                            *db += u;
                         }
-                        for (t, &u) in gradients.texels[starts[k]..starts[k] + h].iter_mut().zip(upstream) {
-                            *t = w.mul_add(u, *t);
+                        for (starts, weights) in taps.starts.iter().zip(&taps.weights) {
+                            let w = weights[k];
+                            if w == T::ZERO {
+                                continue;
+                            }
+                            for (t, &u) in gradients.texels[starts[k]..starts[k] + h].iter_mut().zip(upstream) {
+                                *t = w.mul_add(u, *t);
+                            }
                         }
                     }
                 }
@@ -719,13 +757,14 @@ pub struct PlaneTape {
     queries: Vec<TapedQuery>,
 }
 
-/// One query: where it was made, the leaves the loss's gradient lands on, what the backward pass reads.
+/// One query: where it was made, the leaves the loss's gradient lands on, what the backward pass reads, and
+/// the layers it was made with (shared by the queries of one render).
 struct TapedQuery {
     points: Tensor,
     sigma: Tensor,
     color: Tensor,
     activations: (Tensor, Tensor),
-    layers: QueryLayers,
+    layers: Rc<QueryLayers>,
 }
 
 impl PlaneTape {
@@ -735,8 +774,8 @@ impl PlaneTape {
 
     /// The raw density `[N]` and colours `[N, C]` of `layers` at `points`, as leaves whose gradient this
     /// tape will hand on.
-    pub(crate) fn query(&mut self, layers: QueryLayers, points: &Tensor) -> (Tensor, Tensor) {
-        let values = query_values(&layers, points, Activations::Keep);
+    pub(crate) fn query(&mut self, layers: &Rc<QueryLayers>, points: &Tensor) -> (Tensor, Tensor) {
+        let values = query_values(layers, points, Activations::Keep);
         let (sigma, color) = (
             values.sigma.set_requires_grad(true),
             values.color.set_requires_grad(true),
@@ -746,29 +785,36 @@ impl PlaneTape {
             sigma: sigma.shallow_clone(),
             color: color.shallow_clone(),
             activations: values.activations.expect("kept for the tape"),
-            layers,
+            layers: Rc::clone(layers),
         });
         (sigma, color)
     }
 
     /// After the loss's backward pass: adds the planes' and the MLP's share of the gradient to their
-    /// `grad()`.
+    /// `grad()`. Consecutive queries made with the same layers go through one backward pass.
     pub fn backward(self) {
         let mut total: Option<Tensor> = None;
-        for query in &self.queries {
+        for same_layers in self.queries.chunk_by(|a, b| Rc::ptr_eq(&a.layers, &b.layers)) {
             let defined = |leaf: &Tensor| Some(leaf.grad()).filter(Tensor::defined);
-            let (sigma_gradient, color_gradient) = (defined(&query.sigma), defined(&query.color));
-            if sigma_gradient.is_none() && color_gradient.is_none() {
+            let gradients: Vec<QueryGradient<'_>> = same_layers
+                .iter()
+                .map(|query| QueryGradient {
+                    query,
+                    sigma: defined(&query.sigma),
+                    color: defined(&query.color),
+                })
+                .filter(|gradient| gradient.sigma.is_some() || gradient.color.is_some())
+                .collect();
+            if gradients.is_empty() {
                 continue;
             }
-            let gradients = query_backward(query, sigma_gradient.as_ref(), color_gradient.as_ref());
+            let layers = &same_layers[0].layers;
             // d/dθ Σ θ·G = G for each layer tensor θ: libtorch carries it on through the projection.
-            let kind = query.layers.texels.kind();
-            let part = query
-                .layers
+            let kind = layers.texels.kind();
+            let part = layers
                 .tensors()
                 .into_iter()
-                .zip(gradients)
+                .zip(query_backward(layers, &gradients))
                 .map(|(layer, gradient)| (layer * gradient.to_kind(kind)).sum(kind))
                 .reduce(|a, b| a + b)
                 .expect("four layer tensors");
@@ -865,7 +911,7 @@ mod tests {
             };
             let layers = QueryLayers::new(&planes.to_kind(kind), &as_kind(&hidden), &as_kind(&out));
             let mut tape = PlaneTape::new();
-            let (sigma, color) = tape.query(layers, &points.to_kind(kind));
+            let (sigma, color) = tape.query(&Rc::new(layers), &points.to_kind(kind));
             assert_eq!(color.kind(), kind);
             let within = |got: &Tensor, want: &Tensor| {
                 let error = (got - want).abs().max().double_value(&[]);

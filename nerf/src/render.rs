@@ -3,12 +3,14 @@
 //! (EG3D's ray marcher, which IG-AE uses): between consecutive samples the colour and raw density are
 //! averaged, density = softplus(σ − 1), α = 1 − exp(−density·δ).
 
+use std::rc::Rc;
+
 use lrf_formats::Camera;
 use rand::{Rng, RngCore};
 use tch::{Kind, Tensor};
 
 use crate::field::{TriPlaneField, to_bounds};
-use crate::query::PlaneTape;
+use crate::query::{PlaneTape, QueryLayers};
 use crate::{NerfError, Result, SceneBounds};
 
 /// Rays in the field's box coordinates.
@@ -118,7 +120,11 @@ fn box_interval(origin: glam::DVec3, d: glam::DVec3) -> (f64, f64) {
 /// The composited channels `[N, C]` and the compositing weights `[N, S − 1]` of samples at depths `t`
 /// (`[N, S]`, sorted along each ray). `tape` tracks the planes' gradient (see [`TriPlaneField::query`]).
 pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
-    composite_samples(field, &[RaySamples::query(field, rays, t.shallow_clone(), tape)])
+    let layers = field.layers(tape.is_some());
+    composite_samples(
+        field,
+        &[RaySamples::query(field, &layers, rays, t.shallow_clone(), tape)],
+    )
 }
 
 /// Depths along rays and what the field holds there.
@@ -132,10 +138,16 @@ struct RaySamples {
 }
 
 impl RaySamples {
-    fn query(field: &TriPlaneField, rays: &Rays, t: Tensor, tape: Option<&mut PlaneTape>) -> RaySamples {
+    fn query(
+        field: &TriPlaneField,
+        layers: &Rc<QueryLayers>,
+        rays: &Rays,
+        t: Tensor,
+        tape: Option<&mut PlaneTape>,
+    ) -> RaySamples {
         let (n, s) = (t.size()[0], t.size()[1]);
         let points = (rays.origins.unsqueeze(1) + rays.directions.unsqueeze(1) * t.unsqueeze(2)).view([n * s, 3]);
-        let (sigma, color) = field.query(&points, tape);
+        let (sigma, color) = field.query(layers, &points, tape);
         RaySamples {
             sigma: sigma.view([n, s]),
             color: color.view([n, s, field.config.channels]),
@@ -215,7 +227,8 @@ pub fn render(
     };
     let span = (&rays.far - &rays.near).unsqueeze(1);
     let coarse = rays.near.unsqueeze(1) + span * (steps + offsets) / s as f64;
-    let coarse = RaySamples::query(field, rays, coarse, tape.as_deref_mut());
+    let layers = field.layers(tape.is_some());
+    let coarse = RaySamples::query(field, &layers, rays, coarse, tape.as_deref_mut());
     if sampling.importance == 0 {
         return Ok(composite_samples(field, &[coarse]).0);
     }
@@ -223,7 +236,7 @@ pub fn render(
         let weights = segment_weights(&coarse.sigma.detach(), &coarse.t);
         importance_samples(&coarse.t, &weights, sampling.importance, jitter)
     });
-    let fine = RaySamples::query(field, rays, fine, tape);
+    let fine = RaySamples::query(field, &layers, rays, fine, tape);
     Ok(composite_samples(field, &[coarse, fine]).0)
 }
 
@@ -315,9 +328,10 @@ mod tests {
         };
 
         let mut tape = PlaneTape::new();
+        let layers = field.layers(true);
         let sets = [
-            RaySamples::query(&field, &rays, first.shallow_clone(), Some(&mut tape)),
-            RaySamples::query(&field, &rays, second.shallow_clone(), Some(&mut tape)),
+            RaySamples::query(&field, &layers, &rays, first.shallow_clone(), Some(&mut tape)),
+            RaySamples::query(&field, &layers, &rays, second.shallow_clone(), Some(&mut tape)),
         ];
         let (merged, merged_weights) = composite_samples(&field, &sets);
         let merged_gradients = gradients((&merged * &target).sum(Kind::Double), tape);
