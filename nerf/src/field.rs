@@ -112,7 +112,7 @@ impl TriPlaneField {
         }
     }
 
-    /// The background latent as a colour of [`TriPlaneField::query`], in [0, 1] before [`to_bounds`].
+    /// The background latent as a colour of the field's query, in [0, 1] before IG-AE's affine bounds.
     pub fn background_color(&self) -> Tensor {
         self.background.sigmoid()
     }

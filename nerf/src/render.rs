@@ -118,7 +118,7 @@ fn box_interval(origin: glam::DVec3, d: glam::DVec3) -> (f64, f64) {
 }
 
 /// The composited channels `[N, C]` and the compositing weights `[N, S − 1]` of samples at depths `t`
-/// (`[N, S]`, sorted along each ray). `tape` tracks the planes' gradient (see [`TriPlaneField::query`]).
+/// (`[N, S]`, sorted along each ray). `tape` tracks the planes' gradient (see [`PlaneTape`]).
 pub fn composite(field: &TriPlaneField, rays: &Rays, t: &Tensor, tape: Option<&mut PlaneTape>) -> (Tensor, Tensor) {
     let layers = field.layers(tape.is_some());
     composite_samples(
