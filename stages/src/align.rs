@@ -38,7 +38,7 @@ use tch::{Kind, Tensor, nn};
 use crate::artifacts::{PAIRS_TYPE, PairKind, Pairs};
 use crate::artifacts::{output_dir, write_json};
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, BUNDLED, autoencoder_port};
-use crate::training::{WeightAverage, is_zero};
+use crate::training::{WeightAverage, is_zero, spread};
 
 pub const TRAINING_FILE: &str = "training.json";
 
@@ -99,6 +99,11 @@ pub struct DecoderAlign {
     /// when 0, the bare crops that artifacts made before this option hold.
     #[serde(skip_serializing_if = "is_zero")]
     pub context: i64,
+    /// Which of the decoder's layers train, by the resolution they act at as a multiple of the latent's
+    /// (TAEF2: 1, 2, 4, 8; see `Autoencoder::decoder_scale`); the others stay frozen. Empty: all of them.
+    /// Left out of the canonical parameters when empty, so the keys of alignments made before it hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trained_scales: Vec<i64>,
     /// The L1 before and after training is measured on at most this many pairs of each kind, spread evenly
     /// over all of them (0: every pair).
     pub eval_pairs: usize,
@@ -122,6 +127,7 @@ impl Default for DecoderAlign {
             average_decay: 0.99,
             window: 16,
             context: 8,
+            trained_scales: Vec::new(),
             eval_pairs: 32,
             seed: 0,
             log_every: 100,
@@ -225,6 +231,11 @@ impl StageKind for DecoderAlign {
                 self.average_decay
             ));
         }
+        if let Some(scale) = self.trained_scales.iter().find(|&&s| s < 1 || (s & (s - 1)) != 0) {
+            return Err(format!(
+                "trained_scales holds {scale}: scales are powers of two from 1 (the latent's resolution)"
+            ));
+        }
         if self.anchor_weight > 0.0 && self.anchor_batch == 0 {
             return Err("anchor_batch must be at least 1 when anchor_weight > 0".into());
         }
@@ -277,6 +288,7 @@ impl StageKind for DecoderAlign {
         }
 
         model.vars_mut(Part::Encoder).freeze();
+        self.freeze_untrained_scales(model.as_ref(), &source.name)?;
         let mut optimizer = nn::Adam::default().build(model.vars(Part::Decoder), self.lr)?;
         let mut average =
             (self.average_decay > 0.0).then(|| WeightAverage::new(&[model.vars(Part::Decoder)], self.average_decay));
@@ -345,6 +357,36 @@ impl StageKind for DecoderAlign {
                 curve,
             },
         )
+    }
+}
+
+impl DecoderAlign {
+    /// Stops gradients to the decoder parameters outside `trained_scales`: the optimiser skips them, and
+    /// the backward pass ends at the first layer that trains.
+    fn freeze_untrained_scales(&self, model: &dyn Autoencoder, name: &str) -> anyhow::Result<()> {
+        if self.trained_scales.is_empty() {
+            return Ok(());
+        }
+        let mut trained = BTreeMap::<i64, usize>::new();
+        for (variable, tensor) in model.vars(Part::Decoder).variables() {
+            let Some(scale) = model.decoder_scale(&variable) else {
+                bail!("autoencoder {name:?} cannot say at which resolution its decoder parameter {variable:?} acts");
+            };
+            if self.trained_scales.contains(&scale) {
+                *trained.entry(scale).or_default() += 1;
+            } else {
+                let _ = tensor.set_requires_grad(false);
+            }
+        }
+        if let Some(missing) = self.trained_scales.iter().find(|s| !trained.contains_key(s)) {
+            bail!(
+                "trained_scales names {missing}, but no decoder layer of {name:?} acts at {missing}× the latent's \
+                 resolution; its decoder's scales run from 1 to {}",
+                model.downsampling()
+            );
+        }
+        tracing::info!(?trained, "decoder alignment: parameters trained, by scale");
+        Ok(())
     }
 }
 
@@ -538,7 +580,7 @@ impl DecoderAlign {
             }
             Ok(((!chosen.is_empty()).then(|| total / chosen.len() as f64), chosen.len()))
         };
-        let mut measured: Vec<PairRef> = spread(train, self.eval_pairs);
+        let mut measured: Vec<&PairRef> = spread(train, self.eval_pairs);
         measured.extend(spread(novel, self.eval_pairs));
         let (train, train_pairs) = mean(train)?;
         let (novel, novel_pairs) = mean(novel)?;
@@ -570,14 +612,6 @@ fn reconstruct_tiled(model: &dyn Autoencoder, image: &Tensor) -> anyhow::Result<
     let z = encode_tiled(model, &pixels, TilePlan::default())?.mean;
     let decoded = decode_tiled(model, &z, TilePlan::default())?;
     Ok(model.input_range().to_unit(&decoded).squeeze_dim(0))
-}
-
-/// At most `limit` entries of `pool` (all when `limit` is 0), evenly spaced.
-fn spread(pool: &[PairRef], limit: usize) -> Vec<PairRef> {
-    if limit == 0 || pool.len() <= limit {
-        return pool.to_vec();
-    }
-    (0..limit).map(|i| pool[i * pool.len() / limit]).collect()
 }
 
 #[cfg(test)]
@@ -754,6 +788,28 @@ mod tests {
             average > 0.0 && average < 0.9 * last,
             "the decoder moved {average} with the average, {last} without"
         );
+        // Training only the layers at 8× the latent's resolution leaves every other layer bit for bit; a scale
+        // the decoder lacks is an error that says which it has.
+        let image_side: DecoderAlign = stage(
+            json!({"steps": 5, "lr": 1e-3, "batch": 2, "log_every": 5, "eval_pairs": 0, "seed": 1,
+                   "average_decay": 0, "trained_scales": [8]}),
+            base,
+        );
+        run_stage(&image_side, &[("pairs", pairs.clone())], &base.join("align-image-side")).unwrap();
+        let image_side = open_autoencoder(&base.join("align-image-side").join("autoencoder"), Device::Cpu).unwrap();
+        let theirs = original.vars(Part::Decoder).variables();
+        let mut changed_at_8 = 0;
+        for (name, t) in image_side.vars(Part::Decoder).variables() {
+            let scale = original.decoder_scale(&name).unwrap();
+            let unchanged = t.equal(&theirs[&name]);
+            assert!(unchanged || scale == 8, "{name} (scale {scale}) changed");
+            changed_at_8 += usize::from(!unchanged);
+        }
+        assert!(changed_at_8 > 0, "no layer at scale 8 changed");
+        let too_fine: DecoderAlign = stage(json!({"steps": 1, "eval_pairs": 0, "trained_scales": [16]}), base);
+        let error = run_stage(&too_fine, &[("pairs", pairs.clone())], &base.join("align-16")).unwrap_err();
+        assert!(format!("{error:#}").contains("scales run from 1 to 8"), "{error:#}");
+
         let z = Pairs::open(&emitted.join("pairs"))
             .unwrap()
             .latent(0)
@@ -927,6 +983,8 @@ mod tests {
             json!({"batch": 0}),
             json!({"lr": 0.0}),
             json!({"train_weight": 0, "novel_weight": 0}),
+            json!({"trained_scales": [3]}),
+            json!({"trained_scales": [0]}),
         ] {
             let stage: DecoderAlign = serde_json::from_value(bad.clone()).unwrap();
             assert!(stage.validate().is_err(), "{bad}");
@@ -936,6 +994,13 @@ mod tests {
         let bare: DecoderAlign = stage(json!({"context": 0}), base);
         assert!(lrf_graph::Stage::params(&bare).unwrap().get("context").is_none());
         assert_eq!(lrf_graph::Stage::params(&bundled).unwrap()["context"], 8);
+        // So does training every layer.
+        assert!(
+            lrf_graph::Stage::params(&bundled)
+                .unwrap()
+                .get("trained_scales")
+                .is_none()
+        );
 
         let evaluate: Evaluate = stage(json!({"autoencoder": "input"}), base);
         assert!(ports(evaluate.signature()).contains(&("autoencoder".into(), "autoencoder".into())));

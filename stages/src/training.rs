@@ -48,6 +48,15 @@ impl Drop for SingleThreadedLibtorch {
 }
 
 /// Whether a parameter is at its type's zero (left out of the canonical parameters).
+/// At most `limit` entries of `pool` (all when `limit` is 0), evenly spaced: the sample a diagnostic
+/// measures on, the same from run to run.
+pub(crate) fn spread<T>(pool: &[T], limit: usize) -> Vec<&T> {
+    if limit == 0 || pool.len() <= limit {
+        return pool.iter().collect();
+    }
+    (0..limit).map(|i| &pool[i * pool.len() / limit]).collect()
+}
+
 pub(crate) fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
@@ -257,7 +266,17 @@ fn ply_comments(info: &FieldInfo) -> Vec<String> {
 mod tests {
     use tch::{Device, Kind, Tensor, nn};
 
-    use super::WeightAverage;
+    use super::{WeightAverage, spread};
+
+    #[test]
+    fn spread_samples_evenly_and_keeps_small_pools_whole() {
+        let pool: Vec<usize> = (0..10).collect();
+        assert_eq!(spread(&pool, 3), [&0, &3, &6]);
+        assert_eq!(spread(&pool, 4), [&0, &2, &5, &7]);
+        assert_eq!(spread(&pool, 0).len(), 10);
+        assert_eq!(spread(&pool, 10).len(), 10);
+        assert_eq!(spread(&pool[..2], 5), [&0, &1]);
+    }
 
     #[test]
     fn the_weight_average_follows_its_recurrence_and_is_stored() {

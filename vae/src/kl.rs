@@ -693,6 +693,29 @@ impl Autoencoder for AutoencoderKL {
         self.decoder.conv_out.ws.shallow_clone()
     }
 
+    fn decoder_scale(&self, name: &str) -> Option<i64> {
+        let levels = self.config.block_out_channels.len() as u32;
+        if name.starts_with("post_quant_conv.") {
+            return Some(1);
+        }
+        let rest = name.strip_prefix("decoder.")?;
+        if rest.starts_with("conv_in.") || rest.starts_with("mid_block.") {
+            return Some(1);
+        }
+        if rest.starts_with("conv_norm_out.") || rest.starts_with("conv_out.") {
+            return Some(1 << (levels - 1));
+        }
+        let (level, rest) = rest.strip_prefix("up_blocks.")?.split_once('.')?;
+        let level: u32 = level.parse().ok().filter(|&l| l < levels)?;
+        // A level's blocks act at its input's resolution; its upsampler's convolution after the upsampling.
+        let upsamplings = if rest.starts_with("upsamplers.") {
+            level + 1
+        } else {
+            level
+        };
+        Some(1 << upsamplings)
+    }
+
     fn save_folder(&self, dir: &Path) -> Result<()> {
         self.save(dir)
     }

@@ -98,6 +98,11 @@ pub trait Autoencoder {
     /// The weight of the decoder's last convolution, where [`PatchGan::generator_loss`] balances
     /// the reconstruction and adversarial gradients.
     fn decoder_output_weight(&self) -> Tensor;
+    /// The resolution, as a multiple of the latent's, at which the decoder parameter `name` (as
+    /// [`Autoencoder::vars`] names it) acts: 1 before the decoder's first upsampling, 2 after it, and so on
+    /// up to the downsampling factor. `None` for a name the decoder does not hold. Lets training pick the
+    /// latent-side or the image-side layers of a decoder whatever its architecture.
+    fn decoder_scale(&self, name: &str) -> Option<i64>;
     /// Writes the model into `dir` in a layout [`open_autoencoder`] reads back and other tools load (a TAESD
     /// encoder/decoder pair, a diffusers folder), e.g. after fine-tuning one half.
     fn save_folder(&self, dir: &Path) -> Result<()>;

@@ -295,6 +295,17 @@ impl Autoencoder for TinyAutoencoder {
         }
     }
 
+    fn decoder_scale(&self, name: &str) -> Option<i64> {
+        let (index, _) = name.split_once('.')?;
+        let index: usize = index.parse().ok()?;
+        let upsamplings = DECODER
+            .get(..=index)?
+            .iter()
+            .filter(|spec| matches!(spec, Spec::Upsample))
+            .count();
+        Some(1 << upsamplings)
+    }
+
     fn save_folder(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| VaeError::Io {
             path: dir.into(),

@@ -195,3 +195,44 @@ fn kl_unsupported_block_type_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// diffusers' decoder: `conv_in` and the mid block at the latent's resolution, each up block at its input's,
+/// its upsampler's convolution at twice that, the output layers at the image's.
+#[test]
+fn kl_decoder_scales_follow_the_up_blocks() {
+    let model = AutoencoderKL::new(small_config(), Device::Cpu).unwrap();
+    for (name, scale) in [
+        ("post_quant_conv.weight", 1),
+        ("decoder.conv_in.weight", 1),
+        ("decoder.mid_block.resnets.0.conv1.weight", 1),
+        ("decoder.up_blocks.0.resnets.2.conv2.bias", 1),
+        ("decoder.up_blocks.0.upsamplers.0.conv.weight", 2),
+        ("decoder.up_blocks.2.resnets.0.conv1.weight", 4),
+        ("decoder.up_blocks.2.upsamplers.0.conv.weight", 8),
+        ("decoder.up_blocks.3.resnets.0.conv1.weight", 8),
+        ("decoder.conv_norm_out.weight", 8),
+        ("decoder.conv_out.bias", 8),
+    ] {
+        assert_eq!(model.decoder_scale(name), Some(scale), "{name}");
+    }
+    for unknown in [
+        "decoder.up_blocks.4.resnets.0.conv1.weight",
+        "encoder.conv_in.weight",
+        "conv_out.weight",
+    ] {
+        assert_eq!(model.decoder_scale(unknown), None, "{unknown}");
+    }
+    let mut scales: Vec<i64> = model
+        .vars(Part::Decoder)
+        .variables()
+        .keys()
+        .map(|name| {
+            model
+                .decoder_scale(name)
+                .unwrap_or_else(|| panic!("{name} has no scale"))
+        })
+        .collect();
+    scales.sort();
+    scales.dedup();
+    assert_eq!(scales, [1, 2, 4, 8]);
+}

@@ -69,3 +69,39 @@ fn open_autoencoder_recognizes_the_bundled_taef2_folder() {
     let _guard = tch::no_grad_guard();
     assert!(model.decode(&latent).unwrap().equal(&embedded.decode(&latent).unwrap()));
 }
+
+/// The decoder's scales follow madebyollin/taesd's TAESD decoder, which upsamples before its 7th, 12th and
+/// 17th layers (indices 6, 11, 16), and every parameter has one.
+#[test]
+fn taef2_decoder_scales_follow_its_upsamplings() {
+    let model = TinyAutoencoder::taef2(Device::Cpu).unwrap();
+    for (name, scale) in [
+        ("1.weight", 1),
+        ("5.conv.4.bias", 1),
+        ("7.weight", 2),
+        ("10.conv.0.weight", 2),
+        ("12.weight", 4),
+        ("15.conv.2.weight", 4),
+        ("17.weight", 8),
+        ("18.conv.0.weight", 8),
+        ("19.bias", 8),
+    ] {
+        assert_eq!(model.decoder_scale(name), Some(scale), "{name}");
+    }
+    for unknown in ["20.weight", "weight", "x.weight"] {
+        assert_eq!(model.decoder_scale(unknown), None, "{unknown}");
+    }
+    let mut scales: Vec<i64> = model
+        .vars(Part::Decoder)
+        .variables()
+        .keys()
+        .map(|name| {
+            model
+                .decoder_scale(name)
+                .unwrap_or_else(|| panic!("{name} has no scale"))
+        })
+        .collect();
+    scales.sort();
+    scales.dedup();
+    assert_eq!(scales, [1, 2, 4, 8]);
+}
