@@ -40,7 +40,9 @@ use crate::artifacts::{
 };
 use crate::autoencoder::{AUTOENCODER_TYPE, AutoencoderSource, DecodeWith};
 use crate::latents::image_tensor;
-use crate::training::{LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, training_extent, write_field};
+use crate::training::{
+    LossCurve, SingleThreadedLibtorch, ViewOrder, latent_camera, spread, training_extent, write_field,
+};
 
 pub const ALIGNMENT_FILE: &str = "alignment.json";
 
@@ -71,6 +73,10 @@ pub struct RgbAlign {
     /// fields existed still hold; a change of these defaults therefore needs a version bump.
     #[serde(skip_serializing_if = "TriPlaneAlign::is_default")]
     pub tri_plane: TriPlaneAlign,
+    /// The training-view PSNR before and after the phase (the record's `train_psnr_before/after`) is
+    /// measured on at most this many training views, evenly spaced (0: all). Each costs a render and a
+    /// whole decode, twice.
+    pub eval_views: usize,
     pub log_every: u32,
 }
 
@@ -109,6 +115,7 @@ impl Default for RgbAlign {
             decoder_lr_decay: 0.99969,
             window: TilePlan::default().tile,
             tri_plane: TriPlaneAlign::default(),
+            eval_views: 32,
             log_every: 100,
         }
     }
@@ -179,7 +186,8 @@ pub struct AlignmentRecord {
     pub steps: u32,
     pub seconds: f64,
     pub seconds_per_step: f64,
-    /// Mean PSNR of the decoded training-view renders (tiled decoding, clamped) before and after.
+    /// Mean PSNR of the decoded training-view renders (tiled decoding, clamped) before and after, over
+    /// `eval_views` of them.
     pub train_psnr_before: f64,
     pub train_psnr_after: f64,
     /// (step, mean loss since the previous entry).
@@ -309,7 +317,7 @@ impl StageKind for RgbAlign {
         };
         let mut tuning = DecoderTuning::new(model.as_mut(), self.decoder_lr, self.decoder_lr_decay)?;
 
-        let before = train_psnr(tuning.model, &field, &samples, normalization)?;
+        let before = train_psnr(tuning.model, &field, &spread(&samples, self.eval_views), normalization)?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.train.seed);
         let mut order = ViewOrder::new(samples.len());
         let mut loss_curve = LossCurve::new(self.log_every, self.train.iterations);
@@ -340,7 +348,7 @@ impl StageKind for RgbAlign {
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let after = train_psnr(tuning.model, &field, &samples, normalization)?;
+        let after = train_psnr(tuning.model, &field, &spread(&samples, self.eval_views), normalization)?;
         tracing::info!(scene = views.scene, before, after, "rgb alignment: training-view PSNR");
 
         let steps = self.train.iterations;
@@ -464,7 +472,7 @@ impl<'a> DecoderTuning<'a> {
 fn train_psnr(
     model: &dyn Autoencoder,
     field: &AlignedField,
-    samples: &[AlignSample],
+    samples: &[&AlignSample],
     normalization: &Normalization,
 ) -> anyhow::Result<f64> {
     let _guard = tch::no_grad_guard();
