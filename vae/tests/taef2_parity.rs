@@ -1,5 +1,7 @@
 //! TAEF2 against the reference implementation's fp32 outputs (../shared/models/taef2/parity_fp32.safetensors).
 
+mod support;
+
 use std::path::Path;
 
 use lrf_vae::{Autoencoder, Checkpoint, Part, TinyAutoencoder};
@@ -91,17 +93,5 @@ fn taef2_decoder_scales_follow_its_upsamplings() {
     for unknown in ["20.weight", "weight", "x.weight"] {
         assert_eq!(model.decoder_scale(unknown), None, "{unknown}");
     }
-    let mut scales: Vec<i64> = model
-        .vars(Part::Decoder)
-        .variables()
-        .keys()
-        .map(|name| {
-            model
-                .decoder_scale(name)
-                .unwrap_or_else(|| panic!("{name} has no scale"))
-        })
-        .collect();
-    scales.sort();
-    scales.dedup();
-    assert_eq!(scales, [1, 2, 4, 8]);
+    assert_eq!(support::decoder_scales(&model), [1, 2, 4, 8]);
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lrf_vae::{Autoencoder, Part};
 use tch::Tensor;
 
 /// The interpreter with the reference packages, checked once (see `lrf_tests::python_with`).
@@ -44,4 +45,21 @@ pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f64 {
     assert_eq!(actual.size(), reference.size(), "shapes differ");
     let scale = reference.abs().max().double_value(&[]).max(1e-12);
     (actual - reference).abs().max().double_value(&[]) / scale
+}
+
+/// The distinct scales of a decoder's parameters (`Autoencoder::decoder_scale`), each of which must have one.
+pub fn decoder_scales(model: &dyn Autoencoder) -> Vec<i64> {
+    let mut scales: Vec<i64> = model
+        .vars(Part::Decoder)
+        .variables()
+        .keys()
+        .map(|name| {
+            model
+                .decoder_scale(name)
+                .unwrap_or_else(|| panic!("{name} has no scale"))
+        })
+        .collect();
+    scales.sort();
+    scales.dedup();
+    scales
 }
