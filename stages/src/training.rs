@@ -47,7 +47,6 @@ impl Drop for SingleThreadedLibtorch {
     }
 }
 
-/// Whether a parameter is at its type's zero (left out of the canonical parameters).
 /// At most `limit` entries of `pool` (all when `limit` is 0), evenly spaced: the sample a diagnostic
 /// measures on, the same from run to run.
 pub(crate) fn spread<T>(pool: &[T], limit: usize) -> Vec<&T> {
@@ -57,6 +56,7 @@ pub(crate) fn spread<T>(pool: &[T], limit: usize) -> Vec<&T> {
     (0..limit).map(|i| &pool[i * pool.len() / limit]).collect()
 }
 
+/// Whether a parameter is at its type's zero (left out of the canonical parameters).
 pub(crate) fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
