@@ -30,7 +30,7 @@ pub mod train;
 #[cfg(test)]
 mod tests;
 
-pub use cpu::{Frame, GaussianGrads, PairCount, PassTimes, rasterize, rasterize_backward};
+pub use cpu::{ColorGrads, Frame, GaussianGrads, PairCount, PassTimes, rasterize, rasterize_backward};
 pub use error::{Result, SplatError};
 pub use gaussians::Gaussians;
 pub use lrf_formats::Camera;

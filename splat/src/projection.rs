@@ -510,6 +510,12 @@ fn raw_color<R: Real>(
     }
 }
 
+/// One Gaussian's row of [`crate::cpu::ColorGrads`]: `[K]` basis and `[C]` colour gradient.
+pub(crate) struct ColorGradRow<'a, R> {
+    pub basis: &'a mut [R],
+    pub color: &'a mut [R],
+}
+
 /// Colour evaluation with one thread's scratch space.
 pub(crate) struct ColorEval<R> {
     layout: ColorLayout,
@@ -543,9 +549,9 @@ impl<R: Real> ColorEval<R> {
         }
     }
 
-    /// Writes the coefficients' gradient into `v_coeffs` (the full stride) and returns the gradient of the mean
-    /// through the view direction. `color` is the colour [`ColorEval::color`] gave for this Gaussian: the
-    /// backward reads the forward's instead of evaluating the SH sum again.
+    /// Writes the coefficients' gradient, factored ([`crate::cpu::ColorGrads`]), into `out` and returns the
+    /// gradient of the mean through the view direction. `color` is the colour [`ColorEval::color`] gave for
+    /// this Gaussian: the backward reads the forward's instead of evaluating the SH sum again.
     #[allow(
         clippy::too_many_arguments,
         reason = "the colour VJP's inputs; a struct for one call would add nothing"
@@ -558,7 +564,7 @@ impl<R: Real> ColorEval<R> {
         coeffs: &[R],
         color: &[R],
         v_color: &[R],
-        v_coeffs: &mut [R],
+        out: ColorGradRow<'_, R>,
     ) -> [R; 3] {
         let view = view_direction(cam, mean);
         if let ColorBasis::Sh { degree, .. } = self.layout.basis {
@@ -575,23 +581,19 @@ impl<R: Real> ColorEval<R> {
             v_color
         };
         let c = self.layout.channels;
+        out.color.copy_from_slice(v_color);
         let ColorBasis::Sh { degree, .. } = self.layout.basis else {
-            v_coeffs[..c].copy_from_slice(v_color);
-            v_coeffs[c..].fill(R::ZERO);
+            out.basis[0] = R::ONE;
+            out.basis[1..].fill(R::ZERO);
             return [R::ZERO; 3];
         };
         let k = sh_coeffs(degree);
-        // Coefficients above the degree in use get no gradient; the others are all written below.
-        v_coeffs[k * c..].fill(R::ZERO);
+        // Coefficients above the degree in use get no gradient.
+        out.basis[..k].copy_from_slice(&self.basis[..k]);
+        out.basis[k..].fill(R::ZERO);
         for l in 0..k {
-            let y = self.basis[l];
             let row = &coeffs[l * c..(l + 1) * c];
-            let mut v_y = R::ZERO;
-            for ((out, &g), &coef) in v_coeffs[l * c..(l + 1) * c].iter_mut().zip(v_color.iter()).zip(row) {
-                *out = y * g;
-                v_y += coef * g;
-            }
-            self.v_basis[l] = v_y;
+            self.v_basis[l] = row.iter().zip(v_color).fold(R::ZERO, |v_y, (&coef, &g)| v_y + coef * g);
         }
         let Some((dir, dist)) = view.filter(|_| degree > 0) else {
             return [R::ZERO; 3];

@@ -79,7 +79,7 @@ impl Rendered {
     pub fn backward(&self) -> Result<ScreenGradients> {
         let (screen, gradients) = self.gradients()?;
         let gradients = match gradients {
-            GaussianGradients::Host(grads) => grads.parameters().map(Tensor::from_slice),
+            GaussianGradients::Host(grads) => grads.parameters().map(|values| Tensor::from_slice(&values)),
             GaussianGradients::Tensors(tensors) => tensors,
         };
         backward_into_params(
@@ -112,8 +112,8 @@ impl Rendered {
 
 /// The Gaussians' gradients from one backward, in the order of [`Gaussians::tensors`].
 pub enum GaussianGradients {
-    /// The CPU kernel's f32 arrays, flat and row-major (the colours `[N, K·C]`).
-    Host(GaussianGrads<f32>),
+    /// The CPU kernel's f32 arrays, flat and row-major (the colours factored).
+    Host(Box<GaussianGrads<f32>>),
     /// Tensors on the Gaussians' device, each shaped like its Gaussian tensor.
     Tensors([Tensor; 5]),
 }
@@ -252,7 +252,7 @@ impl<R: Real> Backward for CpuState<R> {
         // f32 arrays go out as they are; f64 ones become tensors of the rendered tensors' kind.
         let grads: Box<dyn std::any::Any> = Box::new(grads);
         let gradients = match grads.downcast::<GaussianGrads<f32>>() {
-            Ok(grads) => GaussianGradients::Host(*grads),
+            Ok(grads) => GaussianGradients::Host(grads),
             Err(grads) => {
                 let grads = grads
                     .downcast::<GaussianGrads<R>>()
@@ -260,7 +260,7 @@ impl<R: Real> Backward for CpuState<R> {
                 let parts = grads.parameters();
                 let tensors = self.tensors.each_ref();
                 GaussianGradients::Tensors(std::array::from_fn(|k| {
-                    Tensor::from_slice(parts[k])
+                    Tensor::from_slice(&parts[k])
                         .view(tensors[k].size().as_slice())
                         .to_kind(tensors[k].kind())
                 }))

@@ -11,12 +11,13 @@ use self::forward::{ForwardTile, TileImage};
 use crate::constants::TILE_SIZE;
 use crate::error::{Result, SplatError};
 use crate::options::{RenderOptions, check_camera};
-use crate::projection::{ColorEval, ParamsGrad, PinholeCamera, SplatGrad, project_vjp_batch};
+use crate::projection::{ColorEval, ColorGradRow, ParamsGrad, PinholeCamera, SplatGrad, project_vjp_batch};
 use crate::real::Real;
 use crate::simd::{PREFETCH_AHEAD, SimdTask, dispatch, prefetch_slice};
 use crate::tiling::{GaussianSlices, Prepared, SPLAT_CHUNK, Splats, TileBins, prepare};
 use lrf_formats::Camera;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 /// Whether the alpha cutoff is the hard threshold or the test-only smooth one (see `blend`).
@@ -59,7 +60,7 @@ pub struct GaussianGrads<R> {
     pub log_scales: Vec<R>,
     pub quats: Vec<R>,
     pub opacity_logits: Vec<R>,
-    pub colors: Vec<R>,
+    pub colors: ColorGrads<R>,
     /// Per Gaussian: ‖∂L/∂mean2d‖ in pixel units.
     pub mean2d_grad_norm: Vec<R>,
     /// Per Gaussian: ‖∂L/∂mean2d‖ in NDC units (pixel gradient scaled by half the image size per axis).
@@ -69,17 +70,84 @@ pub struct GaussianGrads<R> {
     pub times: PassTimes,
 }
 
-impl<R> GaussianGrads<R> {
-    /// The five parameter gradients in the order of [`crate::Gaussians::tensors`]: means, log-scales,
-    /// quaternions, opacity logits, colours.
-    pub fn parameters(&self) -> [&[R]; 5] {
+impl<R: Real> GaussianGrads<R> {
+    /// The four geometry gradients, in the order of [`crate::Gaussians::tensors`]: means, log-scales,
+    /// quaternions, opacity logits.
+    pub fn geometry(&self) -> [&[R]; 4] {
+        [&self.means, &self.log_scales, &self.quats, &self.opacity_logits]
+    }
+
+    /// The five parameter gradients in the order of [`crate::Gaussians::tensors`], the colours' expanded
+    /// ([`ColorGrads::dense`]).
+    pub fn parameters(&self) -> [Cow<'_, [R]>; 5] {
+        let [means, log_scales, quats, opacity_logits] = self.geometry().map(Cow::Borrowed);
         [
-            &self.means,
-            &self.log_scales,
-            &self.quats,
-            &self.opacity_logits,
-            &self.colors,
+            means,
+            log_scales,
+            quats,
+            opacity_logits,
+            Cow::Owned(self.colors.dense()),
         ]
+    }
+}
+
+/// ∂L/∂(colour coefficients), kept factored. From one view, a Gaussian's coefficient gradient is the outer
+/// product of the SH basis at its view direction and the gradient of its colour, so K + C values stand for
+/// K·C: 48 for 528 at SH degree 3 and C = 32. A fit then neither writes nor reads back the dense array, tens of
+/// MB per step, and its optimiser forms each product as it steps the coefficient.
+#[derive(Clone, Debug)]
+pub struct ColorGrads<R> {
+    /// `[N, K]`: the SH basis, 1 then 0s for plain colours; 0 above the degree rendered and for Gaussians
+    /// that received no gradient.
+    pub basis: Vec<R>,
+    /// `[N, C]`: ∂L/∂colour, 0 where the 3DGS clamp held the colour.
+    pub color: Vec<R>,
+    /// K, the coefficients per channel of the colour tensor.
+    pub coefficients: usize,
+    pub channels: usize,
+}
+
+impl<R: Real> ColorGrads<R> {
+    fn zeros(count: usize, coefficients: usize, channels: usize) -> Self {
+        ColorGrads {
+            basis: zeros(count * coefficients),
+            color: zeros(count * channels),
+            coefficients,
+            channels,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.basis.len() / self.coefficients.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.basis.is_empty()
+    }
+
+    /// Gaussian `i`'s coefficients `first .. first + count`, `count` rows of C values: basis × colour
+    /// gradient, each the same single rounding the dense array would hold.
+    fn row(&self, i: usize, first: usize, count: usize, out: &mut [R]) {
+        let (k, c) = (self.coefficients, self.channels);
+        let color = &self.color[i * c..(i + 1) * c];
+        for (&y, row) in self.basis[i * k + first..i * k + first + count]
+            .iter()
+            .zip(out.chunks_exact_mut(c))
+        {
+            for (o, &g) in row.iter_mut().zip(color) {
+                *o = y * g;
+            }
+        }
+    }
+
+    /// The dense `[N, K·C]` gradient, row-major like the colour tensor.
+    pub fn dense(&self) -> Vec<R> {
+        let (k, c) = (self.coefficients, self.channels);
+        let mut out = vec![R::ZERO; self.len() * k * c];
+        for (i, row) in out.chunks_exact_mut(k * c).enumerate() {
+            self.row(i, 0, k, row);
+        }
+        out
     }
 }
 
@@ -395,13 +463,14 @@ fn gaussian_vjps<R: Real>(
         rank_of[gid as usize] = s as u32;
     }
     let n = g.len();
-    let color_stride = g.layout.stride();
+    let channels = g.layout.channels;
+    let coefficients = g.layout.stride() / channels;
     let mut grads = GaussianGrads {
         means: vec![R::ZERO; 3 * n],
         log_scales: vec![R::ZERO; 3 * n],
         quats: vec![R::ZERO; 4 * n],
         opacity_logits: vec![R::ZERO; n],
-        colors: zeros(color_stride * n),
+        colors: ColorGrads::zeros(n, coefficients, channels),
         mean2d_grad_norm: vec![R::ZERO; n],
         mean2d_grad_norm_ndc: vec![R::ZERO; n],
         pairs,
@@ -413,7 +482,8 @@ fn gaussian_vjps<R: Real>(
         grads.log_scales.par_chunks_mut(3 * SPLAT_CHUNK),
         grads.quats.par_chunks_mut(4 * SPLAT_CHUNK),
         grads.opacity_logits.par_chunks_mut(SPLAT_CHUNK),
-        grads.colors.par_chunks_mut(color_stride * SPLAT_CHUNK),
+        grads.colors.basis.par_chunks_mut(coefficients * SPLAT_CHUNK),
+        grads.colors.color.par_chunks_mut(channels * SPLAT_CHUNK),
         grads.mean2d_grad_norm.par_chunks_mut(SPLAT_CHUNK),
         grads.mean2d_grad_norm_ndc.par_chunks_mut(SPLAT_CHUNK),
         rank_of.par_chunks(SPLAT_CHUNK),
@@ -421,7 +491,7 @@ fn gaussian_vjps<R: Real>(
         .into_par_iter()
         .enumerate()
         .for_each(
-            |(chunk, (means, log_scales, quats, opacity_logits, colors, norm, norm_ndc, rank_of))| {
+            |(chunk, (means, log_scales, quats, opacity_logits, basis, colors, norm, norm_ndc, rank_of))| {
                 dispatch(GaussianVjp {
                     cam: &cam,
                     gaussians: g,
@@ -431,7 +501,7 @@ fn gaussian_vjps<R: Real>(
                     reduced,
                     forward_colors: &splats.colors,
                     image_size: [width, height],
-                    out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
+                    out: [means, log_scales, quats, opacity_logits, basis, colors, norm, norm_ndc],
                 })
             },
         );
@@ -453,8 +523,8 @@ struct GaussianVjp<'a, R> {
     /// Per Gaussian: the colour the forward composited (`[N, C]`).
     forward_colors: &'a [R],
     image_size: [usize; 2],
-    /// This chunk's share of the [`GaussianGrads`] arrays, in field order.
-    out: [&'a mut [R]; 7],
+    /// This chunk's share of the [`GaussianGrads`] arrays, in field order (the colours' two).
+    out: [&'a mut [R]; 8],
 }
 
 impl<R: Real> SimdTask for GaussianVjp<'_, R> {
@@ -471,11 +541,11 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
             reduced,
             forward_colors,
             image_size,
-            out: [means, log_scales, quats, opacity_logits, colors, norm, norm_ndc],
+            out: [means, log_scales, quats, opacity_logits, basis, colors, norm, norm_ndc],
         } = self;
         let channels = gaussians.layout.channels;
         let stride = PARTIAL_GEOMETRY + channels;
-        let color_stride = gaussians.layout.stride();
+        let coefficients = gaussians.layout.stride() / channels;
         let mut eval = ColorEval::new(gaussians.layout, options.color_offset_clamp);
         // The Gaussians with a splat, their splat gradients and view-direction gradients.
         let mut ids = Vec::with_capacity(rank_of.len());
@@ -508,11 +578,20 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
                 conic: [sum[2], sum[3], sum[4]],
                 opacity: sum[5],
             });
-            let v_coeffs = &mut colors[k * color_stride..(k + 1) * color_stride];
             let mean = std::array::from_fn(|j| gaussians.means[3 * i + j]);
             let color = &forward_colors[i * channels..(i + 1) * channels];
             let v_color = &sum[PARTIAL_GEOMETRY..];
-            v_dir.push(eval.color_vjp(cam, mean, gaussians.coeffs(i), color, v_color, v_coeffs));
+            v_dir.push(eval.color_vjp(
+                cam,
+                mean,
+                gaussians.coeffs(i),
+                color,
+                v_color,
+                ColorGradRow {
+                    basis: &mut basis[k * coefficients..(k + 1) * coefficients],
+                    color: &mut colors[k * channels..(k + 1) * channels],
+                },
+            ));
         }
         let mut grads = vec![ParamsGrad::default(); ids.len()];
         project_vjp_batch(cam, gaussians, options.mode, &ids, &v, &mut grads);

@@ -41,12 +41,19 @@ fn backward_errors(spec: &SceneSpec, options: &RenderOptions, edit: Edit) -> [f6
             let frame = host.render(&camera, options, Cutoff::Hard);
             let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
             let gr = host.backward(&camera, options, &frame, &to32(&w_image), &to32(&w_alpha));
-            [&gr.means, &gr.log_scales, &gr.quats, &gr.opacity_logits, &gr.colors].map(|v| to_f64(v))
+            [
+                &gr.means,
+                &gr.log_scales,
+                &gr.quats,
+                &gr.opacity_logits,
+                &gr.colors.dense(),
+            ]
+            .map(|v| to_f64(v))
         } else {
             let host = Host::<f64>::of(&g, options);
             let frame = host.render(&camera, options, Cutoff::Hard);
             let gr = host.backward(&camera, options, &frame, &w_image, &w_alpha);
-            [gr.means, gr.log_scales, gr.quats, gr.opacity_logits, gr.colors]
+            [gr.means, gr.log_scales, gr.quats, gr.opacity_logits, gr.colors.dense()]
         };
         for (name, (got, want)) in GROUPS.iter().zip(got.iter().zip(&want)) {
             let err = relative_error(got, want, 1e-12);
@@ -130,7 +137,7 @@ fn cpu_backward_is_bitwise_deterministic_across_thread_counts() {
             gr.log_scales,
             gr.quats,
             gr.opacity_logits,
-            gr.colors,
+            gr.colors.dense(),
             gr.mean2d_grad_norm,
         ]
     };

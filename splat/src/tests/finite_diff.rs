@@ -29,7 +29,7 @@ fn check(name: &str, spec: &SceneSpec, options: &RenderOptions) {
         grads.log_scales,
         grads.quats,
         grads.opacity_logits,
-        grads.colors,
+        grads.colors.dense(),
     ];
     let eps = 1e-6;
     let (mut worst, mut checked) = (0.0f64, 0);

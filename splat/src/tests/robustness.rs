@@ -29,7 +29,7 @@ fn non_finite_and_huge_parameters_are_culled_not_propagated() {
         &grads.log_scales,
         &grads.quats,
         &grads.opacity_logits,
-        &grads.colors,
+        &grads.colors.dense(),
     ] {
         assert!(v.iter().all(|x| x.is_finite()), "non-finite gradient");
     }

@@ -1,8 +1,11 @@
 //! Adam with one state per parameter group whose rows can be appended, selected and zeroed, because
 //! densification adds and removes Gaussians mid-training (tch's optimisers hide their state).
 
+use std::borrow::Cow;
+
 use tch::{Kind, Tensor};
 
+use crate::cpu::ColorGrads;
 use crate::simd::{SimdTask, dispatch};
 
 /// Adam as 3DGS configures it: β = (0.9, 0.999), ε = 1e-15.
@@ -59,7 +62,7 @@ impl Adam {
             let row_len = param_rows.row_len;
             let grad_rows = match &grad {
                 Gradient::Host(g) => Some(*g),
-                Gradient::Tensor(t) if host(t) && t.numel() == param.numel() => Some(GradientRows {
+                Gradient::Tensor(t) if host(t) && t.numel() == param.numel() => Some(GradientRows::Strided {
                     // SAFETY: a contiguous f32 CPU tensor holds `numel` initialised values from `data_ptr`; the
                     // slice lives within this call, while `grad` keeps the tensor alive.
                     data: unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) },
@@ -142,21 +145,59 @@ pub(crate) enum Gradient<'a> {
     Host(GradientRows<'a>),
 }
 
-/// Row `i` of a parameter's gradient is `data[i·stride + offset ..]`, as long as the parameter's rows: the
-/// kernel's colour gradient `[N, K·C]` holds both SH groups' rows (DC at offset 0, the rest at offset C), so
-/// each group reads its own without a copy.
+/// A parameter's gradient rows, read where the kernel wrote them.
 #[derive(Clone, Copy)]
-pub(crate) struct GradientRows<'a> {
-    pub data: &'a [f32],
-    pub stride: usize,
-    pub offset: usize,
+pub(crate) enum GradientRows<'a> {
+    /// Row `i` is `data[i·stride + offset ..]`, as long as the parameter's rows.
+    Strided {
+        data: &'a [f32],
+        stride: usize,
+        offset: usize,
+    },
+    /// Row `i` is Gaussian i's colour coefficients from `first` on, formed from their factors as the step
+    /// goes: the DC group starts at coefficient 0, the rest of the SH at 1.
+    Colors { grads: &'a ColorGrads<f32>, first: usize },
 }
 
 impl GradientRows<'_> {
     /// Whether `count` rows of `row_len` values lie within the data.
     fn covers(&self, count: usize, row_len: usize) -> bool {
-        count == 0 || (self.offset + row_len <= self.stride && count * self.stride <= self.data.len())
+        match *self {
+            GradientRows::Strided { data, stride, offset } => {
+                count == 0 || (offset + row_len <= stride && count * stride <= data.len())
+            }
+            GradientRows::Colors { grads, first } => {
+                let c = grads.channels;
+                count <= grads.len()
+                    && row_len.is_multiple_of(c.max(1))
+                    && first * c + row_len <= grads.coefficients * c
+            }
+        }
     }
+
+    /// Row `row`'s gradient, `len` values.
+    #[inline(always)]
+    fn row(&self, row: usize, len: usize) -> RowGradient<'_> {
+        match *self {
+            GradientRows::Strided { data, stride, offset } => {
+                let start = row * stride + offset;
+                RowGradient::Values(&data[start..start + len])
+            }
+            GradientRows::Colors { grads, first } => {
+                let (k, c) = (grads.coefficients, grads.channels);
+                RowGradient::Outer {
+                    basis: &grads.basis[row * k + first..row * k + first + len / c],
+                    color: &grads.color[row * c..(row + 1) * c],
+                }
+            }
+        }
+    }
+}
+
+/// One row's gradient: its values, or the outer product basis ⊗ colour, row-major.
+enum RowGradient<'a> {
+    Values(&'a [f32]),
+    Outer { basis: &'a [f32], color: &'a [f32] },
 }
 
 impl Gradient<'_> {
@@ -167,9 +208,16 @@ impl Gradient<'_> {
             Gradient::Host(rows) => {
                 let count = param.size()[0];
                 let row_len = if count == 0 { 0 } else { param.numel() as i64 / count };
-                Tensor::from_slice(&rows.data[..count as usize * rows.stride])
-                    .view([count, rows.stride as i64])
-                    .narrow(1, rows.offset as i64, row_len)
+                let (values, stride, offset) = match *rows {
+                    GradientRows::Strided { data, stride, offset } => (Cow::Borrowed(data), stride, offset),
+                    GradientRows::Colors { grads, first } => {
+                        let stride = grads.coefficients * grads.channels;
+                        (Cow::Owned(grads.dense()), stride, first * grads.channels)
+                    }
+                };
+                Tensor::from_slice(&values[..count as usize * stride])
+                    .view([count, stride as i64])
+                    .narrow(1, offset as i64, row_len)
                     .to_device(param.device())
                     .to_kind(param.kind())
                     .reshape(param.size().as_slice())
@@ -226,10 +274,9 @@ impl FusedStep {
                     let row = c * rows_per_chunk + r;
                     // SAFETY: row < count, and each row is visited by exactly one task (see `apply`).
                     let p = unsafe { param.row(row) };
-                    let start = row * grad.stride + grad.offset;
                     dispatch(AdamRow {
                         param: p,
-                        grad: &grad.data[start..start + row_len],
+                        grad: grad.row(row, row_len),
                         first: m,
                         second: v,
                         constants: &constants,
@@ -253,7 +300,7 @@ struct AdamConstants {
 /// round alike (no fused multiply-adds are formed).
 struct AdamRow<'a> {
     param: &'a mut [f32],
-    grad: &'a [f32],
+    grad: RowGradient<'a>,
     first: &'a mut [f32],
     second: &'a mut [f32],
     constants: &'a AdamConstants,
@@ -264,19 +311,41 @@ impl SimdTask for AdamRow<'_> {
 
     #[inline(always)]
     fn run(self) {
+        let AdamRow {
+            param,
+            grad,
+            first,
+            second,
+            constants,
+        } = self;
+        match grad {
+            RowGradient::Values(grad) => constants.update(param, first, second, grad.iter().copied()),
+            // Per coefficient, C values: the gradient y·g is the product the dense array would have held.
+            RowGradient::Outer { basis, color } => {
+                let c = color.len();
+                let runs = param
+                    .chunks_exact_mut(c)
+                    .zip(first.chunks_exact_mut(c).zip(second.chunks_exact_mut(c)));
+                for (&y, (p, (m, v))) in basis.iter().zip(runs) {
+                    constants.update(p, m, v, color.iter().map(|&g| y * g));
+                }
+            }
+        }
+    }
+}
+
+impl AdamConstants {
+    #[inline(always)]
+    fn update(&self, param: &mut [f32], first: &mut [f32], second: &mut [f32], grad: impl Iterator<Item = f32>) {
         let AdamConstants {
             b1,
             b2,
             eps,
             step_size,
             sqrt_c2,
-        } = *self.constants;
-        let values = self
-            .param
-            .iter_mut()
-            .zip(self.grad)
-            .zip(self.first.iter_mut().zip(self.second.iter_mut()));
-        for ((p, &g), (m, v)) in values {
+        } = *self;
+        let values = param.iter_mut().zip(grad).zip(first.iter_mut().zip(second.iter_mut()));
+        for ((p, g), (m, v)) in values {
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
             *p -= step_size * *m / (v.sqrt() / sqrt_c2 + eps);
@@ -382,7 +451,7 @@ mod tests {
         for step in 0..10 {
             // A colour gradient [6, 4·3] of which the view's rows are columns 3..12.
             let colors: Vec<f32> = (0..72).map(|i| ((i * 7 + step * 3) % 11) as f32 - 5.0).collect();
-            let rows = GradientRows {
+            let rows = GradientRows::Strided {
                 data: &colors,
                 stride: 12,
                 offset: 3,
@@ -403,6 +472,60 @@ mod tests {
             !storage.narrow(1, 1, 3).equal(&before.narrow(1, 1, 3)),
             "the view did not move"
         );
+    }
+
+    /// The SH groups step from the kernel's factored colour gradient: bit for bit what they take from the same
+    /// gradient expanded, both in the fused step and in the tensor fallback of sparse steps.
+    #[test]
+    fn factored_colour_gradients_step_as_their_dense_expansion() {
+        let (count, coefficients, channels) = (5, 4, 3);
+        let values =
+            |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7 + seed) % 13) as f32 / 6.0 - 1.0).collect() };
+        let mut grads = ColorGrads {
+            basis: values(count * coefficients, 1),
+            color: values(count * channels, 5),
+            coefficients,
+            channels,
+        };
+        // A Gaussian that received no gradient keeps zero factors.
+        grads.basis[2 * coefficients..3 * coefficients].fill(0.0);
+        grads.color[2 * channels..3 * channels].fill(0.0);
+        let dense = grads.dense();
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let start = Tensor::randn([count as i64, coefficients as i64, channels as i64], opts);
+        for rows in [None, Some(Tensor::from_slice(&[0i64, 3]))] {
+            let [factored, expanded] = [0, 1].map(|_| start.copy());
+            let groups = |t: &Tensor| [t.narrow(1, 0, 1), t.narrow(1, 1, coefficients as i64 - 1)];
+            let mut adams = [&factored, &expanded].map(|t| Adam::new(&groups(t)));
+            for _ in 0..3 {
+                for (group, first) in [0, 1].into_iter().enumerate() {
+                    let from_factors = GradientRows::Colors { grads: &grads, first };
+                    let from_dense = GradientRows::Strided {
+                        data: &dense,
+                        stride: coefficients * channels,
+                        offset: first * channels,
+                    };
+                    let sides = adams
+                        .iter_mut()
+                        .zip([&factored, &expanded])
+                        .zip([from_factors, from_dense]);
+                    for ((adam, storage), gradient) in sides {
+                        adam.step(
+                            group,
+                            &groups(storage)[group],
+                            Gradient::Host(gradient),
+                            0.01,
+                            rows.as_ref(),
+                        );
+                    }
+                }
+            }
+            assert!(
+                factored.equal(&expanded),
+                "sparse rows {rows:?}: the two forms stepped apart"
+            );
+            assert!(!factored.equal(&start), "nothing moved");
+        }
     }
 
     #[test]

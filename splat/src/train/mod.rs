@@ -417,32 +417,30 @@ impl Trainer {
         ];
         let rows =
             (c.sparse_updates && radii.size()[0] == self.field.len() as i64).then(|| radii.gt(0).nonzero().view([-1]));
-        let channels = self.field.channels();
         let coefficients = sh_coeffs(self.field.max_sh_degree);
         // Group k's gradient: which of the rendered tensors (means, log-scales, quaternions, opacities, colours)
-        // holds it, and where its rows start in a colour row of K·C coefficients.
-        let sources = [(0, 0), (4, 0), (4, channels), (3, 0), (1, 0), (2, 0)];
-        for (group, ((param, lr), (tensor, offset))) in self.field.params.iter().zip(rates).zip(sources).enumerate() {
+        // holds it, and for the colours, its first SH coefficient.
+        let sources = [(0, 0), (4, 0), (4, 1), (3, 0), (1, 0), (2, 0)];
+        for (group, ((param, lr), (tensor, first))) in self.field.params.iter().zip(rates).zip(sources).enumerate() {
             if skip_opacity && group == 3 {
                 continue;
             }
             let grad = match gradients {
+                GaussianGradients::Host(grads) if tensor == 4 => Gradient::Host(GradientRows::Colors {
+                    grads: &grads.colors,
+                    first,
+                }),
                 GaussianGradients::Host(grads) => {
-                    let parts = grads.parameters();
                     let row = param.numel() / self.field.len().max(1);
-                    Gradient::Host(GradientRows {
-                        data: parts[tensor],
-                        stride: if tensor == 4 { coefficients * channels } else { row },
-                        offset,
+                    Gradient::Host(GradientRows::Strided {
+                        data: grads.geometry()[tensor],
+                        stride: row,
+                        offset: 0,
                     })
                 }
                 GaussianGradients::Tensors(tensors) => Gradient::Tensor(if tensor == 4 {
-                    let (start, length) = if offset == 0 {
-                        (0, 1)
-                    } else {
-                        (1, coefficients as i64 - 1)
-                    };
-                    tensors[4].narrow(1, start, length)
+                    let length = if first == 0 { 1 } else { coefficients as i64 - 1 };
+                    tensors[4].narrow(1, first as i64, length)
                 } else {
                     tensors[tensor].shallow_clone()
                 }),
