@@ -94,7 +94,7 @@ impl<R: Real> GaussianGrads<R> {
 /// ∂L/∂(colour coefficients), kept factored. From one view, a Gaussian's coefficient gradient is the outer
 /// product of the SH basis at its view direction and the gradient of its colour, so K + C values stand for
 /// K·C: 48 for 528 at SH degree 3 and C = 32. A fit then neither writes nor reads back the dense array, tens of
-/// MB per step, and its optimiser forms each product as it steps the coefficient.
+/// MB per step, and its optimiser forms each row as it steps it.
 #[derive(Clone, Debug)]
 pub struct ColorGrads<R> {
     /// `[N, K]`: the SH basis, 1 then 0s for plain colours; 0 above the degree rendered and for Gaussians
@@ -127,7 +127,7 @@ impl<R: Real> ColorGrads<R> {
 
     /// Gaussian `i`'s coefficients `first .. first + count`, `count` rows of C values: basis × colour
     /// gradient, each the same single rounding the dense array would hold.
-    fn row(&self, i: usize, first: usize, count: usize, out: &mut [R]) {
+    pub(crate) fn row(&self, i: usize, first: usize, count: usize, out: &mut [R]) {
         let (k, c) = (self.coefficients, self.channels);
         let color = &self.color[i * c..(i + 1) * c];
         for (&y, row) in self.basis[i * k + first..i * k + first + count]
