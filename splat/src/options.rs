@@ -108,12 +108,17 @@ impl ColorLayout {
         Ok(())
     }
 
+    /// Coefficients stored per channel: the SH basis's length, or 1 for plain colours.
+    pub fn coefficients(&self) -> usize {
+        match self.basis {
+            ColorBasis::Plain => 1,
+            ColorBasis::Sh { coeffs, .. } => coeffs,
+        }
+    }
+
     /// Coefficients stored per Gaussian.
     pub fn stride(&self) -> usize {
-        match self.basis {
-            ColorBasis::Plain => self.channels,
-            ColorBasis::Sh { coeffs, .. } => coeffs * self.channels,
-        }
+        self.coefficients() * self.channels
     }
 }
 

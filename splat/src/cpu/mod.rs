@@ -464,7 +464,7 @@ fn gaussian_vjps<R: Real>(
     }
     let n = g.len();
     let channels = g.layout.channels;
-    let coefficients = g.layout.stride() / channels;
+    let coefficients = g.layout.coefficients();
     let mut grads = GaussianGrads {
         means: vec![R::ZERO; 3 * n],
         log_scales: vec![R::ZERO; 3 * n],
@@ -545,7 +545,7 @@ impl<R: Real> SimdTask for GaussianVjp<'_, R> {
         } = self;
         let channels = gaussians.layout.channels;
         let stride = PARTIAL_GEOMETRY + channels;
-        let coefficients = gaussians.layout.stride() / channels;
+        let coefficients = gaussians.layout.coefficients();
         let mut eval = ColorEval::new(gaussians.layout, options.color_offset_clamp);
         // The Gaussians with a splat, their splat gradients and view-direction gradients.
         let mut ids = Vec::with_capacity(rank_of.len());
