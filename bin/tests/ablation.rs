@@ -24,7 +24,14 @@ fn pipeline() -> String {
         stages.contains(stage1),
         "Stage I's parameters changed: update this test"
     );
+    // Stage III anchors on the shipped corpus's real scenes; here, on one of the generated ones.
+    let real = "[beer_can, computer_mouse, desk_laptop, snowmiku_plush]";
+    assert!(
+        stages.contains(real),
+        "Stage III's anchor scenes changed: update this test"
+    );
     let stages = stages
+        .replace(real, "[scene001]")
         .replace(
             stage1,
             "{steps: 300, views_per_step: 2, reconstruction_window: 16, gan: {start_step: 2}, \
