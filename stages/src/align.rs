@@ -315,13 +315,13 @@ impl StageKind for DecoderAlign {
         if train.is_empty() && novel.is_empty() {
             bail!("decoder-align got no pairs; check the stage's roles and the render stage's `splits`");
         }
+        let anchors = self.anchor_pool(&scenes, &train, &novel)?;
 
         model.vars_mut(Part::Encoder).freeze();
         self.freeze_untrained_scales(model.as_ref(), &source.name)?;
         let mut optimizer = nn::Adam::default().build(model.vars(Part::Decoder), self.lr)?;
         let mut average =
             (self.average_decay > 0.0).then(|| WeightAverage::new(&[model.vars(Part::Decoder)], self.average_decay));
-        let anchors = self.anchor_pool(&scenes, &train, &novel)?;
         let before = self.measure(model.as_ref(), &scenes, &train, &novel)?;
         tracing::info!(?before, "decoder alignment: L1 before");
         let n_anchor = if self.anchor_weight > 0.0 { self.anchor_batch } else { 0 };
@@ -402,7 +402,15 @@ impl DecoderAlign {
         let anchored = |pair: &&PairRef| {
             self.anchor_scenes.is_empty() || self.anchor_scenes.contains(&scenes[pair.scene].info.scene)
         };
-        Ok(train.iter().chain(novel).filter(anchored).copied().collect())
+        let pool: Vec<PairRef> = train.iter().chain(novel).filter(anchored).copied().collect();
+        if pool.is_empty() && self.anchor_weight > 0.0 {
+            bail!(
+                "anchor_scenes {} hold no pairs, so the preservation term has no images; name scenes with \
+                 pairs, or set anchor_weight to 0",
+                self.anchor_scenes.join(", ")
+            );
+        }
+        Ok(pool)
     }
 
     /// Stops gradients to the decoder parameters outside `trained_scales`: the optimiser skips them, and
@@ -976,6 +984,15 @@ mod tests {
         assert!(photos.iter().all(|pair| pair.scene == 1));
         let error = pool(&["photos", "absent"]).unwrap_err().to_string();
         assert!(error.contains("\"absent\"") && error.contains("photos"), "{error}");
+        // A named scene without pairs would leave the term nothing to draw.
+        scenes[1].info.pairs.clear();
+        let PairPools { train, novel } = PairPools::of(&scenes);
+        let align = DecoderAlign {
+            anchor_scenes: vec!["photos".into()],
+            ..DecoderAlign::default()
+        };
+        let error = align.anchor_pool(&scenes, &train, &novel).unwrap_err().to_string();
+        assert!(error.contains("no pairs"), "{error}");
     }
 
     /// Crops carry their context inside the latent, and the loss region is the window's image region.
