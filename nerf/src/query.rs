@@ -442,7 +442,7 @@ fn query_values_as<T: Gemm>(layers: &QueryLayers, points: &Tensor, activations: 
             }
         }
         tasks.into_par_iter().for_each(|task| {
-            lrf_splat::simd::dispatch(Forward { layers, task });
+            lrf_simd::dispatch(Forward { layers, task });
         });
     }
     QueryValues {
@@ -466,7 +466,7 @@ struct Forward<'a, T> {
     task: ForwardTask<'a, T>,
 }
 
-impl<T: Gemm> lrf_splat::simd::SimdTask for Forward<'_, T> {
+impl<T: Gemm> lrf_simd::SimdTask for Forward<'_, T> {
     type Output = ();
 
     #[inline(always)]
@@ -654,7 +654,7 @@ fn query_backward_as<T: Gemm>(layers: &QueryLayers, queries: &[QueryGradient<'_>
                     }
                 })
                 .collect();
-            lrf_splat::simd::dispatch(Backward {
+            lrf_simd::dispatch(Backward {
                 layers: values_of,
                 records: &parts,
             })
@@ -677,7 +677,7 @@ struct Backward<'a, T> {
     records: &'a [QueryRecord<'a, T>],
 }
 
-impl<T: Gemm> lrf_splat::simd::SimdTask for Backward<'_, T> {
+impl<T: Gemm> lrf_simd::SimdTask for Backward<'_, T> {
     type Output = LayerGradients<T>;
 
     #[inline(always)]

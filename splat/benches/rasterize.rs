@@ -15,9 +15,9 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use glam::{DMat3, DVec3};
+use lrf_simd::{SimdTask, dispatch};
 use lrf_splat::constants::{ALPHA_THRESHOLD, MAX_ALPHA, TILE_PIXELS, TILE_SIZE, TRANSMITTANCE_THRESHOLD};
 use lrf_splat::real::Real;
-use lrf_splat::simd::{SimdTask, dispatch};
 use lrf_splat::{
     Camera, ColorLayout, GaussianSlices, Gaussians, PairCount, RenderOptions, rasterize, rasterize_backward, reference,
 };

@@ -7,9 +7,9 @@
 //!
 //! Module map: `projection` (one Gaussian to the screen and back), `sh` (spherical harmonics), `tiling`
 //! (cull, depth order, tile lists), `cpu/` (the CPU kernel: `blend`, one pair, shared by both passes;
-//! `forward` / `backward`, the per-tile blend; `mod.rs`, the passes), `simd` (instruction-set dispatch),
-//! `reference`, `render` (tch entry point), `train` (the trainable field, Adam, densification and the 3DGS
-//! schedule).
+//! `forward` / `backward`, the per-tile blend; `mod.rs`, the passes; `lrf_simd` picks their instruction
+//! set), `reference`, `render` (tch entry point), `train` (the trainable field, Adam, densification and the
+//! 3DGS schedule).
 
 pub mod constants;
 pub mod cpu;
@@ -22,8 +22,6 @@ pub mod real;
 pub mod reference;
 mod render;
 pub mod sh;
-#[doc(hidden)]
-pub mod simd;
 mod tiling;
 pub mod train;
 

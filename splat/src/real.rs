@@ -32,7 +32,7 @@ pub trait Real:
     /// [`Real::fast_exp`] for x in [−87, 88] only, with its polynomial evaluated by fused multiply-adds: the
     /// blend bounds its argument itself, and each vector operation left out of its row counts. Outside that
     /// range the f32 result is unspecified. Same accuracy bound, different rounding. Fast only in code compiled
-    /// with FMA: inside the kernel's instruction-set dispatch (`simd::dispatch`) on x86-64, everywhere on
+    /// with FMA: inside the kernel's instruction-set dispatch (`lrf_simd::dispatch`) on x86-64, everywhere on
     /// AArch64; elsewhere each fused step is a libm call.
     fn fused_exp_in_range(self) -> Self;
     /// self·a + b rounded once; fast under the same conditions as [`Real::fused_exp_in_range`].

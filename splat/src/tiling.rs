@@ -7,7 +7,7 @@ use crate::cpu::blend::SplatBlend;
 use crate::options::{ColorLayout, RasterMode};
 use crate::projection::{ColorEval, PinholeCamera, project_batch};
 use crate::real::Real;
-use crate::simd::{SimdTask, dispatch, prefetch, prefetch_slice};
+use lrf_simd::{SimdTask, dispatch, prefetch, prefetch_slice};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU32, Ordering};
 

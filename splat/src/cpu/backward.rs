@@ -8,11 +8,11 @@
 //! ∂L/∂α = T·Σ_k g_k c_k + (T_N·(∂L/∂A − Σ_k g_k bg_k) − Σ_k g_k S_k) / (1 − α).
 
 use crate::constants::TILE_SIZE;
-use crate::cpu::PairCount;
 use crate::cpu::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
+use crate::cpu::{PREFETCH_AHEAD, PairCount};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
+use lrf_simd::SimdTask;
 
 /// Values per intersection in the partial-gradient buffer: mean2d (2), conic (3), opacity (1), then colour.
 pub(crate) const PARTIAL_GEOMETRY: usize = 6;
@@ -29,7 +29,7 @@ pub(crate) struct TileUpstream<R> {
     pub g_dot_behind: TileRows<R>,
 }
 
-/// The backward blend of one tile, run through [`crate::simd::dispatch`]; returns its pairs.
+/// The backward blend of one tile, run through [`lrf_simd::dispatch`]; returns its pairs.
 pub(crate) struct BackwardTile<'a, R, const SMOOTH: bool> {
     pub tile: Tile,
     pub ids: &'a [u32],

@@ -2,11 +2,11 @@
 //! culling of each splat's rows and an early exit once every pixel is done.
 
 use crate::constants::TILE_SIZE;
-use crate::cpu::PairCount;
 use crate::cpu::blend::{LaneFlags, ROWS_PER_STEP, SplatLanes, Tile, TileRows, all_done, blend_rows, row_group};
+use crate::cpu::{PREFETCH_AHEAD, PairCount};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask};
 use crate::tiling::Splats;
+use lrf_simd::SimdTask;
 
 /// A tile's forward result.
 pub(crate) struct TileImage<R> {
@@ -21,7 +21,7 @@ pub(crate) struct TileImage<R> {
     pub pairs: PairCount,
 }
 
-/// The forward blend of one tile, run through [`crate::simd::dispatch`].
+/// The forward blend of one tile, run through [`lrf_simd::dispatch`].
 pub(crate) struct ForwardTile<'a, R, const SMOOTH: bool> {
     pub tile: Tile,
     pub ids: &'a [u32],

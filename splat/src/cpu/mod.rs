@@ -13,12 +13,16 @@ use crate::error::{Result, SplatError};
 use crate::options::{RenderOptions, check_camera};
 use crate::projection::{ColorEval, ColorGradRow, ParamsGrad, PinholeCamera, SplatGrad, project_vjp_batch};
 use crate::real::Real;
-use crate::simd::{PREFETCH_AHEAD, SimdTask, dispatch, prefetch_slice};
 use crate::tiling::{GaussianSlices, Prepared, SPLAT_CHUNK, Splats, TileBins, prepare};
 use lrf_formats::Camera;
+use lrf_simd::{SimdTask, dispatch, prefetch_slice};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
+
+/// How many splats ahead of the one being blended the blend loops prefetch: tile lists visit splats in depth
+/// order, i.e. scattered over memory, and each visit would otherwise wait for its cache line.
+pub(crate) const PREFETCH_AHEAD: usize = 8;
 
 /// Whether the alpha cutoff is the hard threshold or the test-only smooth one (see `blend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -509,7 +513,7 @@ fn gaussian_vjps<R: Real>(
 }
 
 /// The per-Gaussian end of the backward for one chunk of consecutive Gaussians: their splats' reduced gradients
-/// through the colour and the projection, run through [`crate::simd::dispatch`] so the projection's VJP is
+/// through the colour and the projection, run through [`lrf_simd::dispatch`] so the projection's VJP is
 /// vectorised across Gaussians.
 struct GaussianVjp<'a, R> {
     cam: &'a PinholeCamera<R>,

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use tch::{Kind, Tensor};
 
 use crate::cpu::ColorGrads;
-use crate::simd::{SimdTask, dispatch};
+use lrf_simd::{SimdTask, dispatch};
 
 /// Adam as 3DGS configures it: β = (0.9, 0.999), ε = 1e-15.
 pub struct Adam {

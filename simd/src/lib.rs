@@ -1,7 +1,7 @@
-//! Runtime choice of the instruction set for the blend loops. The per-tile kernels are written as plain loops
-//! over 16 lanes; compiled inside a function with AVX-512 or AVX2+FMA enabled, the compiler vectorises them
-//! (16 lanes = one zmm register). The portable baseline (SSE2) is the fallback on other CPUs. Public for the
-//! benchmark's naive yardstick loop, which is compiled the same way.
+//! Run-time choice of the instruction set for numeric kernels: the rasterizer's blend loops and the Tri-Plane
+//! queries. Kernels are written as plain loops over fixed-width lanes; compiled inside a function with AVX-512
+//! or AVX2+FMA enabled, the compiler vectorises them (16 f32 lanes = one zmm register). The portable baseline
+//! (SSE2) is the fallback on other CPUs, so one binary runs everywhere.
 
 /// A unit of work whose `run` is inlined into each instruction-set variant.
 pub trait SimdTask {
@@ -38,13 +38,9 @@ unsafe fn run_avx2<T: SimdTask>(task: T) -> T::Output {
     task.run()
 }
 
-/// How many splats ahead of the one being blended the blend loops prefetch: tile lists visit splats in depth
-/// order, i.e. scattered over memory, and each visit would otherwise wait for its cache line.
-pub(crate) const PREFETCH_AHEAD: usize = 8;
-
 /// Asks the CPU to start loading `value`'s cache line; a hint with no effect on results.
 #[inline(always)]
-pub(crate) fn prefetch<T>(value: &T) {
+pub fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; it never faults, even for invalid addresses, and `value` is valid.
     unsafe {
@@ -56,7 +52,7 @@ pub(crate) fn prefetch<T>(value: &T) {
 
 /// Prefetches every cache line of `values`.
 #[inline(always)]
-pub(crate) fn prefetch_slice<T>(values: &[T]) {
+pub fn prefetch_slice<T>(values: &[T]) {
     const LINE: usize = 64;
     for i in (0..values.len()).step_by(LINE.div_ceil(size_of::<T>())) {
         prefetch(&values[i]);
