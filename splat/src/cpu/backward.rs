@@ -99,24 +99,29 @@ impl<R: Real, const SMOOTH: bool> SimdTask for BackwardTile<'_, R, SMOOTH> {
                 };
                 let rows = blend_rows::<R, SMOOTH, ROWS_PER_STEP>(blend, &sigma, t);
                 flags.add(&rows, t);
+                // Σ_k g_k c_k per row, and the colour gradient's lanes. The group's rows share each channel's
+                // pass, so its lane accumulators are loaded and stored once per group rather than once per row
+                // (the loop is bound by loads and stores); each accumulator still adds its rows in order.
+                let mut g_dot_c = [[R::ZERO; TILE_SIZE]; ROWS_PER_STEP];
+                for ((&ck, g), vc) in color.iter().zip(&up.v_color).zip(&mut v_color) {
+                    // Opaque to the optimiser, as in the forward: otherwise LLVM vectorises across channels. The
+                    // upstream rows are copied first, so the opaque store cannot alias them.
+                    let vc = std::hint::black_box(vc);
+                    let g: [[R; TILE_SIZE]; ROWS_PER_STEP] = std::array::from_fn(|h| g[first + h]);
+                    for (h, g) in g.iter().enumerate() {
+                        for l in 0..TILE_SIZE {
+                            vc[l] = rows.weight[h][l].mul_add(g[l], vc[l]);
+                            g_dot_c[h][l] = g[l].mul_add(ck, g_dot_c[h][l]);
+                        }
+                    }
+                }
                 for (h, &dy) in dys.iter().enumerate() {
                     let r = first + h;
                     // Rows past the pre-test mostly composite; where a pair did not, its weight and ∂α/∂(o·G)
                     // are zero and everything below adds exact zeros for it.
                     let (weight, alpha, gauss) = (rows.weight[h], rows.alpha[h], rows.gauss[h]);
                     let (dalpha, t_before) = (rows.dalpha[h], rows.t_before[h]);
-                    // Σ_k g_k c_k, and the colour gradient's lanes.
-                    let mut g_dot_c = [R::ZERO; TILE_SIZE];
-                    for ((&ck, g), vc) in color.iter().zip(&up.v_color).zip(&mut v_color) {
-                        // Opaque to the optimiser, as in the forward: otherwise LLVM vectorises across channels. The
-                        // upstream row is copied first, so the opaque store cannot alias it.
-                        let vc = std::hint::black_box(vc);
-                        let g: [R; TILE_SIZE] = g[r];
-                        for l in 0..TILE_SIZE {
-                            vc[l] = weight[l].mul_add(g[l], vc[l]);
-                            g_dot_c[l] = g[l].mul_add(ck, g_dot_c[l]);
-                        }
-                    }
+                    let g_dot_c = g_dot_c[h];
                     // Σ_k g_k S_k, with this splat's share taken off S: S now is the colour behind it.
                     let g_dot_s = &mut up.g_dot_behind[r];
                     for l in 0..TILE_SIZE {
