@@ -1,7 +1,10 @@
-//! Run-time choice of the instruction set for numeric kernels: the rasterizer's blend loops and the Tri-Plane
-//! queries. Kernels are written as plain loops over fixed-width lanes; compiled inside a function with AVX-512
-//! or AVX2+FMA enabled, the compiler vectorises them (16 f32 lanes = one zmm register). The portable baseline
-//! (SSE2) is the fallback on other CPUs, so one binary runs everywhere.
+//! Run-time choice of the instruction set for numeric kernels: the rasterizer's blend loops, the Tri-Plane
+//! queries, the photometric loss. Kernels are written as plain loops over fixed-width lanes; compiled inside a
+//! function with AVX-512 or AVX2+FMA enabled, the compiler vectorises them (16 f32 lanes = one zmm register).
+//! The portable baseline (SSE2) is the fallback on other CPUs, so one binary runs everywhere.
+//!
+//! Everything a task runs must be inlined into it to get those features: a closure or a function left out of
+//! line is compiled for the baseline, where `f32::mul_add` is a library call.
 
 /// A unit of work whose `run` is inlined into each instruction-set variant.
 pub trait SimdTask {
